@@ -1,0 +1,312 @@
+//! The model file: one self-describing GGUF file per model, any kind.
+//!
+//! Weights are GGUF tensors; everything else (kind, preparation, tokenizer,
+//! target scaling, provenance, test metrics) is metadata under `pricer.*`.
+//! A CRC-32 of all tensor data guards against files damaged in transit.
+
+use crate::Error;
+use candle_core::quantized::gguf_file::{self, Value};
+use candle_core::quantized::QTensor;
+use candle_core::Device;
+use std::collections::HashMap;
+use std::io::Cursor;
+
+/// Version of the `pricer.*` metadata layout; readers refuse newer files.
+pub const FORMAT_VERSION: u32 = 1;
+
+pub mod keys {
+    pub const ARCH: &str = "general.architecture";
+    pub const NAME: &str = "general.name";
+    pub const FORMAT_VERSION: &str = "pricer.format_version";
+    pub const KIND: &str = "pricer.kind";
+    pub const CRC: &str = "pricer.tensor_crc32";
+}
+
+/// A parsed model file: metadata plus tensors, all in memory.
+pub struct ModelFile {
+    pub metadata: HashMap<String, Value>,
+    pub tensors: HashMap<String, QTensor>,
+}
+
+fn bad(msg: impl std::fmt::Display) -> Error {
+    Error::ModelFile(msg.to_string())
+}
+
+impl ModelFile {
+    /// Parses and checks a model file. Truncated, corrupted, foreign or
+    /// too-new files give an error saying which.
+    pub fn from_bytes(bytes: &[u8]) -> Result<ModelFile, Error> {
+        if bytes.len() < 4 || &bytes[..4] != b"GGUF" {
+            return Err(bad("not a GGUF file (it does not start with the GGUF magic bytes)"));
+        }
+        let mut cursor = Cursor::new(bytes);
+        let content = gguf_file::Content::read(&mut cursor)
+            .map_err(|e| bad(format!("damaged or truncated GGUF header: {e}")))?;
+        let metadata = content.metadata.clone();
+        let version = match metadata.get(keys::FORMAT_VERSION) {
+            Some(Value::U32(v)) => *v,
+            _ => return Err(bad("a GGUF file, but not a Pricer model (no pricer.format_version)")),
+        };
+        if version > FORMAT_VERSION {
+            return Err(bad(format!(
+                "made by a newer Pricer (format {version}; this one reads up to {FORMAT_VERSION})"
+            )));
+        }
+        let mut names: Vec<&String> = content.tensor_infos.keys().collect();
+        names.sort();
+        let mut tensors = HashMap::new();
+        let mut crc = crc32fast::Hasher::new();
+        for name in names {
+            let t = content
+                .tensor(&mut cursor, name, &Device::Cpu)
+                .map_err(|e| bad(format!("tensor {name}: {e} (is the file truncated?)")))?;
+            crc.update(&t.data().map_err(|e| bad(format!("tensor {name}: {e}")))?);
+            tensors.insert(name.clone(), t);
+        }
+        match metadata.get(keys::CRC) {
+            Some(Value::U32(want)) if *want == crc.finalize() => {}
+            Some(Value::U32(_)) => return Err(bad("corrupted: tensor data does not match its checksum")),
+            _ => return Err(bad("no tensor checksum (pricer.tensor_crc32)")),
+        }
+        Ok(ModelFile { metadata, tensors })
+    }
+
+    pub fn kind(&self) -> Result<&str, Error> {
+        self.str(keys::KIND)
+    }
+
+    pub fn get(&self, key: &str) -> Result<&Value, Error> {
+        self.metadata.get(key).ok_or_else(|| bad(format!("missing metadata {key}")))
+    }
+
+    pub fn str(&self, key: &str) -> Result<&str, Error> {
+        match self.get(key)? {
+            Value::String(s) => Ok(s),
+            _ => Err(bad(format!("metadata {key} is not a string"))),
+        }
+    }
+
+    pub fn opt_str(&self, key: &str) -> Option<&str> {
+        match self.metadata.get(key) {
+            Some(Value::String(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn f64(&self, key: &str) -> Result<f64, Error> {
+        value_f64(self.get(key)?).ok_or_else(|| bad(format!("metadata {key} is not a number")))
+    }
+
+    pub fn u32(&self, key: &str) -> Result<u32, Error> {
+        match self.get(key)? {
+            Value::U32(v) => Ok(*v),
+            _ => Err(bad(format!("metadata {key} is not a u32"))),
+        }
+    }
+
+    pub fn f32s(&self, key: &str) -> Result<Vec<f32>, Error> {
+        match self.get(key)? {
+            Value::Array(items) => items
+                .iter()
+                .map(|v| value_f64(v).map(|x| x as f32))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| bad(format!("metadata {key} holds a non-number"))),
+            _ => Err(bad(format!("metadata {key} is not an array"))),
+        }
+    }
+
+    pub fn strs(&self, key: &str) -> Result<Vec<String>, Error> {
+        match self.get(key)? {
+            Value::Array(items) => items
+                .iter()
+                .map(|v| match v {
+                    Value::String(s) => Some(s.clone()),
+                    _ => None,
+                })
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| bad(format!("metadata {key} holds a non-string"))),
+            _ => Err(bad(format!("metadata {key} is not an array"))),
+        }
+    }
+
+    pub fn tensor(&self, name: &str) -> Result<&QTensor, Error> {
+        self.tensors.get(name).ok_or_else(|| bad(format!("missing tensor {name}")))
+    }
+
+    /// A tensor as f32 values (dequantized), flattened.
+    pub fn tensor_f32(&self, name: &str) -> Result<Vec<f32>, Error> {
+        let t = self.tensor(name)?.dequantize(&Device::Cpu)?;
+        Ok(t.flatten_all()?.to_vec1::<f32>()?)
+    }
+
+    /// Every `pricer.*` metadata entry whose value is a scalar or a string, for display.
+    pub fn scalar_metadata(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = self
+            .metadata
+            .iter()
+            .filter_map(|(k, v)| {
+                let s = match v {
+                    Value::String(s) if s.len() < 2000 => s.clone(),
+                    Value::Array(_) | Value::String(_) => return None,
+                    Value::Bool(b) => b.to_string(),
+                    other => value_f64(other)?.to_string(),
+                };
+                Some((k.clone(), s))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+fn value_f64(v: &Value) -> Option<f64> {
+    Some(match v {
+        Value::U8(x) => *x as f64,
+        Value::I8(x) => *x as f64,
+        Value::U16(x) => *x as f64,
+        Value::I16(x) => *x as f64,
+        Value::U32(x) => *x as f64,
+        Value::I32(x) => *x as f64,
+        Value::U64(x) => *x as f64,
+        Value::I64(x) => *x as f64,
+        Value::F32(x) => *x as f64,
+        Value::F64(x) => *x,
+        _ => return None,
+    })
+}
+
+/// Builds a model file: metadata and tensors, then [`ModelWriter::to_bytes`].
+pub struct ModelWriter {
+    metadata: Vec<(String, Value)>,
+    tensors: Vec<(String, QTensor)>,
+}
+
+impl ModelWriter {
+    /// A writer for a model of `kind`, with the format's own keys set.
+    pub fn new(kind: &str) -> Self {
+        let mut w = Self { metadata: vec![], tensors: vec![] };
+        w.set(keys::ARCH, Value::String("pricer".into()));
+        w.set(keys::FORMAT_VERSION, Value::U32(FORMAT_VERSION));
+        w.set(keys::KIND, Value::String(kind.into()));
+        w
+    }
+
+    /// Sets (or replaces) one metadata entry.
+    pub fn set(&mut self, key: &str, value: Value) -> &mut Self {
+        self.metadata.retain(|(k, _)| k != key);
+        self.metadata.push((key.to_string(), value));
+        self
+    }
+
+    pub fn set_str(&mut self, key: &str, v: &str) -> &mut Self {
+        self.set(key, Value::String(v.to_string()))
+    }
+
+    pub fn set_f64(&mut self, key: &str, v: f64) -> &mut Self {
+        self.set(key, Value::F64(v))
+    }
+
+    pub fn set_u32(&mut self, key: &str, v: u32) -> &mut Self {
+        self.set(key, Value::U32(v))
+    }
+
+    pub fn set_f32s(&mut self, key: &str, v: &[f32]) -> &mut Self {
+        self.set(key, Value::Array(v.iter().map(|x| Value::F32(*x)).collect()))
+    }
+
+    pub fn set_strs(&mut self, key: &str, v: &[String]) -> &mut Self {
+        self.set(key, Value::Array(v.iter().map(|x| Value::String(x.clone())).collect()))
+    }
+
+    /// Adds (or replaces) a tensor.
+    pub fn add_tensor(&mut self, name: &str, t: QTensor) -> &mut Self {
+        self.tensors.retain(|(k, _)| k != name);
+        self.tensors.push((name.to_string(), t));
+        self
+    }
+
+    /// A plain f32 vector as a 1-D tensor.
+    pub fn add_f32(&mut self, name: &str, v: &[f32]) -> Result<&mut Self, Error> {
+        let t = candle_core::Tensor::from_slice(v, v.len(), &Device::Cpu)?;
+        let q = QTensor::quantize(&t, candle_core::quantized::GgmlDType::F32)?;
+        Ok(self.add_tensor(name, q))
+    }
+
+    /// Serializes to GGUF bytes, adding the tensor checksum.
+    pub fn to_bytes(&mut self) -> Result<Vec<u8>, Error> {
+        self.tensors.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut crc = crc32fast::Hasher::new();
+        for (_, t) in &self.tensors {
+            crc.update(&t.data()?);
+        }
+        self.set(keys::CRC, Value::U32(crc.finalize()));
+        let meta: Vec<(&str, &Value)> = self.metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let tensors: Vec<(&str, &QTensor)> = self.tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let mut out = Cursor::new(Vec::new());
+        gguf_file::write(&mut out, &meta, &tensors)?;
+        Ok(out.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Vec<u8> {
+        let mut w = ModelWriter::new("test");
+        w.set_str("pricer.note", "hello").set_f64("pricer.x", 1.5).set_f32s("pricer.v", &[1.0, 2.0]);
+        w.add_f32("weights", &(0..100).map(|i| i as f32).collect::<Vec<_>>()).unwrap();
+        w.to_bytes().unwrap()
+    }
+
+    #[test]
+    fn round_trip() {
+        let f = ModelFile::from_bytes(&sample()).unwrap();
+        assert_eq!(f.kind().unwrap(), "test");
+        assert_eq!(f.str("pricer.note").unwrap(), "hello");
+        assert_eq!(f.f64("pricer.x").unwrap(), 1.5);
+        assert_eq!(f.f32s("pricer.v").unwrap(), vec![1.0, 2.0]);
+        assert_eq!(f.tensor_f32("weights").unwrap()[99], 99.0);
+        assert!(f.str("pricer.nope").unwrap_err().to_string().contains("missing metadata pricer.nope"));
+    }
+
+    #[test]
+    fn truncated_file_is_refused_at_every_length() {
+        let bytes = sample();
+        // The last bytes are alignment padding; cut into the tensor data instead.
+        for cut in [0, 3, 10, 40, bytes.len() / 2, bytes.len() - 40] {
+            let err = ModelFile::from_bytes(&bytes[..cut]).err().expect("must fail");
+            assert!(err.to_string().starts_with("model file"), "{cut}: {err}");
+        }
+    }
+
+    #[test]
+    fn flipped_bytes_are_refused() {
+        let bytes = sample();
+        let mut bad = bytes.clone();
+        let n = bad.len();
+        bad[n - 200] ^= 0x40; // inside the tensor data
+        let err = ModelFile::from_bytes(&bad).err().unwrap().to_string();
+        assert!(err.contains("checksum"), "{err}");
+        // Garbage in the header: any clear error, never a panic or a huge allocation.
+        for i in (4..120).step_by(3) {
+            let mut b = bytes.clone();
+            b[i] = 0xff;
+            let _ = ModelFile::from_bytes(&b);
+        }
+    }
+
+    #[test]
+    fn foreign_and_future_files_are_refused() {
+        let err = ModelFile::from_bytes(b"PK\x03\x04 a zip file").err().unwrap().to_string();
+        assert!(err.contains("not a GGUF file"), "{err}");
+        let mut w = ModelWriter::new("test");
+        w.set_u32(keys::FORMAT_VERSION, FORMAT_VERSION + 1);
+        let err = ModelFile::from_bytes(&w.to_bytes().unwrap()).err().unwrap().to_string();
+        assert!(err.contains("newer Pricer"), "{err}");
+        let mut other = Cursor::new(Vec::new());
+        gguf_file::write(&mut other, &[("general.architecture", &Value::String("llama".into()))], &[]).unwrap();
+        let err = ModelFile::from_bytes(other.get_ref()).err().unwrap().to_string();
+        assert!(err.contains("not a Pricer model"), "{err}");
+    }
+}

@@ -1,0 +1,415 @@
+//! Readers: raw records (Amazon 2023 JSONL, curated JSONL, CSV) into [`Product`]s.
+//!
+//! Every reader streams: it holds one record at a time, never a whole file.
+//! A malformed record is an `Err` item naming its line and what was wrong; the
+//! caller decides whether to skip it or stop.
+
+use crate::Product;
+use serde_json::{Map, Value};
+use std::io::{BufRead, BufReader, Read};
+
+/// One record that could not be read, with its 1-based line number.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("line {line}: {reason}")]
+pub struct RecordError {
+    pub line: u64,
+    pub reason: String,
+}
+
+/// The kinds of file Pricer reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// JSON Lines: Amazon 2023 raw metadata or curated records, told apart per line.
+    Jsonl,
+    /// CSV with a header: `title` required; `price`, `description`, `category` optional.
+    Csv,
+}
+
+impl Format {
+    /// Guesses the format from a file name (`.csv`, `.csv.gz` are CSV; the rest JSONL).
+    pub fn from_name(name: &str) -> Format {
+        let lower = name.to_ascii_lowercase();
+        let lower = lower.strip_suffix(".gz").unwrap_or(&lower);
+        if lower.ends_with(".csv") { Format::Csv } else { Format::Jsonl }
+    }
+}
+
+/// Wraps a byte stream, decompressing it when it starts with the gzip magic.
+pub fn decompressed<R: Read + 'static>(inner: R) -> std::io::Result<Box<dyn BufRead>> {
+    let mut buf = BufReader::new(inner);
+    let head = buf.fill_buf()?;
+    if head.len() >= 2 && head[0] == 0x1f && head[1] == 0x8b {
+        Ok(Box::new(BufReader::new(flate2::bufread::MultiGzDecoder::new(buf))))
+    } else {
+        Ok(Box::new(buf))
+    }
+}
+
+/// Reads products from a stream in the given format (gzip detected by content).
+pub fn read_products<R: Read + 'static>(
+    inner: R,
+    format: Format,
+) -> std::io::Result<Box<dyn Iterator<Item = Result<Product, RecordError>>>> {
+    let stream = decompressed(inner)?;
+    Ok(match format {
+        Format::Jsonl => Box::new(JsonlReader::new(stream)),
+        Format::Csv => Box::new(CsvReader::new(stream)),
+    })
+}
+
+/// Streams JSON Lines of raw Amazon metadata or curated records.
+pub struct JsonlReader<R> {
+    inner: R,
+    line: u64,
+    buf: Vec<u8>,
+    done: bool,
+}
+
+/// Longest line accepted: a record larger than this is an error, not an allocation.
+pub const MAX_LINE_BYTES: usize = 16 << 20;
+
+impl<R: BufRead> JsonlReader<R> {
+    pub fn new(inner: R) -> Self {
+        Self { inner, line: 0, buf: Vec::new(), done: false }
+    }
+}
+
+impl<R: BufRead> Iterator for JsonlReader<R> {
+    type Item = Result<Product, RecordError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if self.done {
+                return None;
+            }
+            self.buf.clear();
+            self.line += 1;
+            let line = self.line;
+            let err = |reason: String| Some(Err(RecordError { line, reason }));
+            let read = (&mut self.inner)
+                .take(MAX_LINE_BYTES as u64 + 1)
+                .read_until(b'\n', &mut self.buf);
+            match read {
+                Ok(0) => return None,
+                Ok(_) => {}
+                Err(e) => {
+                    self.done = true;
+                    return err(format!("read failed: {e}"));
+                }
+            }
+            if self.buf.len() > MAX_LINE_BYTES && !self.buf.ends_with(b"\n") {
+                // Skip the rest of the oversized line so the next one is read whole.
+                let mut sink = Vec::new();
+                let _ = self.inner.read_until(b'\n', &mut sink);
+                return err(format!("line longer than {MAX_LINE_BYTES} bytes"));
+            }
+            let Ok(text) = std::str::from_utf8(&self.buf) else {
+                return err("not valid UTF-8".into());
+            };
+            if text.trim().is_empty() {
+                continue;
+            }
+            return Some(parse_json_record(text).map_err(|reason| RecordError { line, reason }));
+        }
+    }
+}
+
+/// Parses one JSON record: curated (has a `text` string) or raw Amazon metadata.
+pub fn parse_json_record(text: &str) -> Result<Product, String> {
+    let value: Value = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
+    let Value::Object(obj) = value else {
+        return Err("expected a JSON object".into());
+    };
+    let title = match obj.get("title") {
+        Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_string(),
+        Some(Value::String(_)) | None | Some(Value::Null) => return Err("missing title".into()),
+        Some(other) => return Err(format!("title is not a string: {}", short(other))),
+    };
+    let price = parse_price(obj.get("price"))?;
+    let category = ["category", "main_category"]
+        .iter()
+        .find_map(|k| obj.get(*k).and_then(Value::as_str))
+        .map(str::to_string)
+        .filter(|s| !s.is_empty());
+    let details = parse_details(obj.get("details"))?;
+    if let Some(Value::String(text)) = obj.get("text") {
+        // Curated: the text is title line + prepared content.
+        let body = text.split_once('\n').map(|(_, b)| b).unwrap_or("").trim();
+        return Ok(Product {
+            title,
+            category,
+            description: if body.is_empty() { vec![] } else { vec![body.to_string()] },
+            features: vec![],
+            details,
+            price,
+            prepared_text: Some(text.clone()),
+        });
+    }
+    Ok(Product {
+        title,
+        category,
+        description: string_list(&obj, "description")?,
+        features: string_list(&obj, "features")?,
+        details,
+        price,
+        prepared_text: None,
+    })
+}
+
+fn short(v: &Value) -> String {
+    let s = v.to_string();
+    if s.chars().count() > 40 { format!("{}...", s.chars().take(40).collect::<String>()) } else { s }
+}
+
+/// A price from a number, a numeric string (`"$1,299.00"`), or nothing
+/// (`null`, `"None"`, `""`, absent). Negative or non-finite prices are errors.
+pub fn parse_price(v: Option<&Value>) -> Result<Option<f64>, String> {
+    let p = match v {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Number(n)) => n.as_f64().ok_or("price is not a number")?,
+        Some(Value::String(s)) => return parse_price_str(s),
+        Some(other) => return Err(format!("price is not a number: {}", short(other))),
+    };
+    check_price(p).map(Some)
+}
+
+/// A price from text; empty, `None`, `null` and `nan` mean unknown.
+pub fn parse_price_str(s: &str) -> Result<Option<f64>, String> {
+    let t = s.trim();
+    if t.is_empty() || ["none", "null", "nan", "n/a"].contains(&t.to_ascii_lowercase().as_str()) {
+        return Ok(None);
+    }
+    let cleaned: String = t.trim_start_matches('$').chars().filter(|&c| c != ',').collect();
+    let p: f64 = cleaned
+        .trim()
+        .parse()
+        .map_err(|_| format!("price is not a number: {t:?}"))?;
+    check_price(p).map(Some)
+}
+
+fn check_price(p: f64) -> Result<f64, String> {
+    if !p.is_finite() || p < 0.0 {
+        return Err(format!("price must be a non-negative number, got {p}"));
+    }
+    Ok(p)
+}
+
+fn parse_details(v: Option<&Value>) -> Result<Option<Map<String, Value>>, String> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(m)) => Ok(Some(m.clone())),
+        // Curated files keep details as a JSON string.
+        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+        Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {
+            Ok(Value::Object(m)) => Ok(Some(m)),
+            _ => Err("details is a string but not a JSON object".into()),
+        },
+        Some(other) => Err(format!("details is not an object: {}", short(other))),
+    }
+}
+
+fn string_list(obj: &Map<String, Value>, key: &str) -> Result<Vec<String>, String> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(vec![]),
+        Some(Value::String(s)) => Ok(vec![s.clone()]),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(s.clone()),
+                other => Err(format!("{key} holds a non-string: {}", short(other))),
+            })
+            .collect(),
+        Some(other) => Err(format!("{key} is not a list: {}", short(other))),
+    }
+}
+
+/// Streams CSV rows: `title` required, `price`, `description`, `category` optional.
+pub struct CsvReader<R: Read> {
+    rows: csv::StringRecordsIntoIter<R>,
+    columns: Result<Columns, String>,
+    reported_header: bool,
+}
+
+struct Columns {
+    title: usize,
+    price: Option<usize>,
+    description: Option<usize>,
+    category: Option<usize>,
+}
+
+impl<R: Read> CsvReader<R> {
+    pub fn new(inner: R) -> Self {
+        let mut rdr = csv::ReaderBuilder::new().flexible(false).from_reader(inner);
+        let columns = match rdr.headers() {
+            Ok(h) => {
+                let find = |name: &str| h.iter().position(|c| c.trim().eq_ignore_ascii_case(name));
+                match find("title") {
+                    Some(title) => Ok(Columns {
+                        title,
+                        price: find("price"),
+                        description: find("description"),
+                        category: find("category"),
+                    }),
+                    None => Err("CSV header has no `title` column".to_string()),
+                }
+            }
+            Err(e) => Err(format!("cannot read CSV header: {e}")),
+        };
+        Self { rows: rdr.into_records(), columns, reported_header: false }
+    }
+}
+
+impl<R: Read> Iterator for CsvReader<R> {
+    type Item = Result<Product, RecordError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let cols = match &self.columns {
+            Ok(c) => c,
+            Err(reason) => {
+                if self.reported_header {
+                    return None;
+                }
+                self.reported_header = true;
+                return Some(Err(RecordError { line: 1, reason: reason.clone() }));
+            }
+        };
+        let row = self.rows.next()?;
+        Some(match row {
+            Err(e) => {
+                let line = e.position().map(|p| p.line()).unwrap_or(0);
+                let reason = match e.kind() {
+                    csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
+                        format!("expected {expected_len} fields, found {len}")
+                    }
+                    csv::ErrorKind::Utf8 { .. } => "not valid UTF-8".to_string(),
+                    _ => e.to_string(),
+                };
+                Err(RecordError { line, reason })
+            }
+            Ok(rec) => {
+                let line = rec.position().map(|p| p.line()).unwrap_or(0);
+                let get = |i: Option<usize>| i.and_then(|i| rec.get(i)).map(str::trim).unwrap_or("");
+                let title = get(Some(cols.title));
+                let price = parse_price_str(get(cols.price));
+                match (title.is_empty(), price) {
+                    (true, _) => Err(RecordError { line, reason: "missing title".into() }),
+                    (_, Err(reason)) => Err(RecordError { line, reason }),
+                    (false, Ok(price)) => {
+                        let desc = get(cols.description);
+                        let cat = get(cols.category);
+                        Ok(Product {
+                            title: title.to_string(),
+                            category: (!cat.is_empty()).then(|| cat.to_string()),
+                            description: if desc.is_empty() { vec![] } else { vec![desc.to_string()] },
+                            price,
+                            ..Product::default()
+                        })
+                    }
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(data: &'static [u8], format: Format) -> Vec<Result<Product, RecordError>> {
+        read_products(data, format).unwrap().collect()
+    }
+
+    #[test]
+    fn raw_amazon_record() {
+        let line = br#"{"main_category": "Appliances", "title": "Ice Maker", "price": "None", "features": ["Fast", "Quiet"], "description": ["Makes ice."], "details": {"Brand": "Acme"}}"#;
+        let got = read(line, Format::Jsonl);
+        let p = got[0].as_ref().unwrap();
+        assert_eq!(p.title, "Ice Maker");
+        assert_eq!(p.category.as_deref(), Some("Appliances"));
+        assert_eq!(p.price, None);
+        assert_eq!(p.features, vec!["Fast", "Quiet"]);
+        assert_eq!(p.detail("Brand").as_deref(), Some("Acme"));
+        assert!(p.prepared_text.is_none());
+    }
+
+    #[test]
+    fn prices_in_every_shape() {
+        let v = |s: &str| parse_price(Some(&serde_json::from_str(s).unwrap()));
+        assert_eq!(v("12.5"), Ok(Some(12.5)));
+        assert_eq!(v("\"$1,299.00\""), Ok(Some(1299.0)));
+        assert_eq!(v("null"), Ok(None));
+        assert_eq!(v("\"None\""), Ok(None));
+        assert!(v("\"cheap\"").unwrap_err().contains("not a number"));
+        assert!(v("-3").unwrap_err().contains("non-negative"));
+        assert!(v("[1]").is_err());
+    }
+
+    #[test]
+    fn curated_record_keeps_prepared_text_and_parses_details_string() {
+        let line = br#"{"title": "Cable", "category": "Musical_Instruments", "price": 47.95, "text": "Cable\nGold plugs", "details": "{\"Brand\": \"WBC\"}"}"#;
+        let p = read(line, Format::Jsonl).remove(0).unwrap();
+        assert_eq!(p.prepared_text.as_deref(), Some("Cable\nGold plugs"));
+        assert_eq!(p.description, vec!["Gold plugs"]);
+        assert_eq!(p.detail("Brand").as_deref(), Some("WBC"));
+        assert_eq!(p.price, Some(47.95));
+    }
+
+    #[test]
+    fn malformed_lines_are_reported_with_line_numbers_and_reading_goes_on() {
+        let data: &[u8] = b"{\"title\": \"A\", \"price\": 1}\n\n{broken\n[1,2]\n{\"price\": 3}\n{\"title\": \"B\", \"price\": \"x\"}\n{\"title\": \"C\", \"features\": 5}\n\xff\xfe\n{\"title\": \"D\"}\n";
+        let got = read(data, Format::Jsonl);
+        let errs: Vec<(u64, String)> = got
+            .iter()
+            .filter_map(|r| r.as_ref().err().map(|e| (e.line, e.reason.clone())))
+            .collect();
+        assert_eq!(errs.iter().map(|e| e.0).collect::<Vec<_>>(), vec![3, 4, 5, 6, 7, 8]);
+        assert!(errs[0].1.contains("invalid JSON"));
+        assert!(errs[1].1.contains("object"));
+        assert!(errs[2].1.contains("missing title"));
+        assert!(errs[3].1.contains("price"));
+        assert!(errs[4].1.contains("features"));
+        assert!(errs[5].1.contains("UTF-8"));
+        let titles: Vec<_> = got.iter().filter_map(|r| r.as_ref().ok()).map(|p| p.title.clone()).collect();
+        assert_eq!(titles, vec!["A", "D"]);
+    }
+
+    #[test]
+    fn gzip_is_detected_by_content() {
+        use std::io::Write;
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(b"{\"title\": \"Zipped\", \"price\": 2}\n").unwrap();
+        let bytes = enc.finish().unwrap();
+        let got: Vec<_> = read_products(std::io::Cursor::new(bytes), Format::Jsonl).unwrap().collect();
+        assert_eq!(got[0].as_ref().unwrap().title, "Zipped");
+    }
+
+    #[test]
+    fn csv_rows_and_their_errors() {
+        let data: &[u8] = b"Title,Price,Description,Category\nDrill,$49.99,\"18V, cordless\",Tools\n,5,x,y\nPick,abc,,\nStrap,,leather,\nBad,1,2\n";
+        let got = read(data, Format::Csv);
+        assert_eq!(got.len(), 5);
+        let drill = got[0].as_ref().unwrap();
+        assert_eq!((drill.title.as_str(), drill.price), ("Drill", Some(49.99)));
+        assert_eq!(drill.description, vec!["18V, cordless"]);
+        assert_eq!(got[1].as_ref().unwrap_err().line, 3);
+        assert!(got[2].as_ref().unwrap_err().reason.contains("not a number"));
+        assert_eq!(got[3].as_ref().unwrap().price, None);
+        let e = got[4].as_ref().unwrap_err();
+        assert_eq!(e.line, 6);
+        assert!(e.reason.contains("expected 4 fields"), "{}", e.reason);
+    }
+
+    #[test]
+    fn csv_without_title_column_is_one_clear_error() {
+        let got = read(b"name,price\nx,1\n", Format::Csv);
+        assert_eq!(got.len(), 1);
+        assert!(got[0].as_ref().unwrap_err().reason.contains("title"));
+    }
+
+    #[test]
+    fn format_from_name() {
+        assert_eq!(Format::from_name("shop.CSV"), Format::Csv);
+        assert_eq!(Format::from_name("x.csv.gz"), Format::Csv);
+        assert_eq!(Format::from_name("meta_Appliances.jsonl.gz"), Format::Jsonl);
+    }
+}

@@ -1,0 +1,155 @@
+//! Tokens: the model's tokenizer, loaded from `tokenizer.json` bytes.
+
+use crate::Error;
+
+/// A Hugging Face tokenizer without the fixed padding and truncation that
+/// `tokenizer.json` files often carry: Pricer pads and truncates itself and
+/// always passes the attention mask.
+#[derive(Clone)]
+pub struct TextTokenizer {
+    inner: tokenizers::Tokenizer,
+    json: String,
+}
+
+/// Token ids and attention mask for one text, special tokens included.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tokens {
+    pub ids: Vec<u32>,
+    pub mask: Vec<u32>,
+}
+
+impl TextTokenizer {
+    /// Parses `tokenizer.json` text.
+    pub fn from_json(json: &str) -> Result<Self, Error> {
+        let mut inner = tokenizers::Tokenizer::from_bytes(json.as_bytes())
+            .map_err(|e| Error::Tokenizer(format!("not a valid tokenizer.json: {e}")))?;
+        inner.with_padding(None);
+        inner
+            .with_truncation(None)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        Ok(Self { inner, json: json.to_string() })
+    }
+
+    /// The `tokenizer.json` text this was built from (stored in model files).
+    pub fn json(&self) -> &str {
+        &self.json
+    }
+
+    /// The longest prefix of `text` that holds at most `max_tokens` tokens
+    /// (special tokens not counted), cut at a token boundary.
+    pub fn truncate<'a>(&self, text: &'a str, max_tokens: usize) -> Result<&'a str, Error> {
+        let enc = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let offsets = enc.get_offsets();
+        if offsets.len() <= max_tokens {
+            return Ok(text);
+        }
+        if max_tokens == 0 {
+            return Ok("");
+        }
+        let end = offsets[max_tokens - 1].1.min(text.len());
+        // Offsets are byte offsets into `text`; stay on a char boundary regardless.
+        let end = (0..=end).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+        Ok(&text[..end])
+    }
+
+    /// Number of tokens in `text`, special tokens not counted.
+    pub fn count(&self, text: &str) -> Result<usize, Error> {
+        Ok(self
+            .inner
+            .encode(text, false)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?
+            .len())
+    }
+
+    /// Ids and mask with the model's special tokens, cut to `max_len` in all
+    /// (the final `[SEP]` is kept when cutting).
+    pub fn encode(&self, text: &str, max_len: usize) -> Result<Tokens, Error> {
+        let enc = self
+            .inner
+            .encode(text, true)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let mut ids = enc.get_ids().to_vec();
+        if ids.len() > max_len && max_len >= 2 {
+            let last = *ids.last().unwrap_or(&0);
+            ids.truncate(max_len - 1);
+            ids.push(last);
+        }
+        let mask = vec![1; ids.len()];
+        Ok(Tokens { ids, mask })
+    }
+
+    /// The id of the padding token (`[PAD]`), 0 when the vocabulary has none.
+    pub fn pad_id(&self) -> u32 {
+        self.inner.token_to_id("[PAD]").unwrap_or(0)
+    }
+}
+
+impl std::fmt::Debug for TextTokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TextTokenizer({} tokens)", self.inner.get_vocab_size(true))
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A tiny BERT-style WordPiece tokenizer for tests.
+    pub fn tiny_tokenizer() -> TextTokenizer {
+        let words = [
+            "[PAD]", "[UNK]", "[CLS]", "[SEP]", "the", "a", "blender", "steel", "with", "and",
+            "for", "cable", "##s", "usb", "fast", "guitar", "drill", "black", "new", "pack",
+        ];
+        let vocab: serde_json::Map<String, serde_json::Value> = words
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (w.to_string(), serde_json::json!(i)))
+            .collect();
+        let json = serde_json::json!({
+            "version": "1.0",
+            "truncation": null,
+            "padding": null,
+            "added_tokens": [],
+            "normalizer": {"type": "BertNormalizer", "clean_text": true, "handle_chinese_chars": true,
+                           "strip_accents": null, "lowercase": true},
+            "pre_tokenizer": {"type": "BertPreTokenizer"},
+            "post_processor": {"type": "TemplateProcessing",
+                "single": [{"SpecialToken": {"id": "[CLS]", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                           {"SpecialToken": {"id": "[SEP]", "type_id": 0}}],
+                "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+                "special_tokens": {"[CLS]": {"id": "[CLS]", "ids": [2], "tokens": ["[CLS]"]},
+                                   "[SEP]": {"id": "[SEP]", "ids": [3], "tokens": ["[SEP]"]}}},
+            "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": true},
+            "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
+                      "max_input_chars_per_word": 100, "vocab": vocab}
+        });
+        TextTokenizer::from_json(&json.to_string()).expect("tiny tokenizer")
+    }
+
+    #[test]
+    fn truncates_at_token_boundaries() {
+        let t = tiny_tokenizer();
+        let text = "The steel blender, with cables";
+        assert_eq!(t.count(text).unwrap(), 7); // the steel blender , with cable ##s
+        assert_eq!(t.truncate(text, 3).unwrap(), "The steel blender");
+        assert_eq!(t.truncate(text, 100).unwrap(), text);
+        assert_eq!(t.truncate(text, 0).unwrap(), "");
+    }
+
+    #[test]
+    fn encode_adds_special_tokens_and_keeps_sep_when_cut() {
+        let t = tiny_tokenizer();
+        let tokens = t.encode("the steel blender", 4).unwrap();
+        assert_eq!(tokens.ids, vec![2, 4, 7, 3]);
+        assert_eq!(tokens.mask, vec![1, 1, 1, 1]);
+    }
+
+    #[test]
+    fn rejects_garbage_json() {
+        let err = TextTokenizer::from_json("{not json").unwrap_err();
+        assert!(err.to_string().contains("tokenizer"), "{err}");
+    }
+}
