@@ -1,1 +1,44 @@
-fn main() {}
+//! `pricer`: curate data, train and evaluate price models, export them.
+
+mod curate;
+mod data;
+mod eval;
+mod fit;
+mod predict;
+mod report;
+mod train;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "pricer", version, about = "Estimate what a product costs from its description")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Curate raw product files into train / validation / test sets, with a data report.
+    Curate(curate::CurateArgs),
+    /// Train a model and write it as one GGUF file.
+    Train(train::TrainArgs),
+    /// Evaluate a model on items with known prices (the Tester).
+    Eval(eval::EvalArgs),
+    /// Estimate prices of products given as text or JSONL on stdin.
+    Predict(predict::PredictArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Curate(a) => curate::run(a),
+        Command::Train(a) => train::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::Predict(a) => predict::run(a),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

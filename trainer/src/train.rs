@@ -1,0 +1,266 @@
+//! `pricer train`: the baselines here; the fine-tuned encoder in `finetune`.
+
+use crate::data::{DataSet, load_data_set, sha256_files, write_atomic};
+use crate::fit::ridge;
+use anyhow::{Result, bail};
+use pricer::baselines::{Featurizer, LinearModel, brand, mean_rank, terms, weight_lb};
+use pricer::estimator::{Prep, keys};
+use pricer::metrics::{Summary, coverage_pct, median};
+use pricer::model_file::ModelWriter;
+use pricer::text::model_input;
+use pricer::{Estimator, Product};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The training median, whatever the product.
+    Constant,
+    /// Linear regression on hand features: length, weight, rank, brand, category.
+    Features,
+    /// Linear regression on counts of the 1000 most common words.
+    Bow,
+    /// Ridge regression (alpha 0.3) on word 1-2-gram TF-IDF, log price target.
+    TfidfRidge,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Constant => "constant",
+            Kind::Features => "features",
+            Kind::Bow => "bow",
+            Kind::TfidfRidge => "tfidf-ridge",
+        }
+    }
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct TrainArgs {
+    #[arg(long, value_enum)]
+    pub kind: Kind,
+    /// A `curate` output directory, or one curated JSONL file (a holdout share validates).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// The model file to write (.gguf).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Share of a single data file held out for validation.
+    #[arg(long, default_value_t = 0.1)]
+    pub holdout: f64,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Ridge strength of the tfidf-ridge model.
+    #[arg(long, default_value_t = 0.3)]
+    pub alpha: f64,
+    /// Terms in fewer training texts than this are left out of the TF-IDF vocabulary.
+    #[arg(long, default_value_t = 1)]
+    pub min_df: usize,
+    /// Stop at the first malformed record.
+    #[arg(long)]
+    pub strict: bool,
+}
+
+/// Products with their model input, computed once.
+pub struct Prepared<'a> {
+    pub products: &'a [Product],
+    pub texts: Vec<String>,
+}
+
+pub fn prepared<'a>(products: &'a [Product], prep: &Prep) -> Result<Prepared<'a>> {
+    let texts = products
+        .iter()
+        .map(|p| model_input(p, prep.budget()))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Prepared { products, texts })
+}
+
+pub fn run(args: &TrainArgs) -> Result<()> {
+    let ds = load_data_set(&args.data, args.holdout, args.seed, args.strict)?;
+    let prep = Prep { max_tokens: ds.prep.max_tokens, tokenizer: ds.tokenizer.clone() };
+    let train = prepared(&ds.train, &prep)?;
+    println!("training {} on {} items ({} validation)", args.kind.name(), ds.train.len(), ds.validation.len());
+    let mut w = ModelWriter::new(args.kind.name());
+    match args.kind {
+        Kind::Constant => {
+            let mut prices: Vec<f64> = ds.train.iter().filter_map(|p| p.price).collect();
+            w.set_f64("pricer.constant.price", median(&mut prices));
+        }
+        kind => fit_linear(kind, &train, args)?.write(&mut w)?,
+    }
+    prep.write(&mut w);
+    finish(&mut w, &ds, args.seed)?;
+    let bytes = w.to_bytes()?;
+    write_atomic(&args.out, &bytes)?;
+    report_written(&args.out, &bytes)
+}
+
+/// Prints what was written and its test metrics.
+pub fn report_written(out: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    let est = Estimator::from_bytes(bytes)?;
+    println!("wrote {} ({:.1} MiB)", out.display(), bytes.len() as f64 / (1 << 20) as f64);
+    if let Ok(mae) = est.file.f64("pricer.test.mae") {
+        println!(
+            "test: n {} | MAE ${:.2} | RMSLE {:.3} | hits {:.1}% | range coverage {:.1}%",
+            est.file.f64("pricer.test.n").unwrap_or(0.0),
+            mae,
+            est.file.f64("pricer.test.rmsle").unwrap_or(f64::NAN),
+            est.file.f64("pricer.test.hits_pct").unwrap_or(f64::NAN),
+            est.file.f64("pricer.test.coverage_pct").unwrap_or(f64::NAN),
+        );
+    }
+    Ok(())
+}
+
+fn fit_linear(kind: Kind, train: &Prepared, args: &TrainArgs) -> Result<LinearModel> {
+    let (featurizer, alpha, log_target) = match kind {
+        Kind::Features => (hand_featurizer(train.products), 1e-3, false),
+        Kind::Bow => (Featurizer::Bow { vocab: top_words(&train.texts, 1000) }, 1.0, false),
+        Kind::TfidfRidge => (tfidf_featurizer(&train.texts, args.min_df), args.alpha, true),
+        Kind::Constant => unreachable!("constant is not linear"),
+    };
+    let index = featurizer.index();
+    let rows: Vec<_> = train.products.iter().zip(&train.texts).map(|(p, t)| featurizer.features(p, t, &index)).collect();
+    let y: Vec<f64> = train
+        .products
+        .iter()
+        .map(|p| {
+            let price = p.price.unwrap_or(0.0);
+            if log_target { price.ln_1p() } else { price }
+        })
+        .collect();
+    let (weights, bias) = ridge(&rows, featurizer.dim(), &y, alpha);
+    Ok(LinearModel::new(featurizer, weights.iter().map(|&x| x as f32).collect(), bias as f32, log_target)?)
+}
+
+fn hand_featurizer(products: &[Product]) -> Featurizer {
+    let mean = |xs: Vec<f64>| if xs.is_empty() { 0.0 } else { xs.iter().sum::<f64>() / xs.len() as f64 };
+    let weight_mean = mean(products.iter().filter_map(weight_lb).map(f64::ln_1p).collect()) as f32;
+    let log_rank_mean = mean(products.iter().filter_map(mean_rank).map(f64::ln_1p).collect()) as f32;
+    let mut brand_counts: HashMap<String, usize> = HashMap::new();
+    for b in products.iter().filter_map(brand) {
+        *brand_counts.entry(b.to_lowercase()).or_default() += 1;
+    }
+    let mut brands: Vec<(String, usize)> = brand_counts.into_iter().filter(|(_, c)| *c >= 3).collect();
+    brands.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    brands.truncate(40);
+    let categories: Vec<String> = products
+        .iter()
+        .filter_map(|p| p.category.clone())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    Featurizer::Hand { brands: brands.into_iter().map(|b| b.0).collect(), categories, weight_mean, log_rank_mean }
+}
+
+/// Document frequency of each term.
+fn doc_freq(texts: &[String], bigrams: bool) -> BTreeMap<String, usize> {
+    let mut df = BTreeMap::new();
+    for t in texts {
+        for term in terms(t, bigrams).into_iter().collect::<HashSet<_>>() {
+            *df.entry(term).or_insert(0) += 1;
+        }
+    }
+    df
+}
+
+fn top_words(texts: &[String], n: usize) -> Vec<String> {
+    let mut df: Vec<(String, usize)> = doc_freq(texts, false).into_iter().collect();
+    df.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    df.into_iter().take(n).map(|(t, _)| t).collect()
+}
+
+/// scikit-learn's TfidfVectorizer(ngram_range=(1, 2)) vocabulary and smooth idf.
+fn tfidf_featurizer(texts: &[String], min_df: usize) -> Featurizer {
+    let n = texts.len() as f64;
+    let (vocab, idf): (Vec<String>, Vec<f32>) = doc_freq(texts, true)
+        .into_iter()
+        .filter(|(_, df)| *df >= min_df)
+        .map(|(t, df)| (t, (((1.0 + n) / (1.0 + df as f64)).ln() + 1.0) as f32))
+        .unzip();
+    Featurizer::Tfidf { vocab, idf, bigrams: true }
+}
+
+/// Adds what every model file carries after its weights: the likely range
+/// (from validation residuals), provenance, and metrics on the test split.
+/// Needs the weights and preparation already in `w`.
+pub fn finish(w: &mut ModelWriter, ds: &DataSet, seed: u64) -> Result<()> {
+    // Provisional range so the file loads; replaced by validation quantiles below.
+    w.set_f64(keys::RANGE_LOW, 0.0).set_f64(keys::RANGE_HIGH, 0.0);
+    let est = Estimator::from_bytes(&w.to_bytes()?)?;
+    let estimate = |ps: &[Product]| -> Result<Vec<(f64, f64)>> {
+        ps.iter()
+            .map(|p| Ok((est.estimate(p)?.price, p.price.unwrap_or(0.0))))
+            .collect()
+    };
+    let val = estimate(&ds.validation)?;
+    let mut residuals: Vec<f64> = val.iter().map(|(e, t)| t.ln_1p() - e.max(0.0).ln_1p()).collect();
+    let (lo, hi) = if residuals.is_empty() { (0.0, 0.0) } else { (quantile(&mut residuals, 0.1), quantile(&mut residuals, 0.9)) };
+    w.set_f64(keys::RANGE_LOW, lo).set_f64(keys::RANGE_HIGH, hi);
+    if let Some(s) = Summary::of(&val) {
+        w.set_f64("pricer.validation.mae", s.mae).set_f64("pricer.validation.rmsle", s.rmsle);
+    }
+    let argv: Vec<String> = std::env::args().collect();
+    w.set_str("pricer.provenance.data_sha256", &sha256_files(&ds.sources)?)
+        .set_str("pricer.provenance.data_files", &ds.sources.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))
+        .set_u32("pricer.provenance.seed", seed as u32)
+        .set_str("pricer.provenance.command", &argv.join(" "))
+        .set_str("pricer.provenance.date", &chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .set_str("pricer.provenance.version", env!("CARGO_PKG_VERSION"))
+        .set_f64("pricer.provenance.train_items", ds.train.len() as f64);
+    if !ds.test.is_empty() {
+        let est = Estimator::from_bytes(&w.to_bytes()?)?;
+        let mut pairs = Vec::new();
+        let mut ranges = Vec::new();
+        for p in &ds.test {
+            let e = est.estimate(p)?;
+            let t = p.price.unwrap_or(0.0);
+            pairs.push((e.price, t));
+            ranges.push((e.low, e.high, t));
+        }
+        let s = Summary::of(&pairs).expect("non-empty");
+        w.set_f64("pricer.test.n", s.n as f64)
+            .set_f64("pricer.test.mae", s.mae)
+            .set_f64("pricer.test.rmsle", s.rmsle)
+            .set_f64("pricer.test.hits_pct", s.hits_pct)
+            .set_f64("pricer.test.median_abs_error", s.median_abs_error)
+            .set_f64("pricer.test.coverage_pct", coverage_pct(&ranges));
+        let (est_v, truth_v): (Vec<f32>, Vec<f32>) = pairs.iter().map(|(e, t)| (*e as f32, *t as f32)).unzip();
+        w.set_f32s("pricer.test.estimate", &est_v).set_f32s("pricer.test.truth", &truth_v);
+    }
+    if ds.validation.is_empty() {
+        bail!("no validation items: the range and early stopping need some");
+    }
+    Ok(())
+}
+
+/// The q-quantile (linear interpolation) of `xs`.
+pub fn quantile(xs: &mut [f64], q: f64) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    let pos = q * (xs.len() - 1) as f64;
+    let (i, frac) = (pos.floor() as usize, pos.fract());
+    if i + 1 < xs.len() { xs[i] * (1.0 - frac) + xs[i + 1] * frac } else { xs[i] }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tfidf_vocabulary_and_idf_follow_sklearn() {
+        let texts = vec!["red car".to_string(), "red bike".to_string()];
+        let Featurizer::Tfidf { vocab, idf, .. } = tfidf_featurizer(&texts, 1) else { panic!() };
+        assert_eq!(vocab, vec!["bike", "car", "red", "red bike", "red car"]);
+        // idf = ln((1 + n) / (1 + df)) + 1
+        assert!((idf[2] - 1.0).abs() < 1e-6);
+        assert!((idf[0] - ((3.0f32 / 2.0).ln() + 1.0)).abs() < 1e-6);
+        let Featurizer::Tfidf { vocab, .. } = tfidf_featurizer(&texts, 2) else { panic!() };
+        assert_eq!(vocab, vec!["red"]);
+    }
+
+    #[test]
+    fn quantiles_interpolate() {
+        assert_eq!(quantile(&mut [3.0, 1.0, 2.0, 4.0, 5.0], 0.5), 3.0);
+        assert!((quantile(&mut [0.0, 10.0], 0.1) - 1.0).abs() < 1e-12);
+    }
+}
