@@ -1,1 +1,130 @@
-//! Workspace-level tests live in the `tests/` targets of this package.
+//! Helpers for the workspace-level tests: the built `pricer` binary and a
+//! synthetic product catalogue in the Amazon 2023 raw format.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The `pricer` binary of the same profile as the running test
+/// (`cargo build --release --bins` makes it; the README's test command does).
+pub fn pricer_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/pricer
+    let bin = exe.parent().and_then(Path::parent).expect("target dir").join("pricer");
+    assert!(bin.exists(), "{} is missing: run `cargo build --release --bins` first", bin.display());
+    bin
+}
+
+/// Runs `pricer` with `args`, returning its output (never panics on failure).
+pub fn pricer(args: &[&str]) -> Output {
+    Command::new(pricer_bin()).args(args).output().expect("pricer runs")
+}
+
+/// Runs `pricer`, asserting success; returns stdout.
+pub fn pricer_ok(args: &[&str]) -> String {
+    let out = pricer(args);
+    assert!(
+        out.status.success(),
+        "pricer {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 stdout")
+}
+
+/// A tiny deterministic generator (64-bit LCG): the fixture needs no `rand`.
+pub struct Lcg(u64);
+
+impl Lcg {
+    pub fn new(seed: u64) -> Self {
+        Lcg(seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407))
+    }
+    pub fn next_f64(&mut self) -> f64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+    pub fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
+        &xs[(self.next_f64() * xs.len() as f64) as usize % xs.len()]
+    }
+}
+
+const KINDS: &[(&str, &str, f64)] = &[
+    ("Blender", "Appliances", 60.0),
+    ("Refrigerator", "Appliances", 520.0),
+    ("Electric Guitar", "Musical_Instruments", 320.0),
+    ("Guitar Strings", "Musical_Instruments", 9.0),
+    ("Cordless Drill", "Tools_and_Home_Improvement", 120.0),
+    ("Tape Measure", "Tools_and_Home_Improvement", 14.0),
+    ("Stapler", "Office_Products", 16.0),
+    ("Office Chair", "Office_Products", 210.0),
+    ("Toy Car", "Toys_and_Games", 22.0),
+    ("Phone Case", "Cell_Phones_and_Accessories", 13.0),
+];
+const QUALITY: &[(&str, f64)] = &[("Premium", 1.6), ("Professional", 1.35), ("Basic", 0.7), ("Compact", 0.85), ("Deluxe", 1.5)];
+const BRANDS: &[&str] = &["Acme", "Northwind", "Contoso", "Globex", "Initech"];
+const FILLER: &[&str] = &[
+    "Designed for everyday use at home and at work.",
+    "Built from durable materials that last for years.",
+    "Easy to clean and simple to store when not in use.",
+    "Backed by a friendly customer service team.",
+    "Tested to meet strict quality and safety standards.",
+    "A thoughtful gift for family and friends.",
+];
+
+/// One raw Amazon 2023 metadata record, as a JSON line.
+pub fn raw_record(rng: &mut Lcg, i: usize) -> String {
+    let (kind, category, base) = *rng.pick(KINDS);
+    let (quality, mult) = *rng.pick(QUALITY);
+    let brand = *rng.pick(BRANDS);
+    let price = (base * mult * (0.85 + 0.3 * rng.next_f64()) * 100.0).round() / 100.0;
+    let description: Vec<String> = (0..4).map(|_| rng.pick(FILLER).to_string()).collect();
+    let features = vec![
+        format!("{quality} {kind} by {brand}"),
+        format!("Model {i} of the {brand} {kind} line, serial AB{i:07}"),
+        rng.pick(FILLER).to_string(),
+    ];
+    serde_json::json!({
+        "main_category": category,
+        "title": format!("{brand} {quality} {kind} No. {i}"),
+        "average_rating": 4.2,
+        "rating_number": 10,
+        "features": features,
+        "description": description,
+        "price": price,
+        "images": [],
+        "videos": [],
+        "store": brand,
+        "categories": [],
+        "details": {"Brand": brand, "Item Weight": format!("{:.1} pounds", base / 40.0 + 0.5),
+                    "Best Sellers Rank": {category: 1000 + i}},
+        "parent_asin": format!("B{i:09}"),
+        "bought_together": null
+    })
+    .to_string()
+}
+
+/// Writes `n` good records plus the kinds of bad and dropped records real
+/// files hold, returning how many of each were written.
+pub fn write_fixture(path: &Path, n: usize, seed: u64) -> FixtureCounts {
+    let mut rng = Lcg::new(seed);
+    let mut lines: Vec<String> = (0..n).map(|i| raw_record(&mut rng, i)).collect();
+    lines.push("{\"title\": \"Broken record\", \"price\": ".into()); // malformed JSON
+    lines.push("{\"title\": \"Unknown price\", \"price\": \"None\", \"description\": [\"x\"]}".into());
+    lines.push("{\"title\": \"Too thin\", \"price\": 10.0, \"description\": [\"short\"]}".into());
+    lines.push(lines[0].clone()); // duplicate
+    std::fs::write(path, lines.join("\n") + "\n").expect("write fixture");
+    FixtureCounts { good: n, malformed: 1, no_price: 1, too_little_content: 1, duplicates: 1 }
+}
+
+/// What [`write_fixture`] wrote.
+pub struct FixtureCounts {
+    pub good: usize,
+    pub malformed: usize,
+    pub no_price: usize,
+    pub too_little_content: usize,
+    pub duplicates: usize,
+}
+
+/// The data folder beside the repository (`../shared/data/amazon-2023`).
+pub fn shared_data() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/amazon-2023")
+}

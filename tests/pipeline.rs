@@ -1,1 +1,164 @@
+//! The pipeline end to end through the CLI: curate a catalogue, train
+//! baselines, evaluate them, predict, and refuse damaged model files.
 
+use pricer_tests::{pricer, pricer_ok, shared_data, write_fixture};
+use serde_json::Value;
+use std::path::Path;
+
+fn eval_json(model: &Path, data: &Path) -> Value {
+    let out = pricer_ok(&["eval", "--model", model.to_str().unwrap(), "--data", data.to_str().unwrap(), "--json"]);
+    serde_json::from_str(out.trim()).expect("eval --json prints one JSON object")
+}
+
+fn lines(path: &Path) -> usize {
+    std::fs::read_to_string(path).unwrap().lines().count()
+}
+
+#[test]
+fn curate_train_eval_predict_on_a_synthetic_catalogue() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("meta_Mixed.jsonl");
+    let counts = write_fixture(&raw, 600, 7);
+    let cur = dir.path().join("curated");
+    let out = pricer_ok(&["curate", "--input", raw.to_str().unwrap(), "--out", cur.to_str().unwrap(), "--seed", "3"]);
+    // The summary accounts for every record, by reason.
+    let total = counts.good + counts.malformed + counts.no_price + counts.too_little_content + counts.duplicates;
+    assert!(out.contains(&format!("read {total}, kept {}", counts.good)), "{out}");
+    for reason in ["malformed 1", "no price 1", "too little content 1", "duplicate title 1"] {
+        assert!(out.contains(reason), "summary lacks {reason:?}: {out}");
+    }
+    assert!(out.contains("items/s"), "{out}");
+    let (n_train, n_val, n_test) =
+        (lines(&cur.join("train.jsonl")), lines(&cur.join("validation.jsonl")), lines(&cur.join("test.jsonl")));
+    assert_eq!(n_train + n_val + n_test, counts.good);
+    assert_eq!((n_train, n_val, n_test), (480, 60, 60));
+    for f in ["report.md", "prices.svg", "log-prices.svg", "categories.svg", "token-lengths.svg"] {
+        let p = cur.join("report").join(f);
+        assert!(std::fs::metadata(&p).map(|m| m.len() > 100).unwrap_or(false), "{} missing", p.display());
+    }
+    let report = std::fs::read_to_string(cur.join("report/report.md")).unwrap();
+    assert!(report.contains("| Appliances |") && report.contains("| malformed | 1 |"), "{report}");
+    // Part numbers (7+ characters with a digit) never reach the prepared text.
+    let first: Value = serde_json::from_str(std::fs::read_to_string(cur.join("train.jsonl")).unwrap().lines().next().unwrap()).unwrap();
+    assert!(!first["text"].as_str().unwrap().contains("AB0"), "{first}");
+
+    // A re-run with the same seed gives the same split.
+    let cur2 = dir.path().join("curated2");
+    pricer_ok(&["curate", "--input", raw.to_str().unwrap(), "--out", cur2.to_str().unwrap(), "--seed", "3"]);
+    assert_eq!(std::fs::read(cur.join("test.jsonl")).unwrap(), std::fs::read(cur2.join("test.jsonl")).unwrap());
+
+    let test = cur.join("test.jsonl");
+    let mut maes = std::collections::HashMap::new();
+    for kind in ["constant", "features", "bow", "tfidf-ridge"] {
+        let model = dir.path().join(format!("{kind}.gguf"));
+        let out = pricer_ok(&["train", "--kind", kind, "--data", cur.to_str().unwrap(), "--out", model.to_str().unwrap()]);
+        assert!(out.contains("test: n 60"), "{out}");
+        let s = eval_json(&model, &test);
+        assert_eq!(s["n"], 60);
+        assert_eq!(s["model"], format!("{kind}.gguf"));
+        for key in ["mae", "rmsle", "hits_pct", "median_abs_error"] {
+            assert!(s[key].as_f64().unwrap().is_finite(), "{kind}: {s}");
+        }
+        maes.insert(kind, s["mae"].as_f64().unwrap());
+    }
+    // Prices follow product type and quality words, which the text models
+    // read and the constant cannot: each must beat the median by far.
+    let constant = maes["constant"];
+    assert!(constant > 80.0, "{maes:?}");
+    assert!(maes["tfidf-ridge"] < 0.5 * constant, "{maes:?}");
+    assert!(maes["bow"] < 0.5 * constant, "{maes:?}");
+    assert!(maes["features"] < constant, "{maes:?}");
+
+    // The per-item report.
+    let model = dir.path().join("tfidf-ridge.gguf");
+    let rep = dir.path().join("eval-report");
+    let out = pricer_ok(&["eval", "--model", model.to_str().unwrap(), "--data", test.to_str().unwrap(), "--limit", "10", "--report", rep.to_str().unwrap()]);
+    assert!(out.contains("items 10 |"), "{out}");
+    assert_eq!(out.lines().filter(|l| l.contains("estimate $")).count(), 10, "{out}");
+    let svg = std::fs::read_to_string(rep.join("scatter.svg")).unwrap();
+    assert!(svg.contains("<svg") && svg.matches("<circle").count() >= 10, "scatter has its points");
+    let csv = std::fs::read_to_string(rep.join("items.csv")).unwrap();
+    assert!(csv.starts_with("title,estimate,truth,error,low,high,grade"));
+    assert_eq!(csv.lines().count(), 11);
+
+    // Predict: text argument, JSONL on stdin with a bad line in the middle.
+    let out = pricer_ok(&["predict", "--model", model.to_str().unwrap(), "Northwind Premium Refrigerator\nA big fridge for the family."]);
+    let est: Value = serde_json::from_str(out.trim()).unwrap();
+    let (price, low, high) = (est["price"].as_f64().unwrap(), est["low"].as_f64().unwrap(), est["high"].as_f64().unwrap());
+    assert!(price > 300.0, "a premium fridge is dear: {est}");
+    assert!(low <= price && price <= high, "{est}");
+    let input = "{\"title\": \"Basic Stapler\", \"description\": \"Staples paper.\"}\nnot json\n{\"title\": \"Premium Electric Guitar\"}\n";
+    let mut child = std::process::Command::new(pricer_tests::pricer_bin())
+        .args(["predict", "--model", model.to_str().unwrap()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let rows: Vec<Value> = String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), 3);
+    assert!(rows[0]["price"].as_f64().unwrap() < rows[2]["price"].as_f64().unwrap(), "{rows:?}");
+    assert_eq!(rows[1]["line"], 2);
+    assert!(rows[1]["error"].as_str().unwrap().contains("invalid JSON"), "{rows:?}");
+}
+
+#[test]
+fn strict_mode_stops_at_the_first_malformed_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("meta.jsonl");
+    write_fixture(&raw, 20, 1);
+    let out = pricer(&["curate", "--strict", "--input", raw.to_str().unwrap(), "--out", dir.path().join("c").to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("meta.jsonl:21:") && err.contains("invalid JSON") && err.contains("--strict"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn damaged_or_foreign_model_files_fail_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("meta.jsonl");
+    write_fixture(&raw, 100, 2);
+    let cur = dir.path().join("c");
+    pricer_ok(&["curate", "--input", raw.to_str().unwrap(), "--out", cur.to_str().unwrap()]);
+    let model = dir.path().join("m.gguf");
+    pricer_ok(&["train", "--kind", "tfidf-ridge", "--data", cur.to_str().unwrap(), "--out", model.to_str().unwrap()]);
+    let bytes = std::fs::read(&model).unwrap();
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("truncated", bytes[..bytes.len() / 2].to_vec(), "truncated"),
+        ("flipped", { let mut b = bytes.clone(); let n = b.len(); b[n - 100] ^= 1; b }, "checksum"),
+        ("foreign", b"<html>not a model</html>".to_vec(), "not a GGUF file"),
+        ("empty", vec![], "not a GGUF file"),
+    ];
+    for (name, data, want) in cases {
+        let bad = dir.path().join(format!("{name}.gguf"));
+        std::fs::write(&bad, data).unwrap();
+        let out = pricer(&["eval", "--model", bad.to_str().unwrap(), "--data", cur.join("test.jsonl").to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name}: {err}");
+        assert!(err.contains("model file") && err.contains(want), "{name}: {err}");
+        assert!(!err.contains("panicked"), "{name}: {err}");
+    }
+    let out = pricer(&["eval", "--model", dir.path().join("missing.gguf").to_str().unwrap(), "--data", "x"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read model"));
+}
+
+/// The real Amazon items: `tfidf-ridge` must land where scikit-learn's
+/// reference does on this data (MAE about $50, RMSLE about 0.7).
+#[test]
+fn tfidf_ridge_on_real_amazon_items() {
+    let items = shared_data().join("items.jsonl.gz");
+    assert!(items.exists(), "{} is missing: the tests need ../shared beside the repository", items.display());
+    let dir = tempfile::tempdir().unwrap();
+    let cur = dir.path().join("c");
+    pricer_ok(&["curate", "--input", items.to_str().unwrap(), "--out", cur.to_str().unwrap()]);
+    let model = dir.path().join("t.gguf");
+    pricer_ok(&["train", "--kind", "tfidf-ridge", "--data", cur.to_str().unwrap(), "--out", model.to_str().unwrap()]);
+    let s = eval_json(&model, &cur.join("test.jsonl"));
+    let (mae, rmsle, hits) = (s["mae"].as_f64().unwrap(), s["rmsle"].as_f64().unwrap(), s["hits_pct"].as_f64().unwrap());
+    assert!((40.0..62.0).contains(&mae), "{s}");
+    assert!((0.6..0.85).contains(&rmsle), "{s}");
+    assert!(hits > 60.0, "{s}");
+}
