@@ -59,7 +59,8 @@ const KINDS: &[(&str, &str, f64)] = &[
     ("Toy Car", "Toys_and_Games", 22.0),
     ("Phone Case", "Cell_Phones_and_Accessories", 13.0),
 ];
-const QUALITY: &[(&str, f64)] = &[("Premium", 1.6), ("Professional", 1.35), ("Basic", 0.7), ("Compact", 0.85), ("Deluxe", 1.5)];
+const QUALITY: &[(&str, f64)] =
+    &[("Premium", 1.6), ("Professional", 1.35), ("Basic", 0.7), ("Compact", 0.85), ("Deluxe", 1.5)];
 const BRANDS: &[&str] = &["Acme", "Northwind", "Contoso", "Globex", "Initech"];
 const FILLER: &[&str] = &[
     "Designed for everyday use at home and at work.",
@@ -127,4 +128,52 @@ pub struct FixtureCounts {
 /// The data folder beside the repository (`../shared/data/amazon-2023`).
 pub fn shared_data() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/amazon-2023")
+}
+
+/// Writes a small BERT-style WordPiece `tokenizer.json` whose vocabulary
+/// covers the fixture's words (anything else is `[UNK]`).
+pub fn write_tiny_tokenizer(path: &Path) {
+    let mut words: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"].iter().map(|s| s.to_string()).collect();
+    let text = KINDS
+        .iter()
+        .map(|k| k.0)
+        .chain(QUALITY.iter().map(|q| q.0))
+        .chain(BRANDS.iter().copied())
+        .chain(FILLER.iter().copied())
+        .chain([
+            "no", "model", "of", "the", "line", "serial", "by", "big", "fridge", "for", "family", "staples", "paper",
+        ])
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase();
+    for w in text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
+        if !words.contains(&w.to_string()) {
+            words.push(w.to_string());
+        }
+    }
+    for d in 0..10 {
+        words.push(d.to_string());
+        words.push(format!("##{d}"));
+    }
+    for p in [".", ",", ":", "-", "_"] {
+        words.push(p.to_string());
+    }
+    let vocab: serde_json::Map<String, serde_json::Value> =
+        words.iter().enumerate().map(|(i, w)| (w.clone(), serde_json::json!(i))).collect();
+    let json = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+        "normalizer": {"type": "BertNormalizer", "clean_text": true, "handle_chinese_chars": true,
+                       "strip_accents": null, "lowercase": true},
+        "pre_tokenizer": {"type": "BertPreTokenizer"},
+        "post_processor": {"type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": "[CLS]", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                       {"SpecialToken": {"id": "[SEP]", "type_id": 0}}],
+            "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+            "special_tokens": {"[CLS]": {"id": "[CLS]", "ids": [2], "tokens": ["[CLS]"]},
+                               "[SEP]": {"id": "[SEP]", "ids": [3], "tokens": ["[SEP]"]}}},
+        "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": true},
+        "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
+                  "max_input_chars_per_word": 100, "vocab": vocab}
+    });
+    std::fs::write(path, json.to_string()).expect("write tokenizer");
 }

@@ -39,7 +39,9 @@ fn curate_train_eval_predict_on_a_synthetic_catalogue() {
     let report = std::fs::read_to_string(cur.join("report/report.md")).unwrap();
     assert!(report.contains("| Appliances |") && report.contains("| malformed | 1 |"), "{report}");
     // Part numbers (7+ characters with a digit) never reach the prepared text.
-    let first: Value = serde_json::from_str(std::fs::read_to_string(cur.join("train.jsonl")).unwrap().lines().next().unwrap()).unwrap();
+    let first: Value =
+        serde_json::from_str(std::fs::read_to_string(cur.join("train.jsonl")).unwrap().lines().next().unwrap())
+            .unwrap();
     assert!(!first["text"].as_str().unwrap().contains("AB0"), "{first}");
 
     // A re-run with the same seed gives the same split.
@@ -51,7 +53,8 @@ fn curate_train_eval_predict_on_a_synthetic_catalogue() {
     let mut maes = std::collections::HashMap::new();
     for kind in ["constant", "features", "bow", "tfidf-ridge"] {
         let model = dir.path().join(format!("{kind}.gguf"));
-        let out = pricer_ok(&["train", "--kind", kind, "--data", cur.to_str().unwrap(), "--out", model.to_str().unwrap()]);
+        let out =
+            pricer_ok(&["train", "--kind", kind, "--data", cur.to_str().unwrap(), "--out", model.to_str().unwrap()]);
         assert!(out.contains("test: n 60"), "{out}");
         let s = eval_json(&model, &test);
         assert_eq!(s["n"], 60);
@@ -72,7 +75,17 @@ fn curate_train_eval_predict_on_a_synthetic_catalogue() {
     // The per-item report.
     let model = dir.path().join("tfidf-ridge.gguf");
     let rep = dir.path().join("eval-report");
-    let out = pricer_ok(&["eval", "--model", model.to_str().unwrap(), "--data", test.to_str().unwrap(), "--limit", "10", "--report", rep.to_str().unwrap()]);
+    let out = pricer_ok(&[
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        test.to_str().unwrap(),
+        "--limit",
+        "10",
+        "--report",
+        rep.to_str().unwrap(),
+    ]);
     assert!(out.contains("items 10 |"), "{out}");
     assert_eq!(out.lines().filter(|l| l.contains("estimate $")).count(), 10, "{out}");
     let svg = std::fs::read_to_string(rep.join("scatter.svg")).unwrap();
@@ -82,9 +95,15 @@ fn curate_train_eval_predict_on_a_synthetic_catalogue() {
     assert_eq!(csv.lines().count(), 11);
 
     // Predict: text argument, JSONL on stdin with a bad line in the middle.
-    let out = pricer_ok(&["predict", "--model", model.to_str().unwrap(), "Northwind Premium Refrigerator\nA big fridge for the family."]);
+    let out = pricer_ok(&[
+        "predict",
+        "--model",
+        model.to_str().unwrap(),
+        "Northwind Premium Refrigerator\nA big fridge for the family.",
+    ]);
     let est: Value = serde_json::from_str(out.trim()).unwrap();
-    let (price, low, high) = (est["price"].as_f64().unwrap(), est["low"].as_f64().unwrap(), est["high"].as_f64().unwrap());
+    let (price, low, high) =
+        (est["price"].as_f64().unwrap(), est["low"].as_f64().unwrap(), est["high"].as_f64().unwrap());
     assert!(price > 300.0, "a premium fridge is dear: {est}");
     assert!(low <= price && price <= high, "{est}");
     let input = "{\"title\": \"Basic Stapler\", \"description\": \"Staples paper.\"}\nnot json\n{\"title\": \"Premium Electric Guitar\"}\n";
@@ -97,7 +116,8 @@ fn curate_train_eval_predict_on_a_synthetic_catalogue() {
     use std::io::Write;
     child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
-    let rows: Vec<Value> = String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let rows: Vec<Value> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(rows.len(), 3);
     assert!(rows[0]["price"].as_f64().unwrap() < rows[2]["price"].as_f64().unwrap(), "{rows:?}");
     assert_eq!(rows[1]["line"], 2);
@@ -109,7 +129,14 @@ fn strict_mode_stops_at_the_first_malformed_line() {
     let dir = tempfile::tempdir().unwrap();
     let raw = dir.path().join("meta.jsonl");
     write_fixture(&raw, 20, 1);
-    let out = pricer(&["curate", "--strict", "--input", raw.to_str().unwrap(), "--out", dir.path().join("c").to_str().unwrap()]);
+    let out = pricer(&[
+        "curate",
+        "--strict",
+        "--input",
+        raw.to_str().unwrap(),
+        "--out",
+        dir.path().join("c").to_str().unwrap(),
+    ]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("meta.jsonl:21:") && err.contains("invalid JSON") && err.contains("--strict"), "{err}");
@@ -128,14 +155,24 @@ fn damaged_or_foreign_model_files_fail_cleanly() {
     let bytes = std::fs::read(&model).unwrap();
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("truncated", bytes[..bytes.len() / 2].to_vec(), "truncated"),
-        ("flipped", { let mut b = bytes.clone(); let n = b.len(); b[n - 100] ^= 1; b }, "checksum"),
+        (
+            "flipped",
+            {
+                let mut b = bytes.clone();
+                let n = b.len();
+                b[n - 100] ^= 1;
+                b
+            },
+            "checksum",
+        ),
         ("foreign", b"<html>not a model</html>".to_vec(), "not a GGUF file"),
         ("empty", vec![], "not a GGUF file"),
     ];
     for (name, data, want) in cases {
         let bad = dir.path().join(format!("{name}.gguf"));
         std::fs::write(&bad, data).unwrap();
-        let out = pricer(&["eval", "--model", bad.to_str().unwrap(), "--data", cur.join("test.jsonl").to_str().unwrap()]);
+        let out =
+            pricer(&["eval", "--model", bad.to_str().unwrap(), "--data", cur.join("test.jsonl").to_str().unwrap()]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{name}: {err}");
         assert!(err.contains("model file") && err.contains(want), "{name}: {err}");
@@ -157,7 +194,8 @@ fn tfidf_ridge_on_real_amazon_items() {
     let model = dir.path().join("t.gguf");
     pricer_ok(&["train", "--kind", "tfidf-ridge", "--data", cur.to_str().unwrap(), "--out", model.to_str().unwrap()]);
     let s = eval_json(&model, &cur.join("test.jsonl"));
-    let (mae, rmsle, hits) = (s["mae"].as_f64().unwrap(), s["rmsle"].as_f64().unwrap(), s["hits_pct"].as_f64().unwrap());
+    let (mae, rmsle, hits) =
+        (s["mae"].as_f64().unwrap(), s["rmsle"].as_f64().unwrap(), s["hits_pct"].as_f64().unwrap());
     assert!((40.0..62.0).contains(&mae), "{s}");
     assert!((0.6..0.85).contains(&rmsle), "{s}");
     assert!(hits > 60.0, "{s}");

@@ -103,24 +103,19 @@ impl Featurizer {
                     (3, r.unwrap_or(*log_rank_mean)),
                     (4, r.is_none() as u8 as f32),
                 ];
-                if let Some(b) = brand(p).map(|b| b.to_lowercase()) {
-                    if let Some(i) = brands.iter().position(|x| *x == b) {
-                        f.push(((HAND_DENSE + i) as u32, 1.0));
-                    }
+                let b = brand(p).map(|b| b.to_lowercase());
+                if let Some(i) = b.and_then(|b| brands.iter().position(|x| *x == b)) {
+                    f.push(((HAND_DENSE + i) as u32, 1.0));
                 }
-                if let Some(c) = &p.category {
-                    if let Some(i) = categories.iter().position(|x| x == c) {
-                        f.push(((HAND_DENSE + brands.len() + i) as u32, 1.0));
-                    }
+                if let Some(i) = p.category.as_ref().and_then(|c| categories.iter().position(|x| x == c)) {
+                    f.push(((HAND_DENSE + brands.len() + i) as u32, 1.0));
                 }
                 f
             }
             Featurizer::Bow { .. } => counts(&terms(text, false), index).into_iter().collect(),
             Featurizer::Tfidf { idf, bigrams, .. } => {
-                let mut f: Sparse = counts(&terms(text, *bigrams), index)
-                    .into_iter()
-                    .map(|(i, c)| (i, c * idf[i as usize]))
-                    .collect();
+                let mut f: Sparse =
+                    counts(&terms(text, *bigrams), index).into_iter().map(|(i, c)| (i, c * idf[i as usize])).collect();
                 let norm = f.iter().map(|(_, v)| v * v).sum::<f32>().sqrt();
                 if norm > 0.0 {
                     f.iter_mut().for_each(|(_, v)| *v /= norm);
@@ -176,11 +171,7 @@ impl Featurizer {
                 let vocab = f.strs("pricer.features.vocab")?;
                 let idf = f.tensor_f32("features.idf")?;
                 if idf.len() != vocab.len() {
-                    return Err(Error::ModelFile(format!(
-                        "idf has {} values for {} terms",
-                        idf.len(),
-                        vocab.len()
-                    )));
+                    return Err(Error::ModelFile(format!("idf has {} values for {} terms", idf.len(), vocab.len())));
                 }
                 Featurizer::Tfidf { vocab, idf, bigrams: f.u32("pricer.features.max_n")? >= 2 }
             }
@@ -217,11 +208,7 @@ pub struct LinearModel {
 impl LinearModel {
     pub fn new(featurizer: Featurizer, weights: Vec<f32>, bias: f32, log_target: bool) -> Result<Self, Error> {
         if weights.len() != featurizer.dim() {
-            return Err(Error::Model(format!(
-                "{} weights for {} features",
-                weights.len(),
-                featurizer.dim()
-            )));
+            return Err(Error::Model(format!("{} weights for {} features", weights.len(), featurizer.dim())));
         }
         let index = featurizer.index();
         Ok(Self { featurizer, index, weights, bias, log_target })
@@ -233,11 +220,7 @@ impl LinearModel {
 
     /// The model's raw output (log price or price).
     pub fn raw(&self, p: &Product, text: &str) -> f64 {
-        let s: f64 = self
-            .features(p, text)
-            .iter()
-            .map(|(i, v)| (self.weights[*i as usize] * v) as f64)
-            .sum();
+        let s: f64 = self.features(p, text).iter().map(|(i, v)| (self.weights[*i as usize] * v) as f64).sum();
         s + self.bias as f64
     }
 
@@ -284,11 +267,13 @@ mod tests {
 
     #[test]
     fn details_parsing() {
-        let mut p = Product::default();
-        p.details = serde_json::from_str(
-            r#"{"Item Weight": "12 Ounces", "Best Sellers Rank": {"Tools": 100, "Drills": 300}, "Brand": " DeWalt "}"#,
-        )
-        .unwrap();
+        let mut p = Product {
+            details: serde_json::from_str(
+                r#"{"Item Weight": "12 Ounces", "Best Sellers Rank": {"Tools": 100, "Drills": 300}, "Brand": " DeWalt "}"#,
+            )
+            .unwrap(),
+            ..Default::default()
+        };
         assert_eq!(weight_lb(&p), Some(0.75));
         assert_eq!(mean_rank(&p), Some(200.0));
         assert_eq!(brand(&p).as_deref(), Some("DeWalt"));
@@ -300,7 +285,11 @@ mod tests {
 
     #[test]
     fn tfidf_is_l2_normalised_and_weighted_by_idf() {
-        let f = Featurizer::Tfidf { vocab: vec!["red".into(), "car".into(), "red car".into()], idf: vec![1.0, 2.0, 3.0], bigrams: true };
+        let f = Featurizer::Tfidf {
+            vocab: vec!["red".into(), "car".into(), "red car".into()],
+            idf: vec![1.0, 2.0, 3.0],
+            bigrams: true,
+        };
         let feats = f.features(&Product::default(), "red car red", &f.index());
         // counts: red 2, car 1, "red car" 1 -> 2, 2, 3 -> norm sqrt(17)
         let n = 17f32.sqrt();

@@ -8,6 +8,7 @@
 //! GGUF file ([`model_file`]).
 
 pub mod baselines;
+pub mod bert;
 pub mod estimator;
 pub mod metrics;
 pub mod model_file;

@@ -58,11 +58,7 @@ impl Summary {
         let n = pairs.len() as f64;
         let mut errs: Vec<f64> = pairs.iter().map(|(e, t)| (e - t).abs()).collect();
         let mae = errs.iter().sum::<f64>() / n;
-        let msle = pairs
-            .iter()
-            .map(|(e, t)| ((e.max(0.0)).ln_1p() - t.max(0.0).ln_1p()).powi(2))
-            .sum::<f64>()
-            / n;
+        let msle = pairs.iter().map(|(e, t)| ((e.max(0.0)).ln_1p() - t.max(0.0).ln_1p()).powi(2)).sum::<f64>() / n;
         let hits = pairs.iter().filter(|(e, t)| Grade::of(*e, *t) == Grade::Green).count();
         Some(Summary {
             n: pairs.len(),

@@ -5,9 +5,9 @@
 //! A CRC-32 of all tensor data guards against files damaged in transit.
 
 use crate::Error;
-use candle_core::quantized::gguf_file::{self, Value};
-use candle_core::quantized::QTensor;
 use candle_core::Device;
+use candle_core::quantized::QTensor;
+use candle_core::quantized::gguf_file::{self, Value};
 use std::collections::HashMap;
 use std::io::Cursor;
 
@@ -25,7 +25,7 @@ pub mod keys {
 /// A parsed model file: metadata plus tensors, all in memory.
 pub struct ModelFile {
     pub metadata: HashMap<String, Value>,
-    pub tensors: HashMap<String, QTensor>,
+    pub tensors: HashMap<String, std::sync::Arc<QTensor>>,
 }
 
 fn bad(msg: impl std::fmt::Display) -> Error {
@@ -40,8 +40,8 @@ impl ModelFile {
             return Err(bad("not a GGUF file (it does not start with the GGUF magic bytes)"));
         }
         let mut cursor = Cursor::new(bytes);
-        let content = gguf_file::Content::read(&mut cursor)
-            .map_err(|e| bad(format!("damaged or truncated GGUF header: {e}")))?;
+        let content =
+            gguf_file::Content::read(&mut cursor).map_err(|e| bad(format!("damaged or truncated GGUF header: {e}")))?;
         let metadata = content.metadata.clone();
         let version = match metadata.get(keys::FORMAT_VERSION) {
             Some(Value::U32(v)) => *v,
@@ -61,7 +61,7 @@ impl ModelFile {
                 .tensor(&mut cursor, name, &Device::Cpu)
                 .map_err(|e| bad(format!("tensor {name}: {e} (is the file truncated?)")))?;
             crc.update(&t.data().map_err(|e| bad(format!("tensor {name}: {e}")))?);
-            tensors.insert(name.clone(), t);
+            tensors.insert(name.clone(), std::sync::Arc::new(t));
         }
         match metadata.get(keys::CRC) {
             Some(Value::U32(want)) if *want == crc.finalize() => {}
@@ -130,7 +130,7 @@ impl ModelFile {
     }
 
     pub fn tensor(&self, name: &str) -> Result<&QTensor, Error> {
-        self.tensors.get(name).ok_or_else(|| bad(format!("missing tensor {name}")))
+        self.tensors.get(name).map(|t| t.as_ref()).ok_or_else(|| bad(format!("missing tensor {name}")))
     }
 
     /// A tensor as f32 values (dequantized), flattened.
@@ -245,6 +245,36 @@ impl ModelWriter {
         let mut out = Cursor::new(Vec::new());
         gguf_file::write(&mut out, &meta, &tensors)?;
         Ok(out.into_inner())
+    }
+}
+
+impl crate::bert::Weights for ModelFile {
+    fn get(&self, name: &str, shape: &[usize]) -> candle_core::Result<candle_core::Tensor> {
+        let t = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| candle_core::Error::Msg(format!("model file: missing tensor {name}")))?;
+        if t.shape().dims() != shape {
+            candle_core::bail!("model file: tensor {name} has shape {:?}, expected {shape:?}", t.shape().dims());
+        }
+        t.dequantize(&Device::Cpu)
+    }
+
+    fn linear_weight(&self, name: &str, shape: &[usize]) -> candle_core::Result<crate::bert::LinearWeight> {
+        use candle_core::quantized::{GgmlDType, QMatMul};
+        let t = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| candle_core::Error::Msg(format!("model file: missing tensor {name}")))?;
+        if t.shape().dims() != shape {
+            candle_core::bail!("model file: tensor {name} has shape {:?}, expected {shape:?}", t.shape().dims());
+        }
+        Ok(match t.dtype() {
+            GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16 => {
+                crate::bert::LinearWeight::Dense(t.dequantize(&Device::Cpu)?)
+            }
+            _ => crate::bert::LinearWeight::Quant(QMatMul::from_arc(t.clone())?),
+        })
     }
 }
 

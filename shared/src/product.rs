@@ -49,9 +49,7 @@ impl Product {
     /// The details object serialized as JSON text, as the course's curation saw it.
     pub fn details_json(&self) -> String {
         match &self.details {
-            Some(map) if !map.is_empty() => {
-                serde_json::to_string(map).unwrap_or_default()
-            }
+            Some(map) if !map.is_empty() => serde_json::to_string(map).unwrap_or_default(),
             _ => String::new(),
         }
     }

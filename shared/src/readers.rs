@@ -86,9 +86,7 @@ impl<R: BufRead> Iterator for JsonlReader<R> {
             self.line += 1;
             let line = self.line;
             let err = |reason: String| Some(Err(RecordError { line, reason }));
-            let read = (&mut self.inner)
-                .take(MAX_LINE_BYTES as u64 + 1)
-                .read_until(b'\n', &mut self.buf);
+            let read = (&mut self.inner).take(MAX_LINE_BYTES as u64 + 1).read_until(b'\n', &mut self.buf);
             match read {
                 Ok(0) => return None,
                 Ok(_) => {}
@@ -180,10 +178,7 @@ pub fn parse_price_str(s: &str) -> Result<Option<f64>, String> {
         return Ok(None);
     }
     let cleaned: String = t.trim_start_matches('$').chars().filter(|&c| c != ',').collect();
-    let p: f64 = cleaned
-        .trim()
-        .parse()
-        .map_err(|_| format!("price is not a number: {t:?}"))?;
+    let p: f64 = cleaned.trim().parse().map_err(|_| format!("price is not a number: {t:?}"))?;
     check_price(p).map(Some)
 }
 
@@ -358,10 +353,8 @@ mod tests {
     fn malformed_lines_are_reported_with_line_numbers_and_reading_goes_on() {
         let data: &[u8] = b"{\"title\": \"A\", \"price\": 1}\n\n{broken\n[1,2]\n{\"price\": 3}\n{\"title\": \"B\", \"price\": \"x\"}\n{\"title\": \"C\", \"features\": 5}\n\xff\xfe\n{\"title\": \"D\"}\n";
         let got = read(data, Format::Jsonl);
-        let errs: Vec<(u64, String)> = got
-            .iter()
-            .filter_map(|r| r.as_ref().err().map(|e| (e.line, e.reason.clone())))
-            .collect();
+        let errs: Vec<(u64, String)> =
+            got.iter().filter_map(|r| r.as_ref().err().map(|e| (e.line, e.reason.clone()))).collect();
         assert_eq!(errs.iter().map(|e| e.0).collect::<Vec<_>>(), vec![3, 4, 5, 6, 7, 8]);
         assert!(errs[0].1.contains("invalid JSON"));
         assert!(errs[1].1.contains("object"));

@@ -96,10 +96,8 @@ fn python_json(v: &serde_json::Value) -> String {
     use serde_json::Value;
     match v {
         Value::Object(m) => {
-            let parts: Vec<String> = m
-                .iter()
-                .map(|(k, v)| format!("{}: {}", Value::String(k.clone()), python_json(v)))
-                .collect();
+            let parts: Vec<String> =
+                m.iter().map(|(k, v)| format!("{}: {}", Value::String(k.clone()), python_json(v))).collect();
             format!("{{{}}}", parts.join(", "))
         }
         Value::Array(a) => format!("[{}]", a.iter().map(python_json).collect::<Vec<_>>().join(", ")),

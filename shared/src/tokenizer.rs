@@ -24,9 +24,7 @@ impl TextTokenizer {
         let mut inner = tokenizers::Tokenizer::from_bytes(json.as_bytes())
             .map_err(|e| Error::Tokenizer(format!("not a valid tokenizer.json: {e}")))?;
         inner.with_padding(None);
-        inner
-            .with_truncation(None)
-            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        inner.with_truncation(None).map_err(|e| Error::Tokenizer(e.to_string()))?;
         Ok(Self { inner, json: json.to_string() })
     }
 
@@ -38,10 +36,7 @@ impl TextTokenizer {
     /// The longest prefix of `text` that holds at most `max_tokens` tokens
     /// (special tokens not counted), cut at a token boundary.
     pub fn truncate<'a>(&self, text: &'a str, max_tokens: usize) -> Result<&'a str, Error> {
-        let enc = self
-            .inner
-            .encode(text, false)
-            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let enc = self.inner.encode(text, false).map_err(|e| Error::Tokenizer(e.to_string()))?;
         let offsets = enc.get_offsets();
         if offsets.len() <= max_tokens {
             return Ok(text);
@@ -57,20 +52,13 @@ impl TextTokenizer {
 
     /// Number of tokens in `text`, special tokens not counted.
     pub fn count(&self, text: &str) -> Result<usize, Error> {
-        Ok(self
-            .inner
-            .encode(text, false)
-            .map_err(|e| Error::Tokenizer(e.to_string()))?
-            .len())
+        Ok(self.inner.encode(text, false).map_err(|e| Error::Tokenizer(e.to_string()))?.len())
     }
 
     /// Ids and mask with the model's special tokens, cut to `max_len` in all
     /// (the final `[SEP]` is kept when cutting).
     pub fn encode(&self, text: &str, max_len: usize) -> Result<Tokens, Error> {
-        let enc = self
-            .inner
-            .encode(text, true)
-            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let enc = self.inner.encode(text, true).map_err(|e| Error::Tokenizer(e.to_string()))?;
         let mut ids = enc.get_ids().to_vec();
         if ids.len() > max_len && max_len >= 2 {
             let last = *ids.last().unwrap_or(&0);
@@ -79,6 +67,11 @@ impl TextTokenizer {
         }
         let mask = vec![1; ids.len()];
         Ok(Tokens { ids, mask })
+    }
+
+    /// Number of tokens in the vocabulary, added tokens included.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
     }
 
     /// The id of the padding token (`[PAD]`), 0 when the vocabulary has none.
@@ -100,14 +93,11 @@ pub(crate) mod tests {
     /// A tiny BERT-style WordPiece tokenizer for tests.
     pub fn tiny_tokenizer() -> TextTokenizer {
         let words = [
-            "[PAD]", "[UNK]", "[CLS]", "[SEP]", "the", "a", "blender", "steel", "with", "and",
-            "for", "cable", "##s", "usb", "fast", "guitar", "drill", "black", "new", "pack",
+            "[PAD]", "[UNK]", "[CLS]", "[SEP]", "the", "a", "blender", "steel", "with", "and", "for", "cable", "##s",
+            "usb", "fast", "guitar", "drill", "black", "new", "pack",
         ];
-        let vocab: serde_json::Map<String, serde_json::Value> = words
-            .iter()
-            .enumerate()
-            .map(|(i, w)| (w.to_string(), serde_json::json!(i)))
-            .collect();
+        let vocab: serde_json::Map<String, serde_json::Value> =
+            words.iter().enumerate().map(|(i, w)| (w.to_string(), serde_json::json!(i))).collect();
         let json = serde_json::json!({
             "version": "1.0",
             "truncation": null,

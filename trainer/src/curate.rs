@@ -94,8 +94,7 @@ pub fn run(args: &CurateArgs) -> Result<()> {
     };
     let start = Instant::now();
     let bar = indicatif::ProgressBar::new_spinner().with_style(
-        indicatif::ProgressStyle::with_template("{spinner} {msg} {pos} records ({per_sec})")
-            .expect("valid template"),
+        indicatif::ProgressStyle::with_template("{spinner} {msg} {pos} records ({per_sec})").expect("valid template"),
     );
     bar.set_message("curating");
     let mut tally = Tally::default();
@@ -236,9 +235,8 @@ fn balance(items: Vec<CuratedItem>, args: &CurateArgs, rng: &mut rand_chacha::Ch
             continue;
         }
         let weight = |i: &CuratedItem| if i.category == args.downweight_category { 1.0 } else { 5.0 };
-        let chosen = slot
-            .choose_multiple_weighted(rng, args.slot_cap, weight)
-            .expect("weights are positive and finite");
+        let chosen =
+            slot.choose_multiple_weighted(rng, args.slot_cap, weight).expect("weights are positive and finite");
         out.extend(chosen.cloned());
     }
     out
@@ -270,7 +268,13 @@ mod tests {
     }
 
     fn item(price: f64, category: &str) -> CuratedItem {
-        CuratedItem { title: String::new(), category: category.into(), price, text: String::new(), details: String::new() }
+        CuratedItem {
+            title: String::new(),
+            category: category.into(),
+            price,
+            text: String::new(),
+            details: String::new(),
+        }
     }
 
     #[test]

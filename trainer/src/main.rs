@@ -1,9 +1,15 @@
 //! `pricer`: curate data, train and evaluate price models, export them.
 
+mod bench;
 mod curate;
 mod data;
 mod eval;
+mod export;
+mod finetune;
 mod fit;
+mod info;
+mod init_base;
+mod optim;
 mod predict;
 mod report;
 mod train;
@@ -27,6 +33,14 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Estimate prices of products given as text or JSONL on stdin.
     Predict(predict::PredictArgs),
+    /// Export a fine-tuning run as one quantized model file.
+    Export(export::ExportArgs),
+    /// Show a model file's metadata: kind, provenance, test metrics.
+    Info(info::InfoArgs),
+    /// Write a randomly initialised BERT model folder (tests, training from scratch).
+    InitBase(init_base::InitBaseArgs),
+    /// Measure the encoder's training and inference speed (examples/s).
+    Bench(bench::BenchArgs),
 }
 
 fn main() {
@@ -36,6 +50,10 @@ fn main() {
         Command::Train(a) => train::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Predict(a) => predict::run(a),
+        Command::Bench(a) => bench::run(a),
+        Command::Export(a) => export::run(a),
+        Command::InitBase(a) => init_base::run(a),
+        Command::Info(a) => info::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

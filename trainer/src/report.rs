@@ -17,7 +17,15 @@ fn plot_err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
 }
 
 /// A histogram of `values` in `bins` equal bins over [lo, hi).
-pub fn histogram(path: &Path, caption: &str, x_label: &str, values: &[f64], lo: f64, hi: f64, bins: usize) -> Result<()> {
+pub fn histogram(
+    path: &Path,
+    caption: &str,
+    x_label: &str,
+    values: &[f64],
+    lo: f64,
+    hi: f64,
+    bins: usize,
+) -> Result<()> {
     let width = (hi - lo) / bins as f64;
     let mut counts = vec![0u32; bins];
     for v in values {
@@ -93,9 +101,7 @@ pub fn scatter(path: &Path, caption: &str, pairs: &[(f64, f64)]) -> Result<()> {
         .build_cartesian_2d(0.0..max, 0.0..max)
         .map_err(plot_err)?;
     chart.configure_mesh().x_desc("true price ($)").y_desc("estimate ($)").draw().map_err(plot_err)?;
-    chart
-        .draw_series(LineSeries::new([(0.0, 0.0), (max, max)], BLACK.mix(0.5).stroke_width(1)))
-        .map_err(plot_err)?;
+    chart.draw_series(LineSeries::new([(0.0, 0.0), (max, max)], BLACK.mix(0.5).stroke_width(1))).map_err(plot_err)?;
     chart
         .draw_series(pairs.iter().map(|(e, t)| {
             let c = match Grade::of(*e, *t) {
@@ -111,7 +117,13 @@ pub fn scatter(path: &Path, caption: &str, pairs: &[(f64, f64)]) -> Result<()> {
 }
 
 /// The data report of a curation run: charts and `report.md`.
-pub fn write_data_report(dir: &Path, items: &[&CuratedItem], token_lengths: &[usize], tally: &Tally, tokenizer: bool) -> Result<()> {
+pub fn write_data_report(
+    dir: &Path,
+    items: &[&CuratedItem],
+    token_lengths: &[usize],
+    tally: &Tally,
+    tokenizer: bool,
+) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let prices: Vec<f64> = items.iter().map(|i| i.price).collect();
     let log_prices: Vec<f64> = prices.iter().map(|p| p.ln_1p()).collect();

@@ -22,6 +22,8 @@ pub enum Kind {
     Bow,
     /// Ridge regression (alpha 0.3) on word 1-2-gram TF-IDF, log price target.
     TfidfRidge,
+    /// Fine-tune a pretrained BERT encoder (all-MiniLM-L6-v2) with a price head.
+    Minilm,
 }
 
 impl Kind {
@@ -31,20 +33,63 @@ impl Kind {
             Kind::Features => "features",
             Kind::Bow => "bow",
             Kind::TfidfRidge => "tfidf-ridge",
+            Kind::Minilm => "minilm",
         }
     }
 }
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct TrainArgs {
-    #[arg(long, value_enum)]
-    pub kind: Kind,
+    #[arg(long, value_enum, required_unless_present = "resume")]
+    pub kind: Option<Kind>,
     /// A `curate` output directory, or one curated JSONL file (a holdout share validates).
+    #[arg(long, required_unless_present = "resume")]
+    pub data: Option<PathBuf>,
+    /// The model file to write (.gguf); for `minilm`, the run directory
+    /// (checkpoints, best weights; `pricer export` makes the model file).
+    #[arg(long, required_unless_present = "resume")]
+    pub out: Option<PathBuf>,
+    /// Continue the interrupted `minilm` run in this directory.
+    #[arg(long, conflicts_with_all = ["kind", "data", "out"])]
+    pub resume: Option<PathBuf>,
+    /// minilm: the base model folder (config.json, model.safetensors, tokenizer.json).
     #[arg(long)]
-    pub data: PathBuf,
-    /// The model file to write (.gguf).
+    pub base: Option<PathBuf>,
+    /// minilm: passes over the training set.
+    #[arg(long, default_value_t = 3)]
+    pub epochs: usize,
+    /// minilm: peak learning rate of the encoder (and head).
+    #[arg(long, default_value_t = 5e-5)]
+    pub lr: f64,
+    /// minilm --frozen: peak learning rate of the head.
+    #[arg(long, default_value_t = 1e-3)]
+    pub head_lr: f64,
+    /// minilm: examples per step.
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// minilm: token budget of the text (special tokens not counted).
+    #[arg(long, default_value_t = pricer::text::DEFAULT_MAX_TOKENS)]
+    pub max_tokens: usize,
+    /// minilm: cpu or cuda (a build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// minilm: embed each text once and train only the head (fast on CPU).
     #[arg(long)]
-    pub out: PathBuf,
+    pub frozen: bool,
+    /// minilm: share of steps spent warming the learning rate up.
+    #[arg(long, default_value_t = 0.1)]
+    pub warmup: f64,
+    #[arg(long, default_value_t = 0.01)]
+    pub weight_decay: f64,
+    /// minilm: gradients are clipped to this global norm.
+    #[arg(long, default_value_t = 1.0)]
+    pub clip: f64,
+    /// minilm: stop after this many epochs without a better validation MAE.
+    #[arg(long, default_value_t = 2)]
+    pub patience: usize,
+    /// minilm: write a checkpoint every N steps (0: only at epoch ends).
+    #[arg(long, default_value_t = 50)]
+    pub checkpoint_every: usize,
     /// Share of a single data file held out for validation.
     #[arg(long, default_value_t = 0.1)]
     pub holdout: f64,
@@ -68,20 +113,52 @@ pub struct Prepared<'a> {
 }
 
 pub fn prepared<'a>(products: &'a [Product], prep: &Prep) -> Result<Prepared<'a>> {
-    let texts = products
-        .iter()
-        .map(|p| model_input(p, prep.budget()))
-        .collect::<Result<Vec<_>, _>>()?;
+    let texts = products.iter().map(|p| model_input(p, prep.budget())).collect::<Result<Vec<_>, _>>()?;
     Ok(Prepared { products, texts })
 }
 
 pub fn run(args: &TrainArgs) -> Result<()> {
-    let ds = load_data_set(&args.data, args.holdout, args.seed, args.strict)?;
+    if let Some(dir) = &args.resume {
+        return crate::finetune::run(None, dir, true);
+    }
+    let (Some(kind), Some(data), Some(out)) = (args.kind, args.data.as_ref(), args.out.as_ref()) else {
+        bail!("--kind, --data and --out are required (or --resume RUN_DIR)");
+    };
+    if kind == Kind::Minilm {
+        let Some(base) = &args.base else {
+            bail!("--kind minilm needs --base DIR, a model folder (scripts/fetch-minilm.sh makes one)");
+        };
+        if args.batch == 0 || args.epochs == 0 {
+            bail!("--batch and --epochs must be at least 1");
+        }
+        let config = crate::finetune::RunConfig {
+            base: base.clone(),
+            data: data.clone(),
+            epochs: args.epochs,
+            lr: args.lr,
+            head_lr: args.head_lr,
+            batch: args.batch,
+            max_tokens: args.max_tokens,
+            seed: args.seed,
+            device: args.device.clone(),
+            frozen: args.frozen,
+            warmup: args.warmup,
+            weight_decay: args.weight_decay,
+            clip: args.clip,
+            patience: args.patience.max(1),
+            checkpoint_every: args.checkpoint_every,
+            holdout: args.holdout,
+            command: std::env::args().collect::<Vec<_>>().join(" "),
+        };
+        return crate::finetune::run(Some(config), out, false);
+    }
+    let args = &TrainArgs { kind: Some(kind), ..args.clone() };
+    let ds = load_data_set(data, args.holdout, args.seed, args.strict)?;
     let prep = Prep { max_tokens: ds.prep.max_tokens, tokenizer: ds.tokenizer.clone() };
     let train = prepared(&ds.train, &prep)?;
-    println!("training {} on {} items ({} validation)", args.kind.name(), ds.train.len(), ds.validation.len());
-    let mut w = ModelWriter::new(args.kind.name());
-    match args.kind {
+    println!("training {} on {} items ({} validation)", kind.name(), ds.train.len(), ds.validation.len());
+    let mut w = ModelWriter::new(kind.name());
+    match kind {
         Kind::Constant => {
             let mut prices: Vec<f64> = ds.train.iter().filter_map(|p| p.price).collect();
             w.set_f64("pricer.constant.price", median(&mut prices));
@@ -91,8 +168,8 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     prep.write(&mut w);
     finish(&mut w, &ds, args.seed)?;
     let bytes = w.to_bytes()?;
-    write_atomic(&args.out, &bytes)?;
-    report_written(&args.out, &bytes)
+    write_atomic(out, &bytes)?;
+    report_written(out, &bytes)
 }
 
 /// Prints what was written and its test metrics.
@@ -112,15 +189,16 @@ pub fn report_written(out: &std::path::Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-fn fit_linear(kind: Kind, train: &Prepared, args: &TrainArgs) -> Result<LinearModel> {
+pub fn fit_linear(kind: Kind, train: &Prepared, args: &TrainArgs) -> Result<LinearModel> {
     let (featurizer, alpha, log_target) = match kind {
         Kind::Features => (hand_featurizer(train.products), 1e-3, false),
         Kind::Bow => (Featurizer::Bow { vocab: top_words(&train.texts, 1000) }, 1.0, false),
         Kind::TfidfRidge => (tfidf_featurizer(&train.texts, args.min_df), args.alpha, true),
-        Kind::Constant => unreachable!("constant is not linear"),
+        Kind::Constant | Kind::Minilm => unreachable!("not a linear kind"),
     };
     let index = featurizer.index();
-    let rows: Vec<_> = train.products.iter().zip(&train.texts).map(|(p, t)| featurizer.features(p, t, &index)).collect();
+    let rows: Vec<_> =
+        train.products.iter().zip(&train.texts).map(|(p, t)| featurizer.features(p, t, &index)).collect();
     let y: Vec<f64> = train
         .products
         .iter()
@@ -189,20 +267,22 @@ pub fn finish(w: &mut ModelWriter, ds: &DataSet, seed: u64) -> Result<()> {
     w.set_f64(keys::RANGE_LOW, 0.0).set_f64(keys::RANGE_HIGH, 0.0);
     let est = Estimator::from_bytes(&w.to_bytes()?)?;
     let estimate = |ps: &[Product]| -> Result<Vec<(f64, f64)>> {
-        ps.iter()
-            .map(|p| Ok((est.estimate(p)?.price, p.price.unwrap_or(0.0))))
-            .collect()
+        ps.iter().map(|p| Ok((est.estimate(p)?.price, p.price.unwrap_or(0.0)))).collect()
     };
     let val = estimate(&ds.validation)?;
     let mut residuals: Vec<f64> = val.iter().map(|(e, t)| t.ln_1p() - e.max(0.0).ln_1p()).collect();
-    let (lo, hi) = if residuals.is_empty() { (0.0, 0.0) } else { (quantile(&mut residuals, 0.1), quantile(&mut residuals, 0.9)) };
+    let (lo, hi) =
+        if residuals.is_empty() { (0.0, 0.0) } else { (quantile(&mut residuals, 0.1), quantile(&mut residuals, 0.9)) };
     w.set_f64(keys::RANGE_LOW, lo).set_f64(keys::RANGE_HIGH, hi);
     if let Some(s) = Summary::of(&val) {
         w.set_f64("pricer.validation.mae", s.mae).set_f64("pricer.validation.rmsle", s.rmsle);
     }
     let argv: Vec<String> = std::env::args().collect();
     w.set_str("pricer.provenance.data_sha256", &sha256_files(&ds.sources)?)
-        .set_str("pricer.provenance.data_files", &ds.sources.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))
+        .set_str(
+            "pricer.provenance.data_files",
+            &ds.sources.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+        )
         .set_u32("pricer.provenance.seed", seed as u32)
         .set_str("pricer.provenance.command", &argv.join(" "))
         .set_str("pricer.provenance.date", &chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true))

@@ -1,0 +1,510 @@
+//! Tensors: a BERT encoder and price head in candle's style, trainable end
+//! to end (primitive ops only, so every weight receives a gradient) and
+//! loadable from a Hugging Face folder (training) or a model file (use).
+//!
+//! Tensor names mirror the Hugging Face checkpoint (`embeddings.*`,
+//! `encoder.layer.N.*`); the head adds `head.*`.
+
+use candle_core::quantized::QMatMul;
+use candle_core::{D, DType, Device, Module, Result, Tensor};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+
+/// The encoder's shape, as in a Hugging Face `config.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Config {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    pub max_position_embeddings: usize,
+    #[serde(default = "two")]
+    pub type_vocab_size: usize,
+    #[serde(default = "eps")]
+    pub layer_norm_eps: f64,
+    #[serde(default = "tenth")]
+    pub hidden_dropout_prob: f64,
+}
+
+fn two() -> usize {
+    2
+}
+fn eps() -> f64 {
+    1e-12
+}
+fn tenth() -> f64 {
+    0.1
+}
+
+impl Config {
+    /// A 2-layer, 32-wide encoder for tests.
+    pub fn tiny(vocab_size: usize) -> Config {
+        Config {
+            vocab_size,
+            hidden_size: 32,
+            num_hidden_layers: 2,
+            num_attention_heads: 4,
+            intermediate_size: 64,
+            max_position_embeddings: 64,
+            type_vocab_size: 2,
+            layer_norm_eps: 1e-12,
+            hidden_dropout_prob: 0.1,
+        }
+    }
+}
+
+/// Where weights come from: trainable variables, or a model file.
+pub trait Weights {
+    /// A dense tensor of the given shape.
+    fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor>;
+    /// A linear layer's weight (`[out, in]`), quantized where the source is.
+    fn linear_weight(&self, name: &str, shape: &[usize]) -> Result<LinearWeight> {
+        Ok(LinearWeight::Dense(self.get(name, shape)?))
+    }
+}
+
+impl Weights for candle_nn::VarBuilder<'_> {
+    fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        candle_nn::VarBuilder::get(self, shape, name)
+    }
+}
+
+/// A linear layer's weight: dense (training, f32/f16 files) or quantized (Q8_0 files).
+#[derive(Debug, Clone)]
+pub enum LinearWeight {
+    Dense(Tensor),
+    Quant(QMatMul),
+}
+
+/// `y = x W^T + b`.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    weight: LinearWeight,
+    bias: Tensor,
+}
+
+impl Linear {
+    pub fn load(w: &dyn Weights, name: &str, d_in: usize, d_out: usize) -> Result<Self> {
+        Ok(Self {
+            weight: w.linear_weight(&format!("{name}.weight"), &[d_out, d_in])?,
+            bias: w.get(&format!("{name}.bias"), &[d_out])?,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = match &self.weight {
+            LinearWeight::Dense(w) => {
+                // Fold leading dims so one 2-D matmul does the work.
+                let dims = x.dims().to_vec();
+                let d_in = dims[dims.len() - 1];
+                let rows = x.elem_count() / d_in;
+                let y = x.reshape((rows, d_in))?.matmul(&w.t()?)?;
+                let mut out_dims = dims;
+                *out_dims.last_mut().expect("non-empty dims") = w.dim(0)?;
+                y.reshape(out_dims)?
+            }
+            LinearWeight::Quant(q) => q.forward(x)?,
+        };
+        y.broadcast_add(&self.bias)
+    }
+}
+
+/// Layer normalisation from primitive ops (candle's fused op has no backward).
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    pub fn load(w: &dyn Weights, name: &str, size: usize, eps: f64) -> Result<Self> {
+        Ok(Self {
+            weight: w.get(&format!("{name}.weight"), &[size])?,
+            bias: w.get(&format!("{name}.bias"), &[size])?,
+            eps,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        candle_nn::ops::layer_norm_slow(x, &self.weight, &self.bias, self.eps as f32)
+    }
+}
+
+/// Seeded dropout: the same seed gives the same masks, so CPU training is
+/// reproducible and a resumed run can re-derive its randomness.
+pub struct Dropout {
+    pub p: f32,
+    rng: rand_chacha::ChaCha8Rng,
+}
+
+impl Dropout {
+    pub fn new(p: f32, seed: u64) -> Self {
+        use rand::SeedableRng;
+        Self { p, rng: rand_chacha::ChaCha8Rng::seed_from_u64(seed) }
+    }
+
+    pub fn apply(&mut self, x: &Tensor) -> Result<Tensor> {
+        if self.p <= 0.0 {
+            return Ok(x.clone());
+        }
+        let threshold = (self.p as f64 * u32::MAX as f64) as u32;
+        let scale = 1.0 / (1.0 - self.p);
+        let mask: Vec<f32> =
+            (0..x.elem_count()).map(|_| if self.rng.next_u32() >= threshold { scale } else { 0.0 }).collect();
+        let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+        x.mul(&mask)
+    }
+}
+
+fn drop(x: Tensor, dropout: &mut Option<&mut Dropout>) -> Result<Tensor> {
+    match dropout {
+        Some(d) => d.apply(&x),
+        None => Ok(x),
+    }
+}
+
+struct Embeddings {
+    word: Tensor,
+    position: Tensor,
+    token_type: Tensor,
+    norm: LayerNorm,
+}
+
+impl Embeddings {
+    fn load(w: &dyn Weights, cfg: &Config) -> Result<Self> {
+        let h = cfg.hidden_size;
+        Ok(Self {
+            word: w.get("embeddings.word_embeddings.weight", &[cfg.vocab_size, h])?,
+            position: w.get("embeddings.position_embeddings.weight", &[cfg.max_position_embeddings, h])?,
+            token_type: w.get("embeddings.token_type_embeddings.weight", &[cfg.type_vocab_size, h])?,
+            norm: LayerNorm::load(w, "embeddings.LayerNorm", h, cfg.layer_norm_eps)?,
+        })
+    }
+
+    fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let h = self.word.dim(1)?;
+        let words = self.word.embedding(&ids.flatten_all()?)?.reshape((b, t, h))?;
+        let pos = self.position.narrow(0, 0, t)?;
+        // Single-segment input: every token has type 0.
+        let typ = self.token_type.narrow(0, 0, 1)?;
+        let x = words.broadcast_add(&pos.broadcast_add(&typ)?.unsqueeze(0)?)?;
+        self.norm.forward(&x)
+    }
+}
+
+struct Layer {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    attn_out: Linear,
+    attn_norm: LayerNorm,
+    intermediate: Linear,
+    output: Linear,
+    out_norm: LayerNorm,
+    heads: usize,
+}
+
+impl Layer {
+    fn load(w: &dyn Weights, cfg: &Config, i: usize) -> Result<Self> {
+        let (h, f, eps) = (cfg.hidden_size, cfg.intermediate_size, cfg.layer_norm_eps);
+        let p = format!("encoder.layer.{i}");
+        Ok(Self {
+            query: Linear::load(w, &format!("{p}.attention.self.query"), h, h)?,
+            key: Linear::load(w, &format!("{p}.attention.self.key"), h, h)?,
+            value: Linear::load(w, &format!("{p}.attention.self.value"), h, h)?,
+            attn_out: Linear::load(w, &format!("{p}.attention.output.dense"), h, h)?,
+            attn_norm: LayerNorm::load(w, &format!("{p}.attention.output.LayerNorm"), h, eps)?,
+            intermediate: Linear::load(w, &format!("{p}.intermediate.dense"), h, f)?,
+            output: Linear::load(w, &format!("{p}.output.dense"), f, h)?,
+            out_norm: LayerNorm::load(w, &format!("{p}.output.LayerNorm"), h, eps)?,
+            heads: cfg.num_attention_heads,
+        })
+    }
+
+    /// `mask_bias`: `[b, 1, 1, t]`, 0 for tokens and a large negative for padding.
+    fn forward(&self, x: &Tensor, mask_bias: &Tensor, dropout: &mut Option<&mut Dropout>) -> Result<Tensor> {
+        let (b, t, h) = x.dims3()?;
+        let hd = h / self.heads;
+        let split = |y: Tensor| -> Result<Tensor> { y.reshape((b, t, self.heads, hd))?.transpose(1, 2)?.contiguous() };
+        let q = split(self.query.forward(x)?)?;
+        let k = split(self.key.forward(x)?)?;
+        let v = split(self.value.forward(x)?)?;
+        let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?.broadcast_add(mask_bias)?;
+        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+        let ctx = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((b, t, h))?;
+        let a = drop(self.attn_out.forward(&ctx)?, dropout)?;
+        let x = self.attn_norm.forward(&(a + x)?)?;
+        let f = self.intermediate.forward(&x)?.gelu_erf()?;
+        let f = drop(self.output.forward(&f)?, dropout)?;
+        self.out_norm.forward(&(f + x)?)
+    }
+}
+
+/// The BERT encoder: token ids and mask to one vector per text (mean pooling).
+pub struct Encoder {
+    embeddings: Embeddings,
+    layers: Vec<Layer>,
+    pub config: Config,
+}
+
+impl Encoder {
+    pub fn load(w: &dyn Weights, cfg: &Config) -> Result<Self> {
+        Ok(Self {
+            embeddings: Embeddings::load(w, cfg)?,
+            layers: (0..cfg.num_hidden_layers).map(|i| Layer::load(w, cfg, i)).collect::<Result<_>>()?,
+            config: cfg.clone(),
+        })
+    }
+
+    /// Hidden states `[b, t, hidden]` for ids and mask `[b, t]` (u32).
+    pub fn hidden(&self, ids: &Tensor, mask: &Tensor, mut dropout: Option<&mut Dropout>) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        if t > self.config.max_position_embeddings {
+            candle_core::bail!("{t} tokens exceed the model's {} positions", self.config.max_position_embeddings);
+        }
+        let mask_f = mask.to_dtype(DType::F32)?;
+        let mask_bias = ((mask_f - 1.0)? * 1e4)?.reshape((b, 1, 1, t))?;
+        let mut x = drop(self.embeddings.forward(ids)?, &mut dropout)?;
+        for layer in &self.layers {
+            x = layer.forward(&x, &mask_bias, &mut dropout)?;
+        }
+        Ok(x)
+    }
+
+    /// Mean of the hidden states over real (unmasked) tokens: `[b, hidden]`.
+    pub fn pooled(&self, ids: &Tensor, mask: &Tensor, dropout: Option<&mut Dropout>) -> Result<Tensor> {
+        let x = self.hidden(ids, mask, dropout)?;
+        mean_pool(&x, mask)
+    }
+}
+
+/// Mean over the tokens whose mask is 1.
+pub fn mean_pool(x: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    let m = mask.to_dtype(x.dtype())?.unsqueeze(2)?;
+    let sum = x.broadcast_mul(&m)?.sum(1)?;
+    let count = m.sum(1)?.clamp(1e-9, f64::MAX)?;
+    sum.broadcast_div(&count)
+}
+
+/// Quantile levels of the head's range outputs.
+pub const QUANTILES: [f64; 3] = [0.1, 0.5, 0.9];
+/// Head outputs: the point estimate, then one per quantile.
+pub const HEAD_OUTPUTS: usize = 1 + QUANTILES.len();
+
+/// The price head: pooled vector to standardized log price and its quantiles.
+pub struct Head {
+    dense: Linear,
+    out: Linear,
+}
+
+impl Head {
+    pub fn load(w: &dyn Weights, hidden: usize) -> Result<Self> {
+        Ok(Self {
+            dense: Linear::load(w, "head.dense", hidden, hidden)?,
+            out: Linear::load(w, "head.out", hidden, HEAD_OUTPUTS)?,
+        })
+    }
+
+    /// `[b, hidden]` to `[b, HEAD_OUTPUTS]`.
+    pub fn forward(&self, pooled: &Tensor, mut dropout: Option<&mut Dropout>) -> Result<Tensor> {
+        let x = drop(pooled.clone(), &mut dropout)?;
+        let x = self.dense.forward(&x)?.gelu_erf()?;
+        self.out.forward(&x)
+    }
+}
+
+/// Encoder and head: what `--kind minilm` trains and exports.
+pub struct PriceModel {
+    pub encoder: Encoder,
+    pub head: Head,
+}
+
+impl PriceModel {
+    pub fn load(w: &dyn Weights, cfg: &Config) -> Result<Self> {
+        Ok(Self { encoder: Encoder::load(w, cfg)?, head: Head::load(w, cfg.hidden_size)? })
+    }
+
+    pub fn forward(&self, ids: &Tensor, mask: &Tensor, mut dropout: Option<&mut Dropout>) -> Result<Tensor> {
+        let pooled = self.encoder.pooled(ids, mask, dropout.as_deref_mut())?;
+        self.head.forward(&pooled, dropout)
+    }
+}
+
+/// Token ids and masks of several texts as `[b, t]` tensors, padded to the longest.
+pub fn batch_tensors(rows: &[crate::tokenizer::Tokens], pad_id: u32, device: &Device) -> Result<(Tensor, Tensor)> {
+    let t = rows.iter().map(|r| r.ids.len()).max().unwrap_or(1).max(1);
+    let mut ids = Vec::with_capacity(rows.len() * t);
+    let mut mask = Vec::with_capacity(rows.len() * t);
+    for r in rows {
+        ids.extend(&r.ids);
+        mask.extend(&r.mask);
+        ids.extend(std::iter::repeat_n(pad_id, t - r.ids.len()));
+        mask.extend(std::iter::repeat_n(0u32, t - r.ids.len()));
+    }
+    Ok((Tensor::from_vec(ids, (rows.len(), t), device)?, Tensor::from_vec(mask, (rows.len(), t), device)?))
+}
+
+/// Trainable weights: pretrained tensors where given, seeded random
+/// initialisation elsewhere (the new head), all registered in a `VarMap`.
+pub struct TrainableWeights<'a> {
+    pub varmap: &'a candle_nn::VarMap,
+    pretrained: std::collections::HashMap<String, Tensor>,
+    rng: std::sync::Mutex<rand_chacha::ChaCha8Rng>,
+    device: Device,
+}
+
+impl<'a> TrainableWeights<'a> {
+    pub fn new(
+        varmap: &'a candle_nn::VarMap,
+        pretrained: std::collections::HashMap<String, Tensor>,
+        seed: u64,
+        device: &Device,
+    ) -> Self {
+        use rand::SeedableRng;
+        Self {
+            varmap,
+            pretrained,
+            rng: std::sync::Mutex::new(rand_chacha::ChaCha8Rng::seed_from_u64(seed)),
+            device: device.clone(),
+        }
+    }
+
+    /// BERT's initialisation: normal(0, 0.02) for matrices, ones for norm
+    /// scales, zeros for biases.
+    fn init(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let n: usize = shape.iter().product();
+        if name.ends_with(".bias") {
+            return Tensor::zeros(shape, DType::F32, &self.device);
+        }
+        if name.contains("LayerNorm") {
+            return Tensor::ones(shape, DType::F32, &self.device);
+        }
+        let mut rng = self.rng.lock().map_err(|_| candle_core::Error::Msg("rng lock poisoned".into()))?;
+        let mut v = Vec::with_capacity(n);
+        while v.len() < n {
+            // Box-Muller: two uniforms to two normals.
+            let u1 = ((rng.next_u32() as f64) + 1.0) / (u32::MAX as f64 + 2.0);
+            let u2 = (rng.next_u32() as f64) / (u32::MAX as f64 + 1.0);
+            let r = (-2.0 * u1.ln()).sqrt() * 0.02;
+            v.push((r * (std::f64::consts::TAU * u2).cos()) as f32);
+            v.push((r * (std::f64::consts::TAU * u2).sin()) as f32);
+        }
+        v.truncate(n);
+        Tensor::from_vec(v, shape, &self.device)
+    }
+}
+
+impl Weights for TrainableWeights<'_> {
+    fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let mut data = self.varmap.data().lock().map_err(|_| candle_core::Error::Msg("varmap lock poisoned".into()))?;
+        if let Some(v) = data.get(name) {
+            return Ok(v.as_tensor().clone());
+        }
+        let t = match self.pretrained.get(name) {
+            Some(t) if t.dims() == shape => t.to_dtype(DType::F32)?.to_device(&self.device)?,
+            Some(t) => candle_core::bail!("{name}: expected shape {shape:?}, the checkpoint has {:?}", t.dims()),
+            None => self.init(name, shape)?,
+        };
+        let var = candle_core::Var::from_tensor(&t)?;
+        let out = var.as_tensor().clone();
+        data.insert(name.to_string(), var);
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn tiny() -> (candle_nn::VarMap, PriceModel, Config) {
+        let cfg = Config::tiny(50);
+        let varmap = candle_nn::VarMap::new();
+        let w = TrainableWeights::new(&varmap, HashMap::new(), 7, &Device::Cpu);
+        let model = PriceModel::load(&w, &cfg).unwrap();
+        (varmap, model, cfg)
+    }
+
+    fn inputs() -> (Tensor, Tensor) {
+        let ids = Tensor::new(&[[2u32, 7, 9, 11, 3, 0], [2, 5, 3, 0, 0, 0]], &Device::Cpu).unwrap();
+        let mask = Tensor::new(&[[1u32, 1, 1, 1, 1, 0], [1, 1, 1, 0, 0, 0]], &Device::Cpu).unwrap();
+        (ids, mask)
+    }
+
+    #[test]
+    fn forward_matches_candle_transformers_bert() {
+        let (varmap, model, cfg) = tiny();
+        // Perturb norms and biases away from their initial ones/zeros so the comparison covers them.
+        for (name, var) in varmap.data().lock().unwrap().iter() {
+            if !name.contains("word_embeddings") {
+                let t = var.as_tensor();
+                let noise = (Tensor::randn(0f32, 0.1, t.shape(), &Device::Cpu).unwrap() + t).unwrap();
+                var.set(&noise).unwrap();
+            }
+        }
+        let tensors: HashMap<String, Tensor> =
+            varmap.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.as_tensor().copy().unwrap())).collect();
+        let reference_cfg: candle_transformers::models::bert::Config = serde_json::from_value(serde_json::json!({
+            "vocab_size": cfg.vocab_size, "hidden_size": cfg.hidden_size, "num_hidden_layers": cfg.num_hidden_layers,
+            "num_attention_heads": cfg.num_attention_heads, "intermediate_size": cfg.intermediate_size,
+            "hidden_act": "gelu", "hidden_dropout_prob": 0.1, "max_position_embeddings": cfg.max_position_embeddings,
+            "type_vocab_size": 2, "initializer_range": 0.02, "layer_norm_eps": 1e-12, "pad_token_id": 0
+        }))
+        .unwrap();
+        let vb = candle_nn::VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
+        let reference = candle_transformers::models::bert::BertModel::load(vb, &reference_cfg).unwrap();
+        let (ids, mask) = inputs();
+        let want = reference.forward(&ids, &ids.zeros_like().unwrap(), Some(&mask)).unwrap();
+        let got = model.encoder.hidden(&ids, &mask, None).unwrap();
+        // Compare real tokens only: padding positions carry no meaning.
+        let m = mask.to_dtype(DType::F32).unwrap().unsqueeze(2).unwrap();
+        let diff = (got - want).unwrap().abs().unwrap().broadcast_mul(&m).unwrap();
+        let max = diff.flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+        assert!(max < 1e-4, "max abs difference {max}");
+    }
+
+    #[test]
+    fn every_parameter_receives_a_gradient() {
+        let (varmap, model, _) = tiny();
+        let (ids, mask) = inputs();
+        let mut dropout = Dropout::new(0.1, 1);
+        let out = model.forward(&ids, &mask, Some(&mut dropout)).unwrap();
+        let loss = out.sqr().unwrap().mean_all().unwrap();
+        let grads = loss.backward().unwrap();
+        let data = varmap.data().lock().unwrap();
+        assert_eq!(data.len(), 5 + 16 * 2 + 4, "embeddings 5, 16 per layer, head 4");
+        for (name, var) in data.iter() {
+            let g = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("{name} has no gradient"));
+            let norm = g.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+            assert!(norm > 0.0, "{name} has a zero gradient");
+        }
+    }
+
+    #[test]
+    fn seeded_dropout_is_reproducible_and_scales() {
+        let x = Tensor::ones((4, 1000), DType::F32, &Device::Cpu).unwrap();
+        let a = Dropout::new(0.25, 3).apply(&x).unwrap().to_vec2::<f32>().unwrap();
+        let b = Dropout::new(0.25, 3).apply(&x).unwrap().to_vec2::<f32>().unwrap();
+        assert_eq!(a, b);
+        let flat: Vec<f32> = a.into_iter().flatten().collect();
+        let zeros = flat.iter().filter(|v| **v == 0.0).count() as f64 / flat.len() as f64;
+        assert!((zeros - 0.25).abs() < 0.03, "{zeros}");
+        assert!(flat.iter().all(|v| *v == 0.0 || (*v - 1.0 / 0.75).abs() < 1e-6));
+    }
+
+    #[test]
+    fn padding_does_not_change_a_text_s_pooled_vector() {
+        let (_, model, _) = tiny();
+        let ids = Tensor::new(&[[2u32, 7, 9, 3]], &Device::Cpu).unwrap();
+        let mask = Tensor::new(&[[1u32, 1, 1, 1]], &Device::Cpu).unwrap();
+        let alone = model.encoder.pooled(&ids, &mask, None).unwrap();
+        let ids2 = Tensor::new(&[[2u32, 7, 9, 3, 0, 0]], &Device::Cpu).unwrap();
+        let mask2 = Tensor::new(&[[1u32, 1, 1, 1, 0, 0]], &Device::Cpu).unwrap();
+        let padded = model.encoder.pooled(&ids2, &mask2, None).unwrap();
+        let d = (alone - padded).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(d < 1e-5, "{d}");
+    }
+}

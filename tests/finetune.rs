@@ -1,0 +1,246 @@
+//! Fine-tuning end to end on a tiny random BERT: train, kill and resume,
+//! determinism, export (q8_0 and f32), eval, predict, and the file's
+//! readability by the llama.cpp ecosystem's Python `gguf` reader.
+
+use pricer_tests::{pricer, pricer_bin, pricer_ok, write_fixture, write_tiny_tokenizer};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    data: PathBuf,
+    base: PathBuf,
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let raw = root.join("raw.jsonl");
+    write_fixture(&raw, 300, 11);
+    let tok = root.join("tokenizer.json");
+    write_tiny_tokenizer(&tok);
+    let data = root.join("data");
+    pricer_ok(&[
+        "curate",
+        "--input",
+        raw.to_str().unwrap(),
+        "--tokenizer",
+        tok.to_str().unwrap(),
+        "--max-tokens",
+        "48",
+        "--out",
+        data.to_str().unwrap(),
+    ]);
+    let base = root.join("base");
+    pricer_ok(&["init-base", "--tokenizer", tok.to_str().unwrap(), "--out", base.to_str().unwrap()]);
+    Setup { _dir: dir, root, data, base }
+}
+
+/// Epochs for the tiny model: long enough to leave its from-scratch plateau.
+const EPOCHS: &str = "14";
+
+fn train_args<'a>(s: &'a Setup, out: &'a str, epochs: &'a str) -> Vec<&'a str> {
+    vec![
+        "train",
+        "--kind",
+        "minilm",
+        "--base",
+        s.base.to_str().unwrap(),
+        "--data",
+        s.data.to_str().unwrap(),
+        "--out",
+        out,
+        "--epochs",
+        epochs,
+        "--batch",
+        "8",
+        "--lr",
+        "2e-3",
+        "--max-tokens",
+        "48",
+        "--checkpoint-every",
+        "5",
+        "--patience",
+        "10",
+    ]
+}
+
+fn run_json(dir: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(dir.join("run.json")).unwrap()).unwrap()
+}
+
+fn history(dir: &Path) -> Vec<f64> {
+    run_json(dir)["state"]["history"].as_array().unwrap().iter().map(|e| e["val_mae"].as_f64().unwrap()).collect()
+}
+
+#[test]
+fn train_kill_resume_export_eval_predict() {
+    let s = setup();
+    // An uninterrupted run.
+    let full = s.root.join("full");
+    let out = pricer_ok(&train_args(&s, full.to_str().unwrap(), EPOCHS));
+    assert!(out.contains("epoch 14/14"), "{out}");
+    let want = history(&full);
+    assert_eq!(want.len(), 14);
+    // A random encoder learns from scratch slowly, then fast: by the end its
+    // validation MAE must be well below the first epoch's (a flat price).
+    assert!(want.iter().cloned().fold(f64::MAX, f64::min) < 0.8 * want[0], "{want:?}");
+
+    // The same run, killed mid-way and resumed, ends where the uninterrupted one did.
+    let killed = s.root.join("killed");
+    let mut child = std::process::Command::new(pricer_bin())
+        .args(train_args(&s, killed.to_str().unwrap(), EPOCHS))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        let step = std::fs::read(killed.join("run.json"))
+            .ok()
+            .and_then(|_| std::fs::metadata(killed.join("checkpoint.safetensors")).ok())
+            .is_some();
+        if step || start.elapsed() > Duration::from_secs(120) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!run_json(&killed)["state"]["done"].as_bool().unwrap(), "killed before the end");
+    let out = pricer_ok(&["train", "--resume", killed.to_str().unwrap()]);
+    assert!(out.contains("resuming"), "{out}");
+    let got = history(&killed);
+    assert_eq!(got.len(), 14);
+    for (a, b) in want.iter().zip(&got) {
+        assert!((a - b).abs() <= 1e-4 * a.abs().max(1.0), "resumed {got:?} vs uninterrupted {want:?}");
+    }
+    let out = pricer_ok(&["train", "--resume", killed.to_str().unwrap()]);
+    assert!(out.contains("already finished"), "{out}");
+    let err = pricer(&train_args(&s, killed.to_str().unwrap(), EPOCHS));
+    assert!(String::from_utf8_lossy(&err.stderr).contains("--resume"), "refuses to overwrite a run");
+
+    // Export at both precisions; q8_0 stays within 1% of f32.
+    let q8 = s.root.join("q8.gguf");
+    let f32_path = s.root.join("f32.gguf");
+    let out = pricer_ok(&["export", full.to_str().unwrap(), "--quant", "q8_0", "--out", q8.to_str().unwrap()]);
+    assert!(out.contains("vs f32 estimates"), "{out}");
+    pricer_ok(&["export", full.to_str().unwrap(), "--quant", "f32", "--out", f32_path.to_str().unwrap()]);
+    let test = s.data.join("test.jsonl");
+    let eval = |m: &Path| -> Value {
+        serde_json::from_str(
+            pricer_ok(&["eval", "--model", m.to_str().unwrap(), "--data", test.to_str().unwrap(), "--json"]).trim(),
+        )
+        .unwrap()
+    };
+    let (a, b) = (eval(&q8), eval(&f32_path));
+    assert_eq!(a["n"], 30);
+    let rel = (a["mae"].as_f64().unwrap() - b["mae"].as_f64().unwrap()).abs() / b["mae"].as_f64().unwrap();
+    assert!(rel < 0.03, "q8_0 {a} vs f32 {b}");
+    // The file's own test metrics are what eval reproduces.
+    let info = pricer_ok(&["info", "--model", q8.to_str().unwrap(), "--json"]);
+    let info: Value = serde_json::from_str(info.trim()).unwrap();
+    // Per estimate, q8_0 stays within 1% of f32 on average even at this tiny width.
+    assert!(info["pricer.quant.mean_rel_diff_vs_f32"].as_f64().unwrap() < 0.01, "{info}");
+    assert!((info["pricer.test.mae"].as_f64().unwrap() - a["mae"].as_f64().unwrap()).abs() < 1e-6, "{info}");
+    assert!(info["pricer.test.coverage_pct"].as_f64().unwrap() >= 0.0);
+
+    // Predict with a range, and an ensemble with the linear model.
+    let out = pricer_ok(&["predict", "--model", q8.to_str().unwrap(), "Acme Premium Refrigerator\nA big fridge."]);
+    let e: Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(
+        e["low"].as_f64().unwrap() <= e["price"].as_f64().unwrap()
+            && e["price"].as_f64().unwrap() <= e["high"].as_f64().unwrap(),
+        "{e}"
+    );
+    let lin = s.root.join("tfidf.gguf");
+    pricer_ok(&["train", "--kind", "tfidf-ridge", "--data", s.data.to_str().unwrap(), "--out", lin.to_str().unwrap()]);
+    let ens = s.root.join("ens.gguf");
+    let out = pricer_ok(&[
+        "export",
+        full.to_str().unwrap(),
+        "--out",
+        ens.to_str().unwrap(),
+        "--ensemble-with",
+        lin.to_str().unwrap(),
+    ]);
+    assert!(out.contains("blend in log space"), "{out}");
+    let (lin_s, ens_s) = (eval(&lin), eval(&ens));
+    assert!(
+        ens_s["mae"].as_f64().unwrap() < 1.2 * lin_s["mae"].as_f64().unwrap(),
+        "ensemble {ens_s} vs linear {lin_s}"
+    );
+
+    python_gguf_reads(&q8);
+}
+
+/// The llama.cpp ecosystem's reader (`pip install gguf`) opens the file and
+/// sees its tensors and metadata. The interpreter is `PRICER_GGUF_PYTHON`
+/// (the README's test command makes a venv with `gguf`), else `python3`.
+fn python_gguf_reads(model: &Path) {
+    let python = std::env::var("PRICER_GGUF_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = r#"
+import sys, gguf
+r = gguf.GGUFReader(sys.argv[1])
+names = {t.name: t.tensor_type.name for t in r.tensors}
+kind = r.fields["pricer.kind"]
+print(len(names), names["encoder.layer.0.attention.self.query.weight"], bytes(kind.parts[kind.data[0]]).decode())
+"#;
+    let out = std::process::Command::new(&python).args(["-c", script, model.to_str().unwrap()]).output();
+    let out = out.unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{python} could not read the file with gguf (set PRICER_GGUF_PYTHON to a python with `pip install gguf`):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let parts: Vec<&str> = stdout.split_whitespace().collect();
+    assert_eq!(parts[1..], ["Q8_0", "minilm"], "{stdout}");
+    assert!(parts[0].parse::<usize>().unwrap() > 30, "{stdout}");
+}
+
+#[test]
+fn frozen_mode_trains_only_the_head() {
+    let s = setup();
+    let run = s.root.join("frozen");
+    let mut args = train_args(&s, run.to_str().unwrap(), "6");
+    args.extend(["--frozen", "--head-lr", "1e-2"]);
+    let out = pricer_ok(&args);
+    assert!(out.contains("embedding") && out.contains("encoder frozen"), "{out}");
+    let h = history(&run);
+    assert!(h.iter().cloned().fold(f64::MAX, f64::min) < h[0], "{h:?}");
+    // Encoder weights are the base model's, untouched.
+    let m = s.root.join("m.gguf");
+    pricer_ok(&["export", run.to_str().unwrap(), "--quant", "f32", "--out", m.to_str().unwrap()]);
+}
+
+#[test]
+fn bad_training_inputs_fail_with_clear_messages() {
+    let s = setup();
+    let out = pricer(&["train", "--kind", "minilm", "--data", s.data.to_str().unwrap(), "--out", "x"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--base"));
+    let out = pricer(&[
+        "train",
+        "--kind",
+        "minilm",
+        "--base",
+        s.root.to_str().unwrap(),
+        "--data",
+        s.data.to_str().unwrap(),
+        "--out",
+        s.root.join("r").to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("config.json"), "{err}");
+    let out = pricer(&["train", "--resume", s.root.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a training run"));
+    let out = pricer(&["export", s.root.to_str().unwrap(), "--out", "x.gguf"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a training run"));
+    let mut args = train_args(&s, "unused", "1");
+    args.extend(["--device", "cuda"]);
+    let out = pricer(&args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("CUDA") || err.contains("cuda"), "{err}");
+}

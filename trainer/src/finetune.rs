@@ -1,0 +1,498 @@
+//! `pricer train --kind minilm`: fine-tune a pretrained BERT encoder with a
+//! price head. The loop, in one place: bucketed batches, seeded dropout,
+//! AdamW with warm-up and decay, clipping, validation each epoch, best
+//! weights kept, early stopping, atomic checkpoints that `--resume` continues.
+
+use crate::data::{load_data_set, load_tokenizer, write_atomic};
+use crate::optim::{AdamW, grad_norm, lr_at};
+use anyhow::{Context, Result, bail};
+use candle_core::{D, DType, Device, Tensor};
+use pricer::bert::{Config, Dropout, PriceModel, QUANTILES, TrainableWeights, batch_tensors};
+use pricer::metrics::Summary;
+use pricer::text::{Budget, model_input};
+use pricer::tokenizer::Tokens;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Everything that defines a run; saved in `run.json`, reused by `--resume`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunConfig {
+    pub base: PathBuf,
+    pub data: PathBuf,
+    pub epochs: usize,
+    pub lr: f64,
+    pub head_lr: f64,
+    pub batch: usize,
+    pub max_tokens: usize,
+    pub seed: u64,
+    pub device: String,
+    pub frozen: bool,
+    pub warmup: f64,
+    pub weight_decay: f64,
+    pub clip: f64,
+    pub patience: usize,
+    pub checkpoint_every: usize,
+    pub holdout: f64,
+    pub command: String,
+}
+
+/// Validation metrics after one epoch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EpochStats {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub val_mae: f64,
+    pub val_rmsle: f64,
+    pub val_hits_pct: f64,
+    pub examples_per_s: f64,
+}
+
+/// Where a run stands; saved inside every checkpoint.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RunState {
+    pub epoch: usize,
+    pub batch_in_epoch: usize,
+    pub step: usize,
+    pub adam_t: usize,
+    pub loss_sum: f64,
+    pub loss_count: usize,
+    pub best_val_mae: Option<f64>,
+    pub best_epoch: Option<usize>,
+    pub bad_epochs: usize,
+    pub history: Vec<EpochStats>,
+    pub done: bool,
+    pub stopped_early: bool,
+    pub target_mean: f64,
+    pub target_std: f64,
+}
+
+/// `run.json`: the config, the encoder's shape and the latest state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunFile {
+    pub config: RunConfig,
+    pub bert: Config,
+    pub state: RunState,
+}
+
+pub const RUN_FILE: &str = "run.json";
+pub const CHECKPOINT: &str = "checkpoint.safetensors";
+pub const BEST: &str = "best.safetensors";
+
+pub fn device(name: &str) -> Result<Device> {
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => {
+            #[cfg(feature = "cuda")]
+            {
+                Ok(Device::new_cuda(0).context("no usable CUDA device")?)
+            }
+            #[cfg(not(feature = "cuda"))]
+            bail!("this pricer was built without CUDA: rebuild with `cargo build --release --features cuda`")
+        }
+        other => bail!("unknown device {other:?} (cpu or cuda)"),
+    }
+}
+
+fn read_run(dir: &Path) -> Result<RunFile> {
+    let p = dir.join(RUN_FILE);
+    let bytes =
+        std::fs::read(&p).with_context(|| format!("{} is not a training run (no {RUN_FILE})", dir.display()))?;
+    serde_json::from_slice(&bytes).with_context(|| format!("{} is damaged", p.display()))
+}
+
+pub fn read_run_file(dir: &Path) -> Result<RunFile> {
+    read_run(dir)
+}
+
+fn write_run(dir: &Path, run: &RunFile) -> Result<()> {
+    write_atomic(&dir.join(RUN_FILE), serde_json::to_string_pretty(run)?.as_bytes())
+}
+
+/// Loads a Hugging Face model folder: config, weights, tokenizer.
+pub fn load_base(dir: &Path) -> Result<(Config, HashMap<String, Tensor>, pricer::TextTokenizer)> {
+    let cfg_path = dir.join("config.json");
+    let cfg: Config = serde_json::from_slice(
+        &std::fs::read(&cfg_path)
+            .with_context(|| format!("cannot read {} (is --base a model folder?)", cfg_path.display()))?,
+    )
+    .with_context(|| format!("{} is not a BERT config", cfg_path.display()))?;
+    let w_path = dir.join("model.safetensors");
+    let weights = candle_core::safetensors::load(&w_path, &Device::Cpu)
+        .with_context(|| format!("cannot load {}", w_path.display()))?;
+    // Some checkpoints prefix every name with `bert.`.
+    let weights = weights.into_iter().map(|(k, v)| (k.strip_prefix("bert.").unwrap_or(&k).to_string(), v)).collect();
+    let tok = load_tokenizer(&dir.join("tokenizer.json"))?;
+    Ok((cfg, weights, tok))
+}
+
+/// Start a new run (`config`) or continue one (`resume`).
+pub fn run(config: Option<RunConfig>, out: &Path, resume: bool) -> Result<()> {
+    let (config, saved_cfg) = if resume {
+        let run = read_run(out)?;
+        if run.state.done {
+            println!("{} already finished; nothing to resume", out.display());
+            return Ok(());
+        }
+        (run.config, Some(run.bert))
+    } else {
+        let config = config.expect("a new run has a config");
+        if out.join(CHECKPOINT).exists() {
+            bail!("{} already holds a run: continue it with --resume, or choose another --out", out.display());
+        }
+        (config, None)
+    };
+    let mut state: Option<RunState> = None;
+    let dev = device(&config.device)?;
+    let (base_cfg, pretrained, tok) = load_base(&config.base)?;
+    let bert_cfg = saved_cfg.unwrap_or(base_cfg);
+    let ds = load_data_set(&config.data, config.holdout, config.seed, false)?;
+    if ds.validation.is_empty() {
+        bail!("no validation items in {}", config.data.display());
+    }
+    let max_len = (config.max_tokens + 2).min(bert_cfg.max_position_embeddings);
+    let encode = |set: &[pricer::Product]| -> Result<Vec<Tokens>> {
+        set.iter()
+            .map(|p| {
+                let text = model_input(p, Budget::Tokens(&tok, config.max_tokens))?;
+                Ok(tok.encode(&text, max_len)?)
+            })
+            .collect()
+    };
+    let train_tokens = encode(&ds.train)?;
+    let val_tokens = encode(&ds.validation)?;
+    let train_logs: Vec<f64> = ds.train.iter().map(|p| p.price.unwrap_or(0.0).ln_1p()).collect();
+    let mean = train_logs.iter().sum::<f64>() / train_logs.len() as f64;
+    let std = (train_logs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / train_logs.len() as f64).sqrt().max(1e-6);
+
+    let varmap = candle_nn::VarMap::new();
+    let model = {
+        let w = TrainableWeights::new(&varmap, pretrained, config.seed, &dev);
+        PriceModel::load(&w, &bert_cfg)?
+    };
+    let named_vars: Vec<(String, candle_core::Var)> = {
+        let data = varmap.data().lock().map_err(|_| anyhow::anyhow!("varmap lock"))?;
+        data.iter()
+            .filter(|(k, _)| !config.frozen || k.starts_with("head."))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    };
+    let mut opt = AdamW::new(named_vars, config.weight_decay)?;
+
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let ckpt = out.join(CHECKPOINT);
+    if resume && ckpt.exists() {
+        state = Some(load_checkpoint(&ckpt, &varmap, &mut opt, &dev)?);
+        let s = state.as_ref().expect("just set");
+        println!("resuming {} at epoch {}, batch {} (step {})", out.display(), s.epoch + 1, s.batch_in_epoch, s.step);
+    }
+    let mut state = state.unwrap_or(RunState { target_mean: mean, target_std: std, ..Default::default() });
+    let mut run = RunFile { config: config.clone(), bert: bert_cfg.clone(), state: state.clone() };
+    write_run(out, &run)?;
+    write_atomic(&out.join("tokenizer.json"), tok.json().as_bytes())?;
+    let z = |i: usize| ((train_logs[i] - state.target_mean) / state.target_std) as f32;
+    let targets: Vec<f32> = (0..ds.train.len()).map(z).collect();
+
+    // Frozen mode: embed every text once; only the head trains.
+    let frozen_inputs = if config.frozen {
+        println!("embedding {} texts once (--frozen)", train_tokens.len() + val_tokens.len());
+        Some((
+            embed_all(&model, &train_tokens, tok.pad_id(), &dev)?,
+            embed_all(&model, &val_tokens, tok.pad_id(), &dev)?,
+        ))
+    } else {
+        None
+    };
+
+    let lengths: Vec<usize> = train_tokens.iter().map(|t| t.ids.len()).collect();
+    let n_batches = bucketed_batches(&lengths, config.batch, config.seed, 0).len();
+    let total_steps = n_batches * config.epochs;
+    let warmup = ((total_steps as f64) * config.warmup).round() as usize;
+    let p_drop = bert_cfg.hidden_dropout_prob as f32;
+    println!(
+        "fine-tuning on {} ({} items, {} validation), {} epochs of {} batches of {}, lr {}, {} tokens max{}",
+        config.device,
+        ds.train.len(),
+        ds.validation.len(),
+        config.epochs,
+        n_batches,
+        config.batch,
+        config.lr,
+        max_len,
+        if config.frozen { ", encoder frozen" } else { "" }
+    );
+
+    while state.epoch < config.epochs {
+        let epoch = state.epoch;
+        let batches = bucketed_batches(&lengths, config.batch, config.seed, epoch as u64);
+        let bar = indicatif::ProgressBar::new(batches.len() as u64).with_style(
+            indicatif::ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(format!("{}/{}", epoch + 1, config.epochs));
+        bar.set_position(state.batch_in_epoch as u64);
+        let start = Instant::now();
+        let mut seen = 0usize;
+        for (bi, idx) in batches.iter().enumerate().skip(state.batch_in_epoch) {
+            let mut dropout = Dropout::new(p_drop, mix(config.seed, state.step as u64));
+            let out_t = match &frozen_inputs {
+                Some((train_pooled, _)) => {
+                    let ix = Tensor::from_vec(idx.iter().map(|&i| i as u32).collect::<Vec<_>>(), idx.len(), &dev)?;
+                    model.head.forward(&train_pooled.index_select(&ix, 0)?, Some(&mut dropout))?
+                }
+                None => {
+                    let rows: Vec<Tokens> = idx.iter().map(|&i| train_tokens[i].clone()).collect();
+                    let (ids, mask) = batch_tensors(&rows, tok.pad_id(), &dev)?;
+                    model.forward(&ids, &mask, Some(&mut dropout))?
+                }
+            };
+            let y = Tensor::from_vec(idx.iter().map(|&i| targets[i]).collect::<Vec<_>>(), idx.len(), &dev)?;
+            let loss = price_loss(&out_t, &y)?;
+            let grads = loss.backward()?;
+            let norm = grad_norm(&grads, &opt.vars)?;
+            let scale = if norm > config.clip { config.clip / norm } else { 1.0 };
+            let head_only = config.frozen;
+            let lr = lr_at(state.step, total_steps, warmup, if head_only { config.head_lr } else { config.lr });
+            opt.step(&grads, lr, scale)?;
+            let loss_v = loss.to_scalar::<f32>()? as f64;
+            state.step += 1;
+            state.batch_in_epoch = bi + 1;
+            state.loss_sum += loss_v;
+            state.loss_count += 1;
+            seen += idx.len();
+            let rate = seen as f64 / start.elapsed().as_secs_f64().max(1e-9);
+            let msg = format!("loss {:.4} | {rate:.1} ex/s", state.loss_sum / state.loss_count as f64);
+            if bar.is_hidden() && state.batch_in_epoch.is_multiple_of(20) {
+                // Not a terminal (a log file): a plain line now and then instead of the bar.
+                println!("epoch {}/{} batch {}/{} {msg}", epoch + 1, config.epochs, bi + 1, batches.len());
+            }
+            bar.set_message(msg);
+            bar.inc(1);
+            if config.checkpoint_every > 0 && state.step.is_multiple_of(config.checkpoint_every) {
+                state.adam_t = opt.t;
+                save_checkpoint(&ckpt, &varmap, &opt, &state)?;
+            }
+        }
+        bar.finish_and_clear();
+        let rate = seen as f64 / start.elapsed().as_secs_f64().max(1e-9);
+        let val_pred = match &frozen_inputs {
+            Some((_, val_pooled)) => head_logs(&model, val_pooled)?,
+            None => predict_logs(&model, &val_tokens, tok.pad_id(), &dev)?,
+        };
+        let pairs: Vec<(f64, f64)> = val_pred
+            .iter()
+            .zip(&ds.validation)
+            .map(|(zv, p)| ((zv * state.target_std + state.target_mean).exp_m1().max(0.0), p.price.unwrap_or(0.0)))
+            .collect();
+        let s = Summary::of(&pairs).expect("validation is not empty");
+        let train_loss = state.loss_sum / state.loss_count.max(1) as f64;
+        let improved = state.best_val_mae.is_none_or(|b| s.mae < b);
+        println!(
+            "epoch {}/{}: train loss {train_loss:.4} | validation MAE ${:.2} RMSLE {:.3} hits {:.1}% | {rate:.1} ex/s{}",
+            epoch + 1,
+            config.epochs,
+            s.mae,
+            s.rmsle,
+            s.hits_pct,
+            if improved { " | best so far" } else { "" }
+        );
+        state.history.push(EpochStats {
+            epoch: epoch + 1,
+            train_loss,
+            val_mae: s.mae,
+            val_rmsle: s.rmsle,
+            val_hits_pct: s.hits_pct,
+            examples_per_s: rate,
+        });
+        if improved {
+            state.best_val_mae = Some(s.mae);
+            state.best_epoch = Some(epoch + 1);
+            state.bad_epochs = 0;
+            save_weights(&out.join(BEST), &varmap)?;
+        } else {
+            state.bad_epochs += 1;
+        }
+        state.epoch += 1;
+        state.batch_in_epoch = 0;
+        state.loss_sum = 0.0;
+        state.loss_count = 0;
+        if state.bad_epochs >= config.patience && state.epoch < config.epochs {
+            println!("validation MAE has not improved for {} epochs: stopping early", state.bad_epochs);
+            state.stopped_early = true;
+            state.epoch = config.epochs;
+        }
+        state.done = state.epoch >= config.epochs;
+        state.adam_t = opt.t;
+        save_checkpoint(&ckpt, &varmap, &opt, &state)?;
+        run.state = state.clone();
+        write_run(out, &run)?;
+    }
+    println!(
+        "done: best validation MAE ${:.2} at epoch {}; weights in {}",
+        state.best_val_mae.unwrap_or(f64::NAN),
+        state.best_epoch.unwrap_or(0),
+        out.join(BEST).display()
+    );
+    println!("export it with: pricer export {} --quant q8_0 --out model.gguf", out.display());
+    Ok(())
+}
+
+/// Mixes a seed and a counter into a new seed (splitmix64).
+pub fn mix(seed: u64, n: u64) -> u64 {
+    let mut z = seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Batches of similar length, so short texts do not pay for padding: shuffle,
+/// sort within windows of 50 batches by length, cut, then shuffle the batches.
+/// The same (seed, epoch) always gives the same batches.
+pub fn bucketed_batches(lengths: &[usize], batch: usize, seed: u64, epoch: u64) -> Vec<Vec<usize>> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(mix(seed, epoch + 1));
+    let mut order: Vec<usize> = (0..lengths.len()).collect();
+    order.shuffle(&mut rng);
+    let window = batch.max(1) * 50;
+    let mut batches = Vec::new();
+    for chunk in order.chunks(window) {
+        let mut c = chunk.to_vec();
+        c.sort_by_key(|&i| lengths[i]);
+        batches.extend(c.chunks(batch.max(1)).map(|b| b.to_vec()));
+    }
+    batches.shuffle(&mut rng);
+    batches
+}
+
+/// Squared error of the point output plus the pinball loss of each quantile output.
+pub fn price_loss(out: &Tensor, y: &Tensor) -> candle_core::Result<Tensor> {
+    let point = out.narrow(1, 0, 1)?.squeeze(1)?;
+    let mut loss = (point - y)?.sqr()?.mean_all()?;
+    for (i, q) in QUANTILES.iter().enumerate() {
+        let d = (y - out.narrow(1, i + 1, 1)?.squeeze(1)?)?;
+        let pin = d.affine(*q, 0.0)?.maximum(&d.affine(q - 1.0, 0.0)?)?;
+        loss = (loss + pin.mean_all()?)?;
+    }
+    Ok(loss)
+}
+
+/// Pooled vectors of all texts, without gradients, in batches.
+fn embed_all(model: &PriceModel, rows: &[Tokens], pad: u32, dev: &Device) -> Result<Tensor> {
+    let mut parts = Vec::new();
+    for chunk in rows.chunks(32) {
+        let (ids, mask) = batch_tensors(chunk, pad, dev)?;
+        parts.push(model.encoder.pooled(&ids, &mask, None)?.detach());
+    }
+    Ok(Tensor::cat(&parts, 0)?)
+}
+
+fn head_logs(model: &PriceModel, pooled: &Tensor) -> Result<Vec<f64>> {
+    let out = model.head.forward(pooled, None)?;
+    Ok(out.narrow(D::Minus1, 0, 1)?.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?)
+}
+
+/// Standardized point outputs of all texts, no dropout, batched by length.
+pub fn predict_logs(model: &PriceModel, rows: &[Tokens], pad: u32, dev: &Device) -> Result<Vec<f64>> {
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_by_key(|&i| rows[i].ids.len());
+    let mut out = vec![0.0; rows.len()];
+    for chunk in order.chunks(32) {
+        let batch: Vec<Tokens> = chunk.iter().map(|&i| rows[i].clone()).collect();
+        let (ids, mask) = batch_tensors(&batch, pad, dev)?;
+        let o =
+            model.forward(&ids, &mask, None)?.narrow(1, 0, 1)?.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+        for (&i, v) in chunk.iter().zip(o) {
+            out[i] = v;
+        }
+    }
+    Ok(out)
+}
+
+fn save_weights(path: &Path, varmap: &candle_nn::VarMap) -> Result<()> {
+    let data = varmap.data().lock().map_err(|_| anyhow::anyhow!("varmap lock"))?;
+    let tensors: HashMap<String, Tensor> =
+        data.iter().map(|(k, v)| Ok((k.clone(), v.as_tensor().to_device(&Device::Cpu)?))).collect::<Result<_>>()?;
+    let tmp = path.with_extension("tmp");
+    candle_core::safetensors::save(&tensors, &tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot rename to {}", path.display()))?;
+    Ok(())
+}
+
+/// Weights, optimizer moments and the run state in one file, written atomically.
+fn save_checkpoint(path: &Path, varmap: &candle_nn::VarMap, opt: &AdamW, state: &RunState) -> Result<()> {
+    let mut t: HashMap<String, Tensor> = HashMap::new();
+    for (k, v) in varmap.data().lock().map_err(|_| anyhow::anyhow!("varmap lock"))?.iter() {
+        t.insert(format!("w.{k}"), v.as_tensor().to_device(&Device::Cpu)?);
+    }
+    for (k, m) in &opt.m {
+        t.insert(format!("m.{k}"), m.to_device(&Device::Cpu)?);
+        t.insert(format!("v.{k}"), opt.v[k].to_device(&Device::Cpu)?);
+    }
+    let json = serde_json::to_vec(state)?;
+    t.insert("state".into(), Tensor::from_vec(json.clone(), json.len(), &Device::Cpu)?);
+    let tmp = path.with_extension("tmp");
+    candle_core::safetensors::save(&t, &tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot rename to {}", path.display()))?;
+    Ok(())
+}
+
+fn load_checkpoint(path: &Path, varmap: &candle_nn::VarMap, opt: &mut AdamW, dev: &Device) -> Result<RunState> {
+    let t = candle_core::safetensors::load(path, &Device::Cpu)
+        .with_context(|| format!("cannot read checkpoint {} (damaged?)", path.display()))?;
+    let state_bytes = t.get("state").context("checkpoint has no state")?.to_vec1::<u8>()?;
+    let state: RunState = serde_json::from_slice(&state_bytes).context("checkpoint state is damaged")?;
+    for (k, v) in varmap.data().lock().map_err(|_| anyhow::anyhow!("varmap lock"))?.iter() {
+        let w = t.get(&format!("w.{k}")).with_context(|| format!("checkpoint lacks weight {k}"))?;
+        v.set(&w.to_device(dev)?)?;
+    }
+    for (k, _) in opt.vars.clone() {
+        let m = t.get(&format!("m.{k}")).with_context(|| format!("checkpoint lacks optimizer state of {k}"))?;
+        let v = t.get(&format!("v.{k}")).with_context(|| format!("checkpoint lacks optimizer state of {k}"))?;
+        opt.m.insert(k.clone(), m.to_device(dev)?);
+        opt.v.insert(k.clone(), v.to_device(dev)?);
+    }
+    opt.t = state.adam_t;
+    Ok(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_cover_every_item_once_and_are_reproducible() {
+        let lengths: Vec<usize> = (0..1000).map(|i| (i * 37) % 150 + 5).collect();
+        let a = bucketed_batches(&lengths, 16, 1, 0);
+        let b = bucketed_batches(&lengths, 16, 1, 0);
+        assert_eq!(a, b);
+        assert_ne!(a, bucketed_batches(&lengths, 16, 1, 1));
+        let mut all: Vec<usize> = a.iter().flatten().copied().collect();
+        all.sort();
+        assert_eq!(all, (0..1000).collect::<Vec<_>>());
+        // Bucketing: padding inside a batch is small compared with random batches.
+        let waste = |bs: &[Vec<usize>]| -> usize {
+            bs.iter()
+                .map(|b| {
+                    let m = b.iter().map(|&i| lengths[i]).max().unwrap();
+                    b.iter().map(|&i| m - lengths[i]).sum::<usize>()
+                })
+                .sum()
+        };
+        let random: Vec<Vec<usize>> = (0..1000).collect::<Vec<_>>().chunks(16).map(|c| c.to_vec()).collect();
+        assert!(waste(&a) * 5 < waste(&random), "{} vs {}", waste(&a), waste(&random));
+    }
+
+    #[test]
+    fn loss_is_zero_only_when_all_outputs_hit_the_target() {
+        let y = Tensor::new(&[0.5f32, -1.0], &Device::Cpu).unwrap();
+        let exact = Tensor::new(&[[0.5f32, 0.5, 0.5, 0.5], [-1.0, -1.0, -1.0, -1.0]], &Device::Cpu).unwrap();
+        assert!(price_loss(&exact, &y).unwrap().to_scalar::<f32>().unwrap().abs() < 1e-7);
+        // Point off by 1 (squared: 1, mean over 2 rows: 0.5); q10 output 1 above the truth: pinball 0.9 * 1 / 2.
+        let off = Tensor::new(&[[1.5f32, 1.5, 0.5, 0.5], [-1.0, -1.0, -1.0, -1.0]], &Device::Cpu).unwrap();
+        let l = price_loss(&off, &y).unwrap().to_scalar::<f32>().unwrap();
+        assert!((l - (0.5 + 0.45)).abs() < 1e-6, "{l}");
+    }
+}
