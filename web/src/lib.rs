@@ -1,0 +1,93 @@
+//! The messages between the page (`app`) and the Web Worker (`worker`) that
+//! runs the model, as JSON text. The page never runs the model itself, so it
+//! never freezes.
+
+use serde::{Deserialize, Serialize};
+
+/// Page to worker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Request {
+    /// Fetch (or take from Cache Storage) and load the model at this absolute URL.
+    Load { url: String },
+    /// Estimate one product typed as text: title on the first line.
+    Estimate { id: u64, text: String },
+    /// Estimate every product of a CSV or JSONL file's text.
+    Batch { name: String, content: String },
+}
+
+/// Worker to page.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Reply {
+    /// The worker's code is running and listens.
+    Started,
+    /// Model bytes received so far (total 0 when unknown).
+    Progress {
+        loaded: u64,
+        total: u64,
+    },
+    /// The model is loaded; `cached` when it came from Cache Storage.
+    Ready {
+        card: ModelCard,
+        cached: bool,
+    },
+    /// Loading failed; the page offers a retry.
+    LoadFailed {
+        message: String,
+    },
+    Estimate {
+        id: u64,
+        result: Result<EstimateView, String>,
+    },
+    BatchProgress {
+        done: usize,
+    },
+    BatchDone {
+        rows: Vec<BatchRow>,
+    },
+}
+
+/// One estimate as the page shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EstimateView {
+    pub price: f64,
+    pub low: f64,
+    pub high: f64,
+    pub millis: f64,
+    /// The input was cut to the model's budget (a very long paste).
+    pub truncated: bool,
+    /// Characters of the text the model actually read.
+    pub prepared_chars: usize,
+}
+
+/// One line of a batch: an estimate or the reason there is none.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BatchRow {
+    /// 1-based record number (JSONL: the line; CSV: the row after the header).
+    pub line: u64,
+    pub title: String,
+    pub result: Result<(f64, f64, f64), String>,
+}
+
+/// What the page's model card shows, all read from the model file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ModelCard {
+    pub kind: String,
+    pub bytes: u64,
+    /// `pricer.*` scalar metadata (metrics, provenance), as text.
+    pub metadata: Vec<(String, String)>,
+    /// The test split: true prices and the model's estimates.
+    pub truth: Vec<f32>,
+    pub estimate: Vec<f32>,
+}
+
+impl ModelCard {
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.metadata.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+}
+
+/// The longest text the page sends for one estimate; beyond this only the
+/// first part can matter (the model reads a few hundred words).
+pub const MAX_INPUT_CHARS: usize = 200_000;
