@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs what building the web app (and, with --test, running every test)
+# needs on a fresh Debian machine with rustup, cargo, node and npm. Each tool
+# is checked first and installed only when missing or of the wrong version.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tools=$PWD/.tools
+mkdir -p "$tools"
+
+want_trunk=0.21.14
+want_binaryen=132
+# wasm-bindgen-cli must equal the wasm-bindgen crate in Cargo.lock.
+want_bindgen=$(awk '/^name = "wasm-bindgen"$/{getline; gsub(/version = |"/, ""); print; exit}' Cargo.lock)
+
+rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+
+if [ "$(trunk --version 2>/dev/null)" != "trunk $want_trunk" ]; then
+  echo "installing trunk $want_trunk"
+  cargo install trunk --version "$want_trunk" --locked
+fi
+if [ "$(wasm-bindgen --version 2>/dev/null)" != "wasm-bindgen $want_bindgen" ]; then
+  echo "installing wasm-bindgen-cli $want_bindgen"
+  # Without --locked: its lockfile pins a crate version the registry lacks.
+  cargo install wasm-bindgen-cli --version "=$want_bindgen"
+fi
+if [ "$("$tools/node_modules/.bin/wasm-opt" --version 2>/dev/null | awk '{print $3}')" != "$want_binaryen" ]; then
+  echo "installing binaryen $want_binaryen (npm)"
+  npm install --prefix "$tools" --no-audit --no-fund "binaryen@$want_binaryen" >/dev/null
+fi
+
+if [ "${1:-}" = "--test" ]; then
+  if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    echo "installing chromium (apt)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+  fi
+  if [ ! -d tests/browser/node_modules/playwright-core ]; then
+    (cd tests/browser && npm ci --no-audit --no-fund >/dev/null)
+  fi
+  if ! "$tools/venv/bin/python" -c "import gguf" 2>/dev/null; then
+    echo "installing the Python gguf reader (PyPI) into .tools/venv"
+    python3 -m venv "$tools/venv"
+    "$tools/venv/bin/pip" install -q gguf
+  fi
+fi
