@@ -67,6 +67,33 @@ pub fn brand(p: &Product) -> Option<String> {
     p.detail("Brand").or_else(|| p.detail("Manufacturer")).map(|b| b.trim().to_string()).filter(|b| !b.is_empty())
 }
 
+/// Every `details` entry as `key value` text, nested objects flattened.
+pub fn details_text(p: &Product) -> String {
+    fn walk(v: &serde_json::Value, out: &mut String) {
+        match v {
+            serde_json::Value::Object(m) => m.iter().for_each(|(k, v)| {
+                out.push_str(k);
+                out.push(' ');
+                walk(v, out);
+            }),
+            serde_json::Value::Array(a) => a.iter().for_each(|v| walk(v, out)),
+            serde_json::Value::String(s) => {
+                out.push_str(s);
+                out.push('\n');
+            }
+            other => {
+                out.push_str(&other.to_string());
+                out.push('\n');
+            }
+        }
+    }
+    let mut out = String::new();
+    if let Some(d) = &p.details {
+        walk(&serde_json::Value::Object(d.clone()), &mut out);
+    }
+    out
+}
+
 /// Turns a product and its prepared text into features.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Featurizer {
@@ -75,8 +102,9 @@ pub enum Featurizer {
     Hand { brands: Vec<String>, categories: Vec<String>, weight_mean: f32, log_rank_mean: f32 },
     /// Word counts over a fixed vocabulary.
     Bow { vocab: Vec<String> },
-    /// TF-IDF of words and word pairs, L2-normalised (scikit-learn's defaults).
-    Tfidf { vocab: Vec<String>, idf: Vec<f32>, bigrams: bool },
+    /// TF-IDF of words and word pairs, L2-normalised (scikit-learn's defaults);
+    /// with `details`, the text is followed by every `details` entry.
+    Tfidf { vocab: Vec<String>, idf: Vec<f32>, bigrams: bool, details: bool },
 }
 
 /// Number of leading dense features of [`Featurizer::Hand`].
@@ -148,10 +176,11 @@ impl Featurizer {
             Featurizer::Bow { vocab } => {
                 w.set_str("pricer.features.kind", "bow").set_strs("pricer.features.vocab", vocab);
             }
-            Featurizer::Tfidf { vocab, idf, bigrams } => {
+            Featurizer::Tfidf { vocab, idf, bigrams, details } => {
                 w.set_str("pricer.features.kind", "tfidf")
                     .set_strs("pricer.features.vocab", vocab)
-                    .set_u32("pricer.features.max_n", if *bigrams { 2 } else { 1 });
+                    .set_u32("pricer.features.max_n", if *bigrams { 2 } else { 1 })
+                    .set_u32("pricer.features.details", *details as u32);
                 w.add_f32("features.idf", idf)?;
             }
         }
@@ -173,7 +202,12 @@ impl Featurizer {
                 if idf.len() != vocab.len() {
                     return Err(Error::ModelFile(format!("idf has {} values for {} terms", idf.len(), vocab.len())));
                 }
-                Featurizer::Tfidf { vocab, idf, bigrams: f.u32("pricer.features.max_n")? >= 2 }
+                Featurizer::Tfidf {
+                    vocab,
+                    idf,
+                    bigrams: f.u32("pricer.features.max_n")? >= 2,
+                    details: f.u32("pricer.features.details").unwrap_or(0) == 1,
+                }
             }
             other => return Err(Error::ModelFile(format!("unknown features kind {other:?}"))),
         })
@@ -294,6 +328,20 @@ mod tests {
         // counts: red 2, car 1, "red car" 1 -> 2, 2, 3 -> norm sqrt(17)
         let n = 17f32.sqrt();
         assert_eq!(feats, vec![(0, 2.0 / n), (1, 2.0 / n), (2, 3.0 / n)]);
+    }
+
+    #[test]
+    fn details_join_the_text_when_asked() {
+        let p = Product {
+            details: serde_json::from_str(r#"{"Brand": "Acme", "Rank": {"Tools": 5}}"#).unwrap(),
+            ..Default::default()
+        };
+        assert_eq!(details_text(&p), "Brand Acme\nRank Tools 5\n");
+        let vocab = vec!["acme".to_string(), "red".to_string()];
+        let f = Featurizer::Tfidf { vocab: vocab.clone(), idf: vec![1.0, 1.0], bigrams: false, details: true };
+        assert_eq!(f.features(&p, "red", &f.index()).len(), 2);
+        let f = Featurizer::Tfidf { vocab, idf: vec![1.0, 1.0], bigrams: false, details: false };
+        assert_eq!(f.features(&p, "red", &f.index()).len(), 1);
     }
 
     #[test]

@@ -84,3 +84,96 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     Ok(())
 }
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct CheckDeviceArgs {
+    /// The base model folder.
+    #[arg(long)]
+    pub base: PathBuf,
+    /// The device checked against the CPU.
+    #[arg(long, default_value = "cuda")]
+    pub device: String,
+    #[arg(long, default_value_t = 64)]
+    pub seq: usize,
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    /// Largest relative difference accepted (max |a - b| / max |a|).
+    #[arg(long, default_value_t = 1e-3)]
+    pub tolerance: f64,
+}
+
+/// The same batch through the same weights on the CPU and on `--device`:
+/// outputs, loss and every gradient must agree within the tolerance.
+pub fn check_device(args: &CheckDeviceArgs) -> Result<()> {
+    let dev = device(&args.device)?;
+    let (cfg, pretrained, _) = load_base(&args.base)?;
+    let run = |d: &candle_core::Device| -> Result<(Tensor, Tensor, Vec<(String, Tensor)>)> {
+        let varmap = candle_nn::VarMap::new();
+        let model = PriceModel::load(&TrainableWeights::new(&varmap, pretrained.clone(), 0, d), &cfg)?;
+        let ids: Vec<u32> = (0..args.batch * args.seq).map(|i| 1000 + (i as u32 * 7919) % 20000).collect();
+        let ids = Tensor::from_vec(ids, (args.batch, args.seq), d)?;
+        // Ragged lengths, so padding and the attention mask are exercised too.
+        let mask: Vec<u32> = (0..args.batch)
+            .flat_map(|b| (0..args.seq).map(move |t| (t < args.seq - b * args.seq / (2 * args.batch)) as u32))
+            .collect();
+        let mask = Tensor::from_vec(mask, (args.batch, args.seq), d)?;
+        let y = Tensor::from_vec(
+            (0..args.batch).map(|i| i as f32 / args.batch as f32 - 0.5).collect::<Vec<_>>(),
+            args.batch,
+            d,
+        )?;
+        let mut drop = Dropout::new(0.1, 7);
+        let out = model.forward(&ids, &mask, Some(&mut drop))?;
+        let loss = price_loss(&out, &y)?;
+        let grads = loss.backward()?;
+        let mut g: Vec<(String, Tensor)> = varmap
+            .data()
+            .lock()
+            .map_err(|_| anyhow::anyhow!("lock"))?
+            .iter()
+            .map(|(k, v)| {
+                Ok((
+                    k.clone(),
+                    grads
+                        .get(v.as_tensor())
+                        .ok_or_else(|| anyhow::anyhow!("{k}: no gradient"))?
+                        .to_device(&candle_core::Device::Cpu)?,
+                ))
+            })
+            .collect::<Result<_>>()?;
+        g.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok((out.to_device(&candle_core::Device::Cpu)?, loss.to_device(&candle_core::Device::Cpu)?, g))
+    };
+    let (out_a, loss_a, grads_a) = run(&candle_core::Device::Cpu)?;
+    let (out_b, loss_b, grads_b) = run(&dev)?;
+    let rel = |a: &Tensor, b: &Tensor| -> Result<f64> {
+        let scale = a.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()? as f64;
+        let diff = (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()? as f64;
+        Ok(diff / scale.max(1e-12))
+    };
+    let mut worst = ("".to_string(), 0.0f64);
+    let mut report = |name: &str, r: f64| {
+        if r > worst.1 {
+            worst = (name.to_string(), r);
+        }
+    };
+    report("outputs", rel(&out_a, &out_b)?);
+    report("loss", rel(&loss_a.reshape(1)?, &loss_b.reshape(1)?)?);
+    for ((name, a), (_, b)) in grads_a.iter().zip(&grads_b) {
+        report(&format!("grad {name}"), rel(a, b)?);
+    }
+    println!(
+        "cpu vs {}: loss {:.6} vs {:.6}; {} gradients; largest relative difference {:.2e} ({})",
+        args.device,
+        loss_a.to_scalar::<f32>()?,
+        loss_b.to_scalar::<f32>()?,
+        grads_a.len(),
+        worst.1,
+        worst.0
+    );
+    if worst.1 > args.tolerance {
+        anyhow::bail!("{} differs by {:.2e}, over the tolerance {:.0e}", worst.0, worst.1, args.tolerance);
+    }
+    println!("ok: within {:.0e}", args.tolerance);
+    Ok(())
+}

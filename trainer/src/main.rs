@@ -33,6 +33,8 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Estimate prices of products given as text or JSONL on stdin.
     Predict(predict::PredictArgs),
+    /// Check a device against the CPU: same batch, outputs, loss, gradients.
+    CheckDevice(bench::CheckDeviceArgs),
     /// Export a fine-tuning run as one quantized model file.
     Export(export::ExportArgs),
     /// Show a model file's metadata: kind, provenance, test metrics.
@@ -70,6 +72,7 @@ fn main() {
         Command::Eval(a) => eval::run(a),
         Command::Predict(a) => predict::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::CheckDevice(a) => bench::check_device(a),
         Command::Export(a) => export::run(a),
         Command::InitBase(a) => init_base::run(a),
         Command::Info(a) => info::run(a),

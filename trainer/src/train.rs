@@ -3,7 +3,7 @@
 use crate::data::{DataSet, load_data_set, sha256_files, write_atomic};
 use crate::fit::ridge;
 use anyhow::{Result, bail};
-use pricer::baselines::{Featurizer, LinearModel, brand, mean_rank, terms, weight_lb};
+use pricer::baselines::{Featurizer, LinearModel, brand, details_text, mean_rank, terms, weight_lb};
 use pricer::estimator::{Prep, keys};
 use pricer::metrics::{Summary, coverage_pct, median};
 use pricer::model_file::ModelWriter;
@@ -98,6 +98,9 @@ pub struct TrainArgs {
     /// Ridge strength of the tfidf-ridge model.
     #[arg(long, default_value_t = 0.3)]
     pub alpha: f64,
+    /// tfidf-ridge: also read every `details` entry (brand, weight, rank...).
+    #[arg(long)]
+    pub with_details: bool,
     /// Terms in fewer training texts than this are left out of the TF-IDF vocabulary.
     #[arg(long, default_value_t = 1)]
     pub min_df: usize,
@@ -193,7 +196,18 @@ pub fn fit_linear(kind: Kind, train: &Prepared, args: &TrainArgs) -> Result<Line
     let (featurizer, alpha, log_target) = match kind {
         Kind::Features => (hand_featurizer(train.products), 1e-3, false),
         Kind::Bow => (Featurizer::Bow { vocab: top_words(&train.texts, 1000) }, 1.0, false),
-        Kind::TfidfRidge => (tfidf_featurizer(&train.texts, args.min_df), args.alpha, true),
+        Kind::TfidfRidge => {
+            let texts: Vec<String> = if args.with_details {
+                train.products.iter().zip(&train.texts).map(|(p, t)| format!("{t}\n{}", details_text(p))).collect()
+            } else {
+                train.texts.clone()
+            };
+            let mut f = tfidf_featurizer(&texts, args.min_df);
+            if let Featurizer::Tfidf { details, .. } = &mut f {
+                *details = args.with_details;
+            }
+            (f, args.alpha, true)
+        }
         Kind::Constant | Kind::Minilm => unreachable!("not a linear kind"),
     };
     let index = featurizer.index();
@@ -256,7 +270,7 @@ fn tfidf_featurizer(texts: &[String], min_df: usize) -> Featurizer {
         .filter(|(_, df)| *df >= min_df)
         .map(|(t, df)| (t, (((1.0 + n) / (1.0 + df as f64)).ln() + 1.0) as f32))
         .unzip();
-    Featurizer::Tfidf { vocab, idf, bigrams: true }
+    Featurizer::Tfidf { vocab, idf, bigrams: true, details: false }
 }
 
 /// Adds what every model file carries after its weights: the likely range
