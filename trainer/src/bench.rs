@@ -102,12 +102,15 @@ pub struct CheckDeviceArgs {
     pub tolerance: f64,
 }
 
+/// Outputs, loss and named gradients of one training step, on the CPU.
+type StepResult = (Tensor, Tensor, Vec<(String, Tensor)>);
+
 /// The same batch through the same weights on the CPU and on `--device`:
 /// outputs, loss and every gradient must agree within the tolerance.
 pub fn check_device(args: &CheckDeviceArgs) -> Result<()> {
     let dev = device(&args.device)?;
     let (cfg, pretrained, _) = load_base(&args.base)?;
-    let run = |d: &candle_core::Device| -> Result<(Tensor, Tensor, Vec<(String, Tensor)>)> {
+    let run = |d: &candle_core::Device| -> Result<StepResult> {
         let varmap = candle_nn::VarMap::new();
         let model = PriceModel::load(&TrainableWeights::new(&varmap, pretrained.clone(), 0, d), &cfg)?;
         let ids: Vec<u32> = (0..args.batch * args.seq).map(|i| 1000 + (i as u32 * 7919) % 20000).collect();
