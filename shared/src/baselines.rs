@@ -323,6 +323,7 @@ mod tests {
             vocab: vec!["red".into(), "car".into(), "red car".into()],
             idf: vec![1.0, 2.0, 3.0],
             bigrams: true,
+            details: false,
         };
         let feats = f.features(&Product::default(), "red car red", &f.index());
         // counts: red 2, car 1, "red car" 1 -> 2, 2, 3 -> norm sqrt(17)
