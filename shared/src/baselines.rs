@@ -141,9 +141,10 @@ impl Featurizer {
                 f
             }
             Featurizer::Bow { .. } => counts(&terms(text, false), index).into_iter().collect(),
-            Featurizer::Tfidf { idf, bigrams, .. } => {
+            Featurizer::Tfidf { idf, bigrams, details, .. } => {
+                let text = if *details { format!("{text}\n{}", details_text(p)) } else { text.to_string() };
                 let mut f: Sparse =
-                    counts(&terms(text, *bigrams), index).into_iter().map(|(i, c)| (i, c * idf[i as usize])).collect();
+                    counts(&terms(&text, *bigrams), index).into_iter().map(|(i, c)| (i, c * idf[i as usize])).collect();
                 let norm = f.iter().map(|(_, v)| v * v).sum::<f32>().sqrt();
                 if norm > 0.0 {
                     f.iter_mut().for_each(|(_, v)| *v /= norm);
