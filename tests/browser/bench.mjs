@@ -1,0 +1,71 @@
+// The page's performance in headless Chromium on this machine: wasm and
+// model sizes, cold start (navigation to the first estimate, empty cache,
+// localhost), and warm estimate latency (p50, p95) for a ~128-token product.
+// A benchmark, not a test: prints a table. Usage: node bench.mjs [RUNS]
+import http from "node:http";
+import fs from "node:fs";
+import path from "node:path";
+import zlib from "node:zlib";
+import { chromium } from "playwright-core";
+
+const root = path.resolve(import.meta.dirname, "../..");
+const dist = process.env.PRICER_DIST || path.join(root, "dist");
+const runs = Number(process.argv[2] || 30);
+const TYPES = { ".html": "text/html", ".js": "text/javascript", ".wasm": "application/wasm", ".css": "text/css", ".svg": "image/svg+xml" };
+const server = http.createServer((req, res) => {
+  let p = decodeURIComponent(new URL(req.url, "http://x").pathname);
+  if (p.endsWith("/")) p += "index.html";
+  const f = path.join(dist, p);
+  if (!f.startsWith(dist) || !fs.existsSync(f)) { res.writeHead(404); return res.end(); }
+  const body = fs.readFileSync(f);
+  res.writeHead(200, { "content-type": TYPES[path.extname(f)] || "application/octet-stream", "content-length": body.length });
+  res.end(body);
+});
+await new Promise((r) => server.listen(0, "127.0.0.1", r));
+const url = `http://127.0.0.1:${server.address().port}/`;
+
+const size = (f) => fs.statSync(path.join(dist, f)).size;
+const gz = (f) => zlib.gzipSync(fs.readFileSync(path.join(dist, f)), { level: 9 }).length;
+const wasm = fs.readdirSync(dist).filter((f) => f.endsWith(".wasm"));
+
+// About 128 tokens of a real-looking product.
+const product = "Stainless Steel 12-Cup Programmable Coffee Maker with Thermal Carafe\n" +
+  "Brew up to 12 cups of hot coffee with this programmable coffee maker. The double-wall stainless steel thermal carafe keeps coffee hot for hours without a hot plate. " +
+  "Features a 24-hour programmable timer, brew strength control, a pause-and-serve function, and a reusable gold-tone filter. " +
+  "Easy-to-read backlit display with digital clock. Dishwasher-safe parts. Brand: Acme Home. Item weight: 7.5 pounds.";
+
+const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"] });
+const context = await browser.newContext();
+const page = await context.newPage();
+const t0 = Date.now();
+await page.goto(url);
+await page.waitForSelector("#status[data-state=ready]", { timeout: 120000 });
+const loaded = Date.now() - t0;
+await page.fill("#description", product);
+await page.click("#estimate");
+await page.waitForSelector("#price");
+const cold = Date.now() - t0;
+const times = [];
+for (let i = 0; i < runs; i++) {
+  const before = await page.textContent("#took");
+  await page.fill("#description", product + " " + i);
+  await page.click("#estimate");
+  await page.waitForFunction((b) => document.querySelector("#took")?.textContent !== b, before);
+  times.push(Number((await page.textContent("#took")).match(/([\d.]+) ms/)[1]));
+}
+times.sort((a, b) => a - b);
+const q = (p) => times[Math.min(times.length - 1, Math.floor(p * times.length))];
+const version = browser.version();
+await browser.close();
+server.close();
+
+const rows = [
+  ...wasm.map((f) => [`${f.replace(/-[0-9a-f]{16}/, "")} (raw / gzip)`, `${(size(f) / 1e6).toFixed(2)} MB / ${(gz(f) / 1e6).toFixed(2)} MB`]),
+  ["model file", `${(size("models/default.gguf") / 1e6).toFixed(1)} MB`],
+  ["model ready after navigation", `${loaded} ms`],
+  ["cold start: navigation to first estimate", `${cold} ms`],
+  [`warm estimate p50 / p95 (${runs} runs, in the worker)`, `${q(0.5)} ms / ${q(0.95)} ms`],
+];
+console.log(`Chromium ${version}, ${url}`);
+for (const [k, v] of rows) console.log(`| ${k} | ${v} |`);
