@@ -56,32 +56,36 @@ pub fn histogram(
 /// A horizontal bar per label.
 pub fn bars(path: &Path, caption: &str, counts: &BTreeMap<String, usize>) -> Result<()> {
     let labels: Vec<&String> = counts.keys().collect();
+    let n = labels.len();
     let top = counts.values().copied().max().unwrap_or(1).max(1);
-    let root = SVGBackend::new(path, (SIZE.0, 120 + 36 * labels.len() as u32)).into_drawing_area();
+    let root = SVGBackend::new(path, (SIZE.0, 120 + 36 * n as u32)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_err)?;
     let mut chart = ChartBuilder::on(&root)
         .caption(caption, ("sans-serif", 22))
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(240)
-        .build_cartesian_2d(0usize..top + top / 10 + 1, (0..labels.len()).into_segmented())
+        .build_cartesian_2d(0usize..top + top / 10 + 1, 0f64..n as f64)
         .map_err(plot_err)?;
+    // One label at the middle of each bar: row i spans [i, i + 1).
     chart
         .configure_mesh()
-        .y_labels(labels.len())
-        .y_label_formatter(&|v| match v {
-            SegmentValue::CenterOf(i) => labels.get(*i).map(|s| s.to_string()).unwrap_or_default(),
-            _ => String::new(),
+        .y_labels(2 * n + 1)
+        .y_label_formatter(&|v| {
+            let i = v.floor() as usize;
+            if (v - i as f64 - 0.5).abs() < 1e-6 {
+                labels.get(i).map(|s| s.to_string()).unwrap_or_default()
+            } else {
+                String::new()
+            }
         })
+        .disable_y_mesh()
         .x_desc("items")
         .draw()
         .map_err(plot_err)?;
     chart
         .draw_series(counts.values().enumerate().map(|(i, c)| {
-            Rectangle::new(
-                [(0, SegmentValue::Exact(i)), (*c, SegmentValue::Exact(i + 1))],
-                RGBColor(70, 110, 200).filled(),
-            )
+            Rectangle::new([(0, i as f64 + 0.15), (*c, i as f64 + 0.85)], RGBColor(70, 110, 200).filled())
         }))
         .map_err(plot_err)?;
     root.present().map_err(plot_err)?;
