@@ -5,8 +5,7 @@
 //! Tensor names mirror the Hugging Face checkpoint (`embeddings.*`,
 //! `encoder.layer.N.*`); the head adds `head.*`.
 
-use candle_core::quantized::QMatMul;
-use candle_core::{D, DType, Device, Module, Result, Tensor};
+use candle_core::{D, DType, Device, Result, Tensor};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
@@ -54,14 +53,12 @@ impl Config {
     }
 }
 
-/// Where weights come from: trainable variables, or a model file.
+/// Where weights come from: trainable variables, or a model file (whose
+/// quantized tensors are dequantized at load: in the browser f32 matmuls ran
+/// twice as fast as Q8_0 ones, and activations keep full precision).
 pub trait Weights {
     /// A dense tensor of the given shape.
     fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor>;
-    /// A linear layer's weight (`[out, in]`), quantized where the source is.
-    fn linear_weight(&self, name: &str, shape: &[usize]) -> Result<LinearWeight> {
-        Ok(LinearWeight::Dense(self.get(name, shape)?))
-    }
 }
 
 impl Weights for candle_nn::VarBuilder<'_> {
@@ -70,43 +67,30 @@ impl Weights for candle_nn::VarBuilder<'_> {
     }
 }
 
-/// A linear layer's weight: dense (training, f32/f16 files) or quantized (Q8_0 files).
-#[derive(Debug, Clone)]
-pub enum LinearWeight {
-    Dense(Tensor),
-    Quant(QMatMul),
-}
-
 /// `y = x W^T + b`.
 #[derive(Debug, Clone)]
 pub struct Linear {
-    weight: LinearWeight,
+    weight: Tensor,
     bias: Tensor,
 }
 
 impl Linear {
     pub fn load(w: &dyn Weights, name: &str, d_in: usize, d_out: usize) -> Result<Self> {
         Ok(Self {
-            weight: w.linear_weight(&format!("{name}.weight"), &[d_out, d_in])?,
+            weight: w.get(&format!("{name}.weight"), &[d_out, d_in])?,
             bias: w.get(&format!("{name}.bias"), &[d_out])?,
         })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = match &self.weight {
-            LinearWeight::Dense(w) => {
-                // Fold leading dims so one 2-D matmul does the work.
-                let dims = x.dims().to_vec();
-                let d_in = dims[dims.len() - 1];
-                let rows = x.elem_count() / d_in;
-                let y = x.reshape((rows, d_in))?.matmul(&w.t()?)?;
-                let mut out_dims = dims;
-                *out_dims.last_mut().expect("non-empty dims") = w.dim(0)?;
-                y.reshape(out_dims)?
-            }
-            LinearWeight::Quant(q) => q.forward(x)?,
-        };
-        y.broadcast_add(&self.bias)
+        // Fold leading dims so one 2-D matmul does the work.
+        let dims = x.dims().to_vec();
+        let d_in = dims[dims.len() - 1];
+        let rows = x.elem_count() / d_in;
+        let y = x.reshape((rows, d_in))?.matmul(&self.weight.t()?)?;
+        let mut out_dims = dims;
+        *out_dims.last_mut().expect("non-empty dims") = self.weight.dim(0)?;
+        y.reshape(out_dims)?.broadcast_add(&self.bias)
     }
 }
 

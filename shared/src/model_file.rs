@@ -259,23 +259,6 @@ impl crate::bert::Weights for ModelFile {
         }
         t.dequantize(&Device::Cpu)
     }
-
-    fn linear_weight(&self, name: &str, shape: &[usize]) -> candle_core::Result<crate::bert::LinearWeight> {
-        use candle_core::quantized::{GgmlDType, QMatMul};
-        let t = self
-            .tensors
-            .get(name)
-            .ok_or_else(|| candle_core::Error::Msg(format!("model file: missing tensor {name}")))?;
-        if t.shape().dims() != shape {
-            candle_core::bail!("model file: tensor {name} has shape {:?}, expected {shape:?}", t.shape().dims());
-        }
-        Ok(match t.dtype() {
-            GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16 => {
-                crate::bert::LinearWeight::Dense(t.dequantize(&Device::Cpu)?)
-            }
-            _ => crate::bert::LinearWeight::Quant(QMatMul::from_arc(t.clone())?),
-        })
-    }
 }
 
 #[cfg(test)]

@@ -70,9 +70,10 @@ const ready = (page) => page.waitForSelector("#status[data-state=ready]", { time
 
 async function estimate(page, text) {
   await page.fill("#description", text);
-  const before = await page.$eval("#took", (e) => e.textContent).catch(() => null);
+  const shown = await page.$("#result");
+  const before = shown ? await shown.getAttribute("data-id") : null;
   await page.click("#estimate");
-  await page.waitForFunction((b) => { const t = document.querySelector("#took"); return t && t.textContent !== b; }, before, { timeout: 30000 });
+  await page.waitForFunction((b) => { const r = document.querySelector("#result"); return r && r.dataset.id !== b; }, before, { timeout: 30000 });
   const price = Number(await page.getAttribute("#price", "data-price"));
   const low = Number(await page.getAttribute("#range", "data-low"));
   const high = Number(await page.getAttribute("#range", "data-high"));

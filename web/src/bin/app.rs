@@ -94,6 +94,8 @@ fn App() -> impl IntoView {
     let text = RwSignal::new(String::new());
     let listed = RwSignal::new(String::new());
     let result = RwSignal::new(None::<Result<EstimateView, String>>);
+    // Which request the shown result answers (tests and automation wait on it).
+    let result_id = RwSignal::new(0u64);
     let hint = RwSignal::new(None::<String>);
     let busy = RwSignal::new(false);
     let next_id = RwSignal::new(0u64);
@@ -132,6 +134,7 @@ fn App() -> impl IntoView {
             Reply::LoadFailed { message } => load.set(LoadState::Failed(message)),
             Reply::Estimate { id, result: r } => {
                 if id == next_id.get_untracked() {
+                    result_id.set(id);
                     result.set(Some(r));
                     busy.set(false);
                 }
@@ -251,7 +254,7 @@ fn App() -> impl IntoView {
                             else { format!("The listed price is {} ({pct:.0}%) over the estimate.", dollars(diff)) }
                         });
                         view! {
-                            <div class="result" aria-live="polite">
+                            <div class="result" id="result" aria-live="polite" data-id=move || result_id.get().to_string()>
                                 <p class="price-line">"Estimated price "<strong id="price" data-price=format!("{:.2}", e.price)>{dollars(e.price)}</strong></p>
                                 <p id="range" data-low=format!("{:.2}", e.low) data-high=format!("{:.2}", e.high)>
                                     {format!("Likely between {} and {}", dollars(e.low), dollars(e.high))}
