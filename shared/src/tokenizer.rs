@@ -86,6 +86,34 @@ impl std::fmt::Debug for TextTokenizer {
     }
 }
 
+/// A BERT-style (uncased WordPiece) `tokenizer.json` for a vocabulary, which
+/// must hold `[UNK]`, `[CLS]` and `[SEP]`: for small models made from
+/// scratch (`pricer init-base`) and tests.
+pub fn wordpiece_json(vocab: &[&str]) -> String {
+    let id = |t: &str| vocab.iter().position(|w| *w == t).unwrap_or(0);
+    let map: serde_json::Map<String, serde_json::Value> =
+        vocab.iter().enumerate().map(|(i, w)| (w.to_string(), serde_json::json!(i))).collect();
+    serde_json::json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": [],
+        "normalizer": {"type": "BertNormalizer", "clean_text": true, "handle_chinese_chars": true,
+                       "strip_accents": null, "lowercase": true},
+        "pre_tokenizer": {"type": "BertPreTokenizer"},
+        "post_processor": {"type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": "[CLS]", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                       {"SpecialToken": {"id": "[SEP]", "type_id": 0}}],
+            "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+            "special_tokens": {"[CLS]": {"id": "[CLS]", "ids": [id("[CLS]")], "tokens": ["[CLS]"]},
+                               "[SEP]": {"id": "[SEP]", "ids": [id("[SEP]")], "tokens": ["[SEP]"]}}},
+        "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": true},
+        "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
+                  "max_input_chars_per_word": 100, "vocab": map}
+    })
+    .to_string()
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -96,27 +124,7 @@ pub(crate) mod tests {
             "[PAD]", "[UNK]", "[CLS]", "[SEP]", "the", "a", "blender", "steel", "with", "and", "for", "cable", "##s",
             "usb", "fast", "guitar", "drill", "black", "new", "pack",
         ];
-        let vocab: serde_json::Map<String, serde_json::Value> =
-            words.iter().enumerate().map(|(i, w)| (w.to_string(), serde_json::json!(i))).collect();
-        let json = serde_json::json!({
-            "version": "1.0",
-            "truncation": null,
-            "padding": null,
-            "added_tokens": [],
-            "normalizer": {"type": "BertNormalizer", "clean_text": true, "handle_chinese_chars": true,
-                           "strip_accents": null, "lowercase": true},
-            "pre_tokenizer": {"type": "BertPreTokenizer"},
-            "post_processor": {"type": "TemplateProcessing",
-                "single": [{"SpecialToken": {"id": "[CLS]", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
-                           {"SpecialToken": {"id": "[SEP]", "type_id": 0}}],
-                "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
-                "special_tokens": {"[CLS]": {"id": "[CLS]", "ids": [2], "tokens": ["[CLS]"]},
-                                   "[SEP]": {"id": "[SEP]", "ids": [3], "tokens": ["[SEP]"]}}},
-            "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": true},
-            "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
-                      "max_input_chars_per_word": 100, "vocab": vocab}
-        });
-        TextTokenizer::from_json(&json.to_string()).expect("tiny tokenizer")
+        TextTokenizer::from_json(&wordpiece_json(&words)).expect("tiny tokenizer")
     }
 
     #[test]
