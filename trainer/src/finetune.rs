@@ -97,15 +97,12 @@ pub fn device(name: &str) -> Result<Device> {
     }
 }
 
-fn read_run(dir: &Path) -> Result<RunFile> {
+/// Reads a run directory's `run.json`.
+pub fn read_run_file(dir: &Path) -> Result<RunFile> {
     let p = dir.join(RUN_FILE);
     let bytes =
         std::fs::read(&p).with_context(|| format!("{} is not a training run (no {RUN_FILE})", dir.display()))?;
     serde_json::from_slice(&bytes).with_context(|| format!("{} is damaged", p.display()))
-}
-
-pub fn read_run_file(dir: &Path) -> Result<RunFile> {
-    read_run(dir)
 }
 
 fn write_run(dir: &Path, run: &RunFile) -> Result<()> {
@@ -132,7 +129,7 @@ pub fn load_base(dir: &Path) -> Result<(Config, HashMap<String, Tensor>, pricer:
 /// Start a new run (`config`) or continue one (`resume`).
 pub fn run(config: Option<RunConfig>, out: &Path, resume: bool) -> Result<()> {
     let (config, saved_cfg) = if resume {
-        let run = read_run(out)?;
+        let run = read_run_file(out)?;
         if run.state.done {
             println!("{} already finished; nothing to resume", out.display());
             return Ok(());
