@@ -211,7 +211,13 @@ fn frozen_mode_trains_only_the_head() {
     assert!(out.contains("embedding") && out.contains("encoder frozen"), "{out}");
     let h = history(&run);
     assert!(h.iter().cloned().fold(f64::MAX, f64::min) < h[0], "{h:?}");
-    // Encoder weights are the base model's, untouched.
+    // Encoder weights are the base model's, untouched; the head's are trained.
+    let load = |p: PathBuf| candle_core::safetensors::load(p, &candle_core::Device::Cpu).unwrap();
+    let (base, best) = (load(s.base.join("model.safetensors")), load(run.join("best.safetensors")));
+    let flat = |t: &candle_core::Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    for name in ["encoder.layer.0.attention.self.query.weight", "embeddings.word_embeddings.weight"] {
+        assert_eq!(flat(&base[name]), flat(&best[name]), "{name} changed in frozen mode");
+    }
     let m = s.root.join("m.gguf");
     pricer_ok(&["export", run.to_str().unwrap(), "--quant", "f32", "--out", m.to_str().unwrap()]);
 }

@@ -277,6 +277,9 @@ fn tfidf_featurizer(texts: &[String], min_df: usize) -> Featurizer {
 /// (from validation residuals), provenance, and metrics on the test split.
 /// Needs the weights and preparation already in `w`.
 pub fn finish(w: &mut ModelWriter, ds: &DataSet, seed: u64) -> Result<()> {
+    if ds.validation.is_empty() {
+        bail!("no validation items: the likely range is fitted on them");
+    }
     // Provisional range so the file loads; replaced by validation quantiles below.
     w.set_f64(keys::RANGE_LOW, 0.0).set_f64(keys::RANGE_HIGH, 0.0);
     let est = Estimator::from_bytes(&w.to_bytes()?)?;
@@ -321,9 +324,6 @@ pub fn finish(w: &mut ModelWriter, ds: &DataSet, seed: u64) -> Result<()> {
             .set_f64("pricer.test.coverage_pct", coverage_pct(&ranges));
         let (est_v, truth_v): (Vec<f32>, Vec<f32>) = pairs.iter().map(|(e, t)| (*e as f32, *t as f32)).unzip();
         w.set_f32s("pricer.test.estimate", &est_v).set_f32s("pricer.test.truth", &truth_v);
-    }
-    if ds.validation.is_empty() {
-        bail!("no validation items: the range and early stopping need some");
     }
     Ok(())
 }
