@@ -158,20 +158,38 @@ fn train_kill_resume_export_eval_predict() {
     let lin = s.root.join("tfidf.gguf");
     pricer_ok(&["train", "--kind", "tfidf-ridge", "--data", s.data.to_str().unwrap(), "--out", lin.to_str().unwrap()]);
     let ens = s.root.join("ens.gguf");
+    let with = format!("words={}", lin.display());
     let out = pricer_ok(&[
         "export",
         full.to_str().unwrap(),
         "--out",
         ens.to_str().unwrap(),
-        "--ensemble-with",
-        lin.to_str().unwrap(),
+        "--with",
+        &with,
+        "--knn",
+        "5",
+        "--has-details",
     ]);
-    assert!(out.contains("blend in log space"), "{out}");
+    // The blend names every member, and the table shows each alone and left out.
+    assert!(out.contains("blend in log space") && out.contains("x encoder") && out.contains("x knn"), "{out}");
+    for row in ["| encoder alone |", "| knn alone |", "| words alone |", "| all but words |", "| all |"] {
+        assert!(out.contains(row), "no row {row:?} in:\n{out}");
+    }
     let (lin_s, ens_s) = (eval(&lin), eval(&ens));
-    assert!(
-        ens_s["mae"].as_f64().unwrap() < 1.2 * lin_s["mae"].as_f64().unwrap(),
-        "ensemble {ens_s} vs linear {lin_s}"
-    );
+    assert!(ens_s["mae"].as_f64().unwrap() < 1.2 * lin_s["mae"].as_f64().unwrap(), "stack {ens_s} vs linear {lin_s}");
+    let info: Value =
+        serde_json::from_str(pricer_ok(&["info", "--model", ens.to_str().unwrap(), "--json"]).trim()).unwrap();
+    assert_eq!(info["pricer.kind"], "stack");
+    assert_eq!(info["pricer.knn.k"], 5.0);
+    // The range is calibrated on validation: about 80% of its prices inside.
+    let coverage = info["pricer.test.coverage_pct"].as_f64().unwrap();
+    assert!((50.0..=100.0).contains(&coverage), "{info}");
+    // Reserved and duplicate member names are refused.
+    let out =
+        pricer(&["export", full.to_str().unwrap(), "--out", "x.gguf", "--with", &format!("knn={}", lin.display())]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("reserved"), "{out:?}");
+    let out = pricer(&["export", full.to_str().unwrap(), "--out", "x.gguf", "--with", &with, "--with", &with]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("used twice"), "{out:?}");
 
     python_gguf_reads(&q8);
 }

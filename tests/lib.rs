@@ -116,6 +116,46 @@ pub fn write_fixture(path: &Path, n: usize, seed: u64) -> FixtureCounts {
     FixtureCounts { good: n, malformed: 1, no_price: 1, too_little_content: 1, duplicates: 1 }
 }
 
+/// Writes `n` priced records in the text formats of the course's published
+/// samples (`more.jsonl.gz`): a third `curated_scrubbed_title`, a third
+/// `llm_summary`, a third `raw_fields`, each priced like the raw fixture.
+pub fn write_more_fixture(path: &Path, n: usize, seed: u64) {
+    let mut rng = Lcg::new(seed);
+    let lines: Vec<String> = (0..n)
+        .map(|i| {
+            let (kind, category, base) = *rng.pick(KINDS);
+            let (quality, mult) = *rng.pick(QUALITY);
+            let brand = *rng.pick(BRANDS);
+            let price = (base * mult * (0.85 + 0.3 * rng.next_f64()) * 100.0).round() / 100.0;
+            let title = format!("{brand} {quality} {kind} Mk {i}");
+            let desc: Vec<&str> = (0..3).map(|_| *rng.pick(FILLER)).collect();
+            let (format, text) = match i % 3 {
+                0 => ("curated_scrubbed_title", format!("{title}\n{} {quality} {kind} by {brand}.", desc.join(" "))),
+                1 => (
+                    "llm_summary",
+                    format!(
+                        "Title: {title}\nCategory: {}\nBrand: {brand}\nDescription: A {quality} {kind}. {}\nDetails: {}",
+                        category.replace('_', " "),
+                        desc[0],
+                        desc[1]
+                    ),
+                ),
+                _ => (
+                    "raw_fields",
+                    format!(
+                        "Title: {title}\n  Description: [{:?}]\n  Features: ['{quality} {kind}', 'by {brand}', {:?}]",
+                        desc[0], desc[1]
+                    ),
+                ),
+            };
+            serde_json::json!({"title": title, "category": null, "price": price, "text": text,
+                               "details": null, "format": format, "source": "fixture"})
+            .to_string()
+        })
+        .collect();
+    std::fs::write(path, lines.join("\n") + "\n").expect("write fixture");
+}
+
 /// What [`write_fixture`] wrote.
 pub struct FixtureCounts {
     pub good: usize,

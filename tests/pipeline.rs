@@ -1,7 +1,7 @@
 //! The pipeline end to end through the CLI: curate a catalogue, train
 //! baselines, evaluate them, predict, and refuse damaged model files.
 
-use pricer_tests::{pricer, pricer_ok, shared_data, write_fixture};
+use pricer_tests::{pricer, pricer_ok, shared_data, write_fixture, write_more_fixture};
 use serde_json::Value;
 use std::path::Path;
 
@@ -125,6 +125,110 @@ fn curate_train_eval_predict_on_a_synthetic_catalogue() {
 }
 
 #[test]
+fn curate_named_test_splits_from_several_sources_and_eval_them_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("items.jsonl");
+    write_fixture(&raw, 400, 5);
+    let more = dir.path().join("more.jsonl");
+    write_more_fixture(&more, 300, 6);
+    let cur = dir.path().join("c");
+    let args = |out: &Path| -> Vec<String> {
+        vec![
+            "curate".into(),
+            "--input".into(),
+            raw.to_str().unwrap().into(),
+            more.to_str().unwrap().into(),
+            "--out".into(),
+            out.to_str().unwrap().into(),
+            "--test".into(),
+            "catalog=items.jsonl".into(),
+            "--test".into(),
+            "course=format:curated_scrubbed_title".into(),
+        ]
+    };
+    let a = args(&cur);
+    let out = pricer_ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    // Catalogue items split 80/10/10; course items 80/10/10; the other formats
+    // (llm_summary, raw_fields: 200 items) give their test share to training.
+    let n = |f: &str| lines(&cur.join(f));
+    assert_eq!((n("test-catalog.jsonl"), n("validation-catalog.jsonl")), (40, 40), "{out}");
+    assert_eq!((n("test-course.jsonl"), n("validation-course.jsonl")), (10, 10), "{out}");
+    assert_eq!(n("validation.jsonl"), 20, "{out}");
+    assert_eq!(n("train.jsonl"), 400 + 300 - 40 - 40 - 10 - 10 - 20);
+    assert!(!cur.join("test.jsonl").exists());
+    // The report counts items per source format; llm_summary and raw_fields
+    // were read back into fields and prepared like raw records.
+    let report = std::fs::read_to_string(cur.join("report/report.md")).unwrap();
+    for row in
+        ["| amazon_raw | 400 |", "| curated_scrubbed_title | 100 |", "| llm_summary | 100 |", "| raw_fields | 100 |"]
+    {
+        assert!(report.contains(row), "no {row:?} in the report:\n{report}");
+    }
+    let train = std::fs::read_to_string(cur.join("train.jsonl")).unwrap();
+    let summary =
+        train.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).find(|v| v["source_format"] == "llm_summary");
+    let summary = summary.expect("an llm_summary item in training");
+    let text = summary["text"].as_str().unwrap();
+    assert!(!text.contains("Title:") && !text.contains("Description:"), "labels are not model input: {text}");
+    assert!(summary["details"].as_str().unwrap().contains("Brand"), "{summary}");
+
+    // Adding a source moves no catalogue item between splits.
+    let alone = dir.path().join("alone");
+    pricer_ok(&[
+        "curate",
+        "--input",
+        raw.to_str().unwrap(),
+        "--out",
+        alone.to_str().unwrap(),
+        "--test",
+        "catalog=items.jsonl",
+    ]);
+    for f in ["test-catalog.jsonl", "validation-catalog.jsonl"] {
+        assert_eq!(std::fs::read(cur.join(f)).unwrap(), std::fs::read(alone.join(f)).unwrap(), "{f}");
+    }
+
+    // Training reports, and eval of the directory prints, every test split.
+    let model = dir.path().join("t.gguf");
+    let out = pricer_ok(&[
+        "train",
+        "--kind",
+        "tfidf-ridge",
+        "--data",
+        cur.to_str().unwrap(),
+        "--out",
+        model.to_str().unwrap(),
+    ]);
+    assert!(out.contains("test catalog: n 40") && out.contains("test course: n 10"), "{out}");
+    let out = pricer_ok(&["eval", "--model", model.to_str().unwrap(), "--data", cur.to_str().unwrap()]);
+    assert!(out.contains("| catalog | 40 | $") && out.contains("| course | 10 | $"), "{out}");
+    let out = pricer_ok(&[
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        cur.to_str().unwrap(),
+        "--validation",
+        "--json",
+    ]);
+    let splits: Vec<String> =
+        out.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["split"].as_str().unwrap().to_string()).collect();
+    assert_eq!(splits, ["catalog", "course", "validation"]);
+    let info: Value =
+        serde_json::from_str(pricer_ok(&["info", "--model", model.to_str().unwrap(), "--json"]).trim()).unwrap();
+    assert_eq!(info["pricer.test.catalog.n"], 40.0);
+    assert!(info["pricer.test.course.mae"].as_f64().unwrap() > 0.0, "{info}");
+
+    // Bad selectors are refused before any work.
+    let mut bad = args(&dir.path().join("bad"));
+    bad[7] = "catalog=nothing.jsonl".into();
+    let out = pricer(&bad.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no --input is \"nothing.jsonl\""), "{out:?}");
+    bad[7] = "catalog=format:poem".into();
+    let out = pricer(&bad.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown format"), "{out:?}");
+}
+
+#[test]
 fn strict_mode_stops_at_the_first_malformed_line() {
     let dir = tempfile::tempdir().unwrap();
     let raw = dir.path().join("meta.jsonl");
@@ -182,21 +286,45 @@ fn damaged_or_foreign_model_files_fail_cleanly() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read model"));
 }
 
-/// The real Amazon items: `tfidf-ridge` must land where scikit-learn's
-/// reference does on this data (MAE about $50, RMSLE about 0.7).
+/// The real Amazon items, and the course's samples beside them: `tfidf-ridge`
+/// must land where scikit-learn's reference does on the catalogue (MAE about
+/// $50, RMSLE about 0.7), and the course's price-balanced items must be
+/// harder in dollars (their prices are higher).
 #[test]
 fn tfidf_ridge_on_real_amazon_items() {
     let items = shared_data().join("items.jsonl.gz");
-    assert!(items.exists(), "{} is missing: the tests need ../shared beside the repository", items.display());
+    let more = shared_data().join("more.jsonl.gz");
+    for f in [&items, &more] {
+        assert!(f.exists(), "{} is missing: the tests need ../shared beside the repository", f.display());
+    }
     let dir = tempfile::tempdir().unwrap();
     let cur = dir.path().join("c");
-    pricer_ok(&["curate", "--input", items.to_str().unwrap(), "--out", cur.to_str().unwrap()]);
+    let out = pricer_ok(&[
+        "curate",
+        "--input",
+        items.to_str().unwrap(),
+        more.to_str().unwrap(),
+        "--out",
+        cur.to_str().unwrap(),
+        "--test",
+        "catalog=items.jsonl.gz",
+        "--test",
+        "course=format:curated_scrubbed_title",
+    ]);
+    assert!(out.contains("read 14037"), "{out}");
+    let report = std::fs::read_to_string(cur.join("report/report.md")).unwrap();
+    for row in ["| curated_scrubbed_title | 4222 |", "| llm_summary | 19", "| raw_fields | 48"] {
+        assert!(report.contains(row), "no {row:?} in:\n{report}");
+    }
     let model = dir.path().join("t.gguf");
     pricer_ok(&["train", "--kind", "tfidf-ridge", "--data", cur.to_str().unwrap(), "--out", model.to_str().unwrap()]);
-    let s = eval_json(&model, &cur.join("test.jsonl"));
+    let s = eval_json(&model, &cur.join("test-catalog.jsonl"));
     let (mae, rmsle, hits) =
         (s["mae"].as_f64().unwrap(), s["rmsle"].as_f64().unwrap(), s["hits_pct"].as_f64().unwrap());
     assert!((40.0..62.0).contains(&mae), "{s}");
     assert!((0.6..0.85).contains(&rmsle), "{s}");
     assert!(hits > 60.0, "{s}");
+    let c = eval_json(&model, &cur.join("test-course.jsonl"));
+    let course_mae = c["mae"].as_f64().unwrap();
+    assert!((70.0..120.0).contains(&course_mae) && course_mae > mae, "{c}");
 }

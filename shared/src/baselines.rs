@@ -103,8 +103,9 @@ pub enum Featurizer {
     /// Word counts over a fixed vocabulary.
     Bow { vocab: Vec<String> },
     /// TF-IDF of words and word pairs, L2-normalised (scikit-learn's defaults);
-    /// with `details`, the text is followed by every `details` entry.
-    Tfidf { vocab: Vec<String>, idf: Vec<f32>, bigrams: bool, details: bool },
+    /// with `details`, the text is followed by every `details` entry; with
+    /// `sublinear`, a term's count c weighs 1 + ln(c) (scikit-learn's `sublinear_tf`).
+    Tfidf { vocab: Vec<String>, idf: Vec<f32>, bigrams: bool, details: bool, sublinear: bool },
 }
 
 /// Number of leading dense features of [`Featurizer::Hand`].
@@ -141,10 +142,13 @@ impl Featurizer {
                 f
             }
             Featurizer::Bow { .. } => counts(&terms(text, false), index).into_iter().collect(),
-            Featurizer::Tfidf { idf, bigrams, details, .. } => {
+            Featurizer::Tfidf { idf, bigrams, details, sublinear, .. } => {
                 let text = if *details { format!("{text}\n{}", details_text(p)) } else { text.to_string() };
-                let mut f: Sparse =
-                    counts(&terms(&text, *bigrams), index).into_iter().map(|(i, c)| (i, c * idf[i as usize])).collect();
+                let tf = |c: f32| if *sublinear { 1.0 + c.ln() } else { c };
+                let mut f: Sparse = counts(&terms(&text, *bigrams), index)
+                    .into_iter()
+                    .map(|(i, c)| (i, tf(c) * idf[i as usize]))
+                    .collect();
                 let norm = f.iter().map(|(_, v)| v * v).sum::<f32>().sqrt();
                 if norm > 0.0 {
                     f.iter_mut().for_each(|(_, v)| *v /= norm);
@@ -165,54 +169,70 @@ impl Featurizer {
         }
     }
 
-    pub fn write(&self, w: &mut ModelWriter) -> Result<(), Error> {
+    /// Writes the featurizer under `member`'s keys (see [`member_key`]).
+    pub fn write(&self, w: &mut ModelWriter, member: &str) -> Result<(), Error> {
+        let k = |key: &str| member_key(member, key);
         match self {
             Featurizer::Hand { brands, categories, weight_mean, log_rank_mean } => {
-                w.set_str("pricer.features.kind", "hand")
-                    .set_strs("pricer.features.brands", brands)
-                    .set_strs("pricer.features.categories", categories)
-                    .set_f64("pricer.features.weight_mean", *weight_mean as f64)
-                    .set_f64("pricer.features.log_rank_mean", *log_rank_mean as f64);
+                w.set_str(&k("features.kind"), "hand")
+                    .set_strs(&k("features.brands"), brands)
+                    .set_strs(&k("features.categories"), categories)
+                    .set_f64(&k("features.weight_mean"), *weight_mean as f64)
+                    .set_f64(&k("features.log_rank_mean"), *log_rank_mean as f64);
             }
             Featurizer::Bow { vocab } => {
-                w.set_str("pricer.features.kind", "bow").set_strs("pricer.features.vocab", vocab);
+                w.set_str(&k("features.kind"), "bow").set_strs(&k("features.vocab"), vocab);
             }
-            Featurizer::Tfidf { vocab, idf, bigrams, details } => {
-                w.set_str("pricer.features.kind", "tfidf")
-                    .set_strs("pricer.features.vocab", vocab)
-                    .set_u32("pricer.features.max_n", if *bigrams { 2 } else { 1 })
-                    .set_u32("pricer.features.details", *details as u32);
-                w.add_f32("features.idf", idf)?;
+            Featurizer::Tfidf { vocab, idf, bigrams, details, sublinear } => {
+                w.set_str(&k("features.kind"), "tfidf")
+                    .set_strs(&k("features.vocab"), vocab)
+                    .set_u32(&k("features.max_n"), if *bigrams { 2 } else { 1 })
+                    .set_u32(&k("features.details"), *details as u32)
+                    .set_u32(&k("features.sublinear"), *sublinear as u32);
+                w.add_f32(&member_tensor(member, "features.idf"), idf)?;
             }
         }
         Ok(())
     }
 
-    pub fn read(f: &ModelFile) -> Result<Featurizer, Error> {
-        Ok(match f.str("pricer.features.kind")? {
+    pub fn read(f: &ModelFile, member: &str) -> Result<Featurizer, Error> {
+        let k = |key: &str| member_key(member, key);
+        Ok(match f.str(&k("features.kind"))? {
             "hand" => Featurizer::Hand {
-                brands: f.strs("pricer.features.brands")?,
-                categories: f.strs("pricer.features.categories")?,
-                weight_mean: f.f64("pricer.features.weight_mean")? as f32,
-                log_rank_mean: f.f64("pricer.features.log_rank_mean")? as f32,
+                brands: f.strs(&k("features.brands"))?,
+                categories: f.strs(&k("features.categories"))?,
+                weight_mean: f.f64(&k("features.weight_mean"))? as f32,
+                log_rank_mean: f.f64(&k("features.log_rank_mean"))? as f32,
             },
-            "bow" => Featurizer::Bow { vocab: f.strs("pricer.features.vocab")? },
+            "bow" => Featurizer::Bow { vocab: f.strs(&k("features.vocab"))? },
             "tfidf" => {
-                let vocab = f.strs("pricer.features.vocab")?;
-                let idf = f.tensor_f32("features.idf")?;
+                let vocab = f.strs(&k("features.vocab"))?;
+                let idf = f.tensor_f32(&member_tensor(member, "features.idf"))?;
                 if idf.len() != vocab.len() {
                     return Err(Error::ModelFile(format!("idf has {} values for {} terms", idf.len(), vocab.len())));
                 }
                 Featurizer::Tfidf {
                     vocab,
                     idf,
-                    bigrams: f.u32("pricer.features.max_n")? >= 2,
-                    details: f.u32("pricer.features.details").unwrap_or(0) == 1,
+                    bigrams: f.u32(&k("features.max_n"))? >= 2,
+                    details: f.u32(&k("features.details")).unwrap_or(0) == 1,
+                    sublinear: f.u32(&k("features.sublinear")).unwrap_or(0) == 1,
                 }
             }
             other => return Err(Error::ModelFile(format!("unknown features kind {other:?}"))),
         })
     }
+}
+
+/// The metadata key of a linear model's `key`: `pricer.KEY` for a model file
+/// of one linear model (`member` empty), `pricer.MEMBER.KEY` for a member of a stack.
+pub fn member_key(member: &str, key: &str) -> String {
+    if member.is_empty() { format!("pricer.{key}") } else { format!("pricer.{member}.{key}") }
+}
+
+/// The tensor name of a linear model's `name`, prefixed like [`member_key`].
+pub fn member_tensor(member: &str, name: &str) -> String {
+    if member.is_empty() { name.to_string() } else { format!("{member}.{name}") }
 }
 
 /// Term to column index.
@@ -266,24 +286,30 @@ impl LinearModel {
         price.max(0.0)
     }
 
-    pub fn write(&self, w: &mut ModelWriter) -> Result<(), Error> {
-        self.featurizer.write(w)?;
-        w.add_f32("linear.weight", &self.weights)?;
-        w.set_f64("pricer.linear.bias", self.bias as f64);
-        w.set_str("pricer.target", if self.log_target { "log1p" } else { "price" });
+    /// The model's estimate in log(1 + price) space, whatever its target.
+    pub fn log_price(&self, p: &Product, text: &str) -> f64 {
+        if self.log_target { self.raw(p, text) } else { self.price(p, text).ln_1p() }
+    }
+
+    /// Writes the model under `member`'s keys (empty: a file of this model alone).
+    pub fn write(&self, w: &mut ModelWriter, member: &str) -> Result<(), Error> {
+        self.featurizer.write(w, member)?;
+        w.add_f32(&member_tensor(member, "linear.weight"), &self.weights)?;
+        w.set_f64(&member_key(member, "linear.bias"), self.bias as f64);
+        w.set_str(&member_key(member, "target"), if self.log_target { "log1p" } else { "price" });
         Ok(())
     }
 
-    pub fn read(f: &ModelFile) -> Result<Self, Error> {
-        let log_target = match f.str("pricer.target")? {
+    pub fn read(f: &ModelFile, member: &str) -> Result<Self, Error> {
+        let log_target = match f.str(&member_key(member, "target"))? {
             "log1p" => true,
             "price" => false,
             other => return Err(Error::ModelFile(format!("unknown target {other:?}"))),
         };
         LinearModel::new(
-            Featurizer::read(f)?,
-            f.tensor_f32("linear.weight")?,
-            f.f64("pricer.linear.bias")? as f32,
+            Featurizer::read(f, member)?,
+            f.tensor_f32(&member_tensor(member, "linear.weight"))?,
+            f.f64(&member_key(member, "linear.bias"))? as f32,
             log_target,
         )
         .map_err(|e| Error::ModelFile(e.to_string()))
@@ -325,11 +351,19 @@ mod tests {
             idf: vec![1.0, 2.0, 3.0],
             bigrams: true,
             details: false,
+            sublinear: false,
         };
         let feats = f.features(&Product::default(), "red car red", &f.index());
         // counts: red 2, car 1, "red car" 1 -> 2, 2, 3 -> norm sqrt(17)
         let n = 17f32.sqrt();
         assert_eq!(feats, vec![(0, 2.0 / n), (1, 2.0 / n), (2, 3.0 / n)]);
+        // Sublinear: red's count 2 weighs 1 + ln 2.
+        let Featurizer::Tfidf { vocab, idf, .. } = f else { unreachable!() };
+        let f = Featurizer::Tfidf { vocab, idf, bigrams: true, details: false, sublinear: true };
+        let feats = f.features(&Product::default(), "red car red", &f.index());
+        let red = 1.0 + 2f32.ln();
+        let n = (red * red + 4.0 + 9.0).sqrt();
+        assert_eq!(feats, vec![(0, red / n), (1, 2.0 / n), (2, 3.0 / n)]);
     }
 
     #[test]
@@ -340,9 +374,15 @@ mod tests {
         };
         assert_eq!(details_text(&p), "Brand Acme\nRank Tools 5\n");
         let vocab = vec!["acme".to_string(), "red".to_string()];
-        let f = Featurizer::Tfidf { vocab: vocab.clone(), idf: vec![1.0, 1.0], bigrams: false, details: true };
+        let f = Featurizer::Tfidf {
+            vocab: vocab.clone(),
+            idf: vec![1.0, 1.0],
+            bigrams: false,
+            details: true,
+            sublinear: false,
+        };
         assert_eq!(f.features(&p, "red", &f.index()).len(), 2);
-        let f = Featurizer::Tfidf { vocab, idf: vec![1.0, 1.0], bigrams: false, details: false };
+        let f = Featurizer::Tfidf { vocab, idf: vec![1.0, 1.0], bigrams: false, details: false, sublinear: false };
         assert_eq!(f.features(&p, "red", &f.index()).len(), 1);
     }
 

@@ -5,6 +5,7 @@
 
 use crate::baselines::LinearModel;
 use crate::bert::{Config, HEAD_OUTPUTS, PriceModel, batch_tensors};
+use crate::knn::Knn;
 use crate::model_file::{ModelFile, ModelWriter};
 use crate::text::{self, Budget, PreparedText};
 use crate::tokenizer::Tokens;
@@ -31,6 +32,24 @@ pub mod keys {
     pub const TARGET_STD: &str = "pricer.target.std";
     pub const QUANTILES: &str = "pricer.quantiles";
     pub const ENSEMBLE_WEIGHTS: &str = "pricer.ensemble.weights";
+    /// Names of the test splits whose metrics the file carries.
+    pub const TEST_SPLITS: &str = "pricer.test.splits";
+
+    /// The metadata key of a test metric: `pricer.test.KEY` for the unnamed
+    /// split, `pricer.test.NAME.KEY` for a named one (`catalog`, `course`).
+    pub fn test_key(split: &str, key: &str) -> String {
+        if split.is_empty() { format!("pricer.test.{key}") } else { format!("pricer.test.{split}.{key}") }
+    }
+
+    /// The test splits a model file has metrics for (files of one unnamed
+    /// split, written before splits had names, give `[""]`).
+    pub fn test_splits(f: &crate::model_file::ModelFile) -> Vec<String> {
+        match f.strs(TEST_SPLITS) {
+            Ok(names) => names,
+            Err(_) if f.f64("pricer.test.mae").is_ok() => vec![String::new()],
+            Err(_) => vec![],
+        }
+    }
 }
 
 /// Products run through the encoder together in `estimate_batch`.
@@ -84,11 +103,12 @@ impl NeuralPricer {
         Ok(Self { model, target_mean: f.f64(keys::TARGET_MEAN)?, target_std: f.f64(keys::TARGET_STD)? })
     }
 
-    /// Log-space outputs for token rows, run as one padded batch.
-    pub fn outputs(&self, rows: &[Tokens], pad_id: u32) -> Result<Vec<LogOutputs>, Error> {
+    /// Log-space outputs and pooled vectors for token rows, run as one padded batch.
+    pub fn run(&self, rows: &[Tokens], pad_id: u32) -> Result<(Vec<LogOutputs>, Vec<Vec<f32>>), Error> {
         let (ids, mask) = batch_tensors(rows, pad_id, &Device::Cpu)?;
-        let out = self.model.forward(&ids, &mask, None)?.to_vec2::<f32>()?;
-        Ok(out
+        let pooled = self.model.encoder.pooled(&ids, &mask, None)?;
+        let out = self.model.head.forward(&pooled, None)?.to_vec2::<f32>()?;
+        let outputs = out
             .into_iter()
             .map(|r| {
                 let mut o = [0.0; HEAD_OUTPUTS];
@@ -97,16 +117,123 @@ impl NeuralPricer {
                 }
                 o
             })
-            .collect())
+            .collect();
+        Ok((outputs, pooled.to_vec2::<f32>()?))
     }
 }
 
 /// Price from neural log outputs: the point estimate, with the 10th and
-/// 90th percentile outputs as the range (widened to contain the point).
-fn neural_estimate(point_log: f64, o: &LogOutputs) -> Estimate {
+/// 90th percentile outputs, moved with the point to `point_log` and their
+/// distance from it scaled by `band_scale`, as the range (widened to contain the point).
+fn neural_estimate(point_log: f64, o: &LogOutputs, band_scale: f64) -> Estimate {
     let (lo, hi) = (o[1].min(o[3]), o[1].max(o[3]));
+    let lo = point_log + band_scale * (lo - o[0]);
+    let hi = point_log + band_scale * (hi - o[0]);
     let price = point_log.exp_m1().max(0.0);
     Estimate { price, low: lo.exp_m1().max(0.0).min(price), high: hi.exp_m1().max(price) }
+}
+
+/// One input of a stack's blend: a log(1 + price) estimate, or an indicator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Member {
+    /// The fine-tuned encoder's price head (its point output).
+    Encoder,
+    /// The similarity-weighted price of the nearest training items in the
+    /// encoder's embedding space.
+    Neighbours,
+    /// The linear model stored under this name.
+    Linear(String),
+    /// 1 when the product comes with a `details` object (brand, weight...),
+    /// else 0: sources that carry details have another price level.
+    HasDetails,
+}
+
+impl Member {
+    pub fn name(&self) -> &str {
+        match self {
+            Member::Encoder => "encoder",
+            Member::Neighbours => "knn",
+            Member::Linear(name) => name,
+            Member::HasDetails => "has_details",
+        }
+    }
+
+    /// The member of a stored name: the reserved ones, else a linear model.
+    pub fn from_name(name: &str) -> Member {
+        match name {
+            "encoder" => Member::Encoder,
+            "knn" => Member::Neighbours,
+            "has_details" => Member::HasDetails,
+            other => Member::Linear(other.to_string()),
+        }
+    }
+}
+
+/// Several members blended in log space: `sum(w_i * member_i) + bias`, the
+/// weights fitted on validation items by `pricer export`.
+pub struct Stack {
+    pub neural: Option<NeuralPricer>,
+    pub knn: Option<Knn>,
+    pub linear: Vec<(String, LinearModel)>,
+    pub members: Vec<Member>,
+    /// One per member, then the bias.
+    pub weights: Vec<f64>,
+    /// Scale of the encoder's quantile band around the blended estimate,
+    /// fitted so the range holds about 80% of validation prices.
+    pub band_scale: f64,
+}
+
+impl Stack {
+    pub const MEMBERS: &str = "pricer.stack.members";
+    pub const WEIGHTS: &str = "pricer.stack.weights";
+    pub const BAND_SCALE: &str = "pricer.stack.band_scale";
+
+    pub fn read(f: &ModelFile) -> Result<Stack, Error> {
+        let members: Vec<Member> = f.strs(Self::MEMBERS)?.iter().map(|n| Member::from_name(n)).collect();
+        let weights: Vec<f64> = f.f32s(Self::WEIGHTS)?.into_iter().map(f64::from).collect();
+        if weights.len() != members.len() + 1 {
+            return Err(Error::ModelFile(format!(
+                "{} holds {} weights for {} members (one each, then the bias)",
+                Self::WEIGHTS,
+                weights.len(),
+                members.len()
+            )));
+        }
+        let needs_encoder = members.iter().any(|m| matches!(m, Member::Encoder | Member::Neighbours));
+        let neural = if needs_encoder { Some(NeuralPricer::read(f)?) } else { None };
+        let knn = if members.contains(&Member::Neighbours) { Some(Knn::read(f)?) } else { None };
+        let linear = members
+            .iter()
+            .filter_map(|m| match m {
+                Member::Linear(name) => Some(LinearModel::read(f, name).map(|l| (name.clone(), l))),
+                _ => None,
+            })
+            .collect::<Result<_, _>>()?;
+        let band_scale = f.f64(Self::BAND_SCALE).unwrap_or(1.0);
+        Ok(Stack { neural, knn, linear, members, weights, band_scale })
+    }
+
+    /// Writes the blend and the linear members and index (the encoder's
+    /// weights are the caller's to write).
+    pub fn write(&self, w: &mut ModelWriter) -> Result<(), Error> {
+        let names: Vec<String> = self.members.iter().map(|m| m.name().to_string()).collect();
+        w.set_strs(Self::MEMBERS, &names)
+            .set_f32s(Self::WEIGHTS, &self.weights.iter().map(|x| *x as f32).collect::<Vec<_>>())
+            .set_f64(Self::BAND_SCALE, self.band_scale);
+        for (name, lin) in &self.linear {
+            lin.write(w, name)?;
+        }
+        if let Some(knn) = &self.knn {
+            knn.write(w)?;
+        }
+        Ok(())
+    }
+
+    /// The blend of member values (as [`Estimator::member_values`] gives them).
+    pub fn blend(&self, values: &[f64]) -> f64 {
+        let bias = self.weights[self.members.len()];
+        values.iter().zip(&self.weights).map(|(v, w)| v * w).sum::<f64>() + bias
+    }
 }
 
 /// What turns prepared text into a price.
@@ -117,9 +244,18 @@ pub enum Predictor {
     Linear(LinearModel),
     /// The fine-tuned encoder and price head.
     Neural(NeuralPricer),
-    /// Encoder and linear model blended in log space:
-    /// `w0 * neural + w1 * linear + w2`, weights fitted on validation.
-    Ensemble { neural: NeuralPricer, linear: LinearModel, weights: [f64; 3] },
+    /// Members blended in log space.
+    Stack(Stack),
+}
+
+/// One product's member values (in the stack's member order) and, when the
+/// model has an encoder, its head outputs.
+#[derive(Debug, Clone)]
+pub struct MemberValues {
+    pub values: Vec<f64>,
+    pub head: Option<LogOutputs>,
+    /// The encoder's pooled vector (what the neighbour index holds).
+    pub pooled: Option<Vec<f32>>,
 }
 
 /// A loaded model of any kind.
@@ -140,8 +276,10 @@ impl Estimator {
         let kind = file.kind()?.to_string();
         let predictor = match kind.as_str() {
             "constant" => Predictor::Constant(file.f64("pricer.constant.price")?),
-            "features" | "bow" | "tfidf-ridge" => Predictor::Linear(LinearModel::read(&file)?),
+            "features" | "bow" | "tfidf-ridge" => Predictor::Linear(LinearModel::read(&file, "")?),
             "minilm" => Predictor::Neural(NeuralPricer::read(&file)?),
+            "stack" => Predictor::Stack(Stack::read(&file)?),
+            // Encoder + one linear model, as the first ensembles were written.
             "ensemble" => {
                 let w = file.f32s(keys::ENSEMBLE_WEIGHTS)?;
                 if w.len() != 3 {
@@ -151,25 +289,36 @@ impl Estimator {
                         w.len()
                     )));
                 }
-                Predictor::Ensemble {
-                    neural: NeuralPricer::read(&file)?,
-                    linear: LinearModel::read(&file)?,
-                    weights: [w[0] as f64, w[1] as f64, w[2] as f64],
-                }
+                Predictor::Stack(Stack {
+                    neural: Some(NeuralPricer::read(&file)?),
+                    knn: None,
+                    linear: vec![(String::new(), LinearModel::read(&file, "")?)],
+                    members: vec![Member::Encoder, Member::Linear(String::new())],
+                    weights: w.iter().map(|x| *x as f64).collect(),
+                    band_scale: 1.0,
+                })
             }
             other => return Err(Error::ModelFile(format!("unknown model kind {other:?}"))),
         };
         let prep = Prep::read(&file)?;
-        if matches!(predictor, Predictor::Neural(_) | Predictor::Ensemble { .. }) && prep.tokenizer.is_none() {
+        if self_needs_tokenizer(&predictor) && prep.tokenizer.is_none() {
             return Err(Error::ModelFile("an encoder model needs its tokenizer (pricer.prep.tokenizer_json)".into()));
         }
         let range = |k| {
-            file.f64(k).or_else(|_| {
-                if matches!(predictor, Predictor::Constant(_) | Predictor::Linear(_)) { file.f64(k) } else { Ok(0.0) }
+            file.f64(k).or_else(|e| {
+                if matches!(predictor, Predictor::Neural(_) | Predictor::Stack(_)) { Ok(0.0) } else { Err(e) }
             })
         };
         let log_range = (range(keys::RANGE_LOW)?, range(keys::RANGE_HIGH)?);
         Ok(Estimator { kind, prep, predictor, log_range, file })
+    }
+
+    fn neural(&self) -> Option<&NeuralPricer> {
+        match &self.predictor {
+            Predictor::Neural(n) => Some(n),
+            Predictor::Stack(s) => s.neural.as_ref(),
+            _ => None,
+        }
     }
 
     /// The product's model input, as the model sees it.
@@ -185,11 +334,40 @@ impl Estimator {
     /// Estimates many products, running the encoder on batches of [`BATCH`].
     /// One product's failure (e.g. an empty description) leaves the others' estimates.
     pub fn estimate_batch(&self, products: &[Product]) -> Vec<Result<Estimate, Error>> {
+        products
+            .iter()
+            .zip(self.member_values(products))
+            .map(|(p, v)| {
+                let v = v?;
+                Ok(match &self.predictor {
+                    Predictor::Constant(c) => with_range(*c, self.log_range),
+                    Predictor::Linear(m) => {
+                        with_range(m.price(p, &text::model_input(p, self.prep.budget())?), self.log_range)
+                    }
+                    Predictor::Neural(_) => {
+                        let o = v.head.ok_or_else(|| Error::Model("no encoder output".into()))?;
+                        neural_estimate(o[0], &o, 1.0)
+                    }
+                    Predictor::Stack(s) => {
+                        let blended = s.blend(&v.values);
+                        match v.head {
+                            Some(o) => neural_estimate(blended, &o, s.band_scale),
+                            None => with_range(blended.exp_m1().max(0.0), self.log_range),
+                        }
+                    }
+                })
+            })
+            .collect()
+    }
+
+    /// Each product's stack member values and encoder outputs, the encoder run
+    /// on batches of [`BATCH`]. For a model that is not a stack the values are empty.
+    pub fn member_values(&self, products: &[Product]) -> Vec<Result<MemberValues, Error>> {
         let mut out = Vec::with_capacity(products.len());
         for chunk in products.chunks(BATCH) {
             let inputs: Vec<Result<String, Error>> =
                 chunk.iter().map(|p| text::model_input(p, self.prep.budget())).collect();
-            match self.estimate_prepared(chunk, inputs) {
+            match self.chunk_values(chunk, inputs) {
                 Ok(r) => out.extend(r),
                 Err(e) => out.extend(chunk.iter().map(|_| Err(Error::Model(e.to_string())))),
             }
@@ -197,18 +375,14 @@ impl Estimator {
         out
     }
 
-    fn estimate_prepared(
+    fn chunk_values(
         &self,
         ps: &[Product],
         inputs: Vec<Result<String, Error>>,
-    ) -> Result<Vec<Result<Estimate, Error>>, Error> {
-        let neural = match &self.predictor {
-            Predictor::Neural(n) | Predictor::Ensemble { neural: n, .. } => Some(n),
-            _ => None,
-        };
-        // Encoder outputs for the products that prepared cleanly.
-        let mut logs: Vec<Option<LogOutputs>> = vec![None; ps.len()];
-        if let Some(n) = neural {
+    ) -> Result<Vec<Result<MemberValues, Error>>, Error> {
+        // Encoder outputs and pooled vectors for the products that prepared cleanly.
+        let mut encoded: Vec<Option<(LogOutputs, Vec<f32>)>> = vec![None; ps.len()];
+        if let Some(n) = self.neural() {
             let tok = self.prep.tokenizer.as_ref().expect("checked at load");
             let max_len = (self.prep.max_tokens + 2).min(n.model.encoder.config.max_position_embeddings);
             let mut rows = Vec::new();
@@ -220,32 +394,53 @@ impl Estimator {
                 }
             }
             if !rows.is_empty() {
-                for (i, o) in which.into_iter().zip(n.outputs(&rows, tok.pad_id())?) {
-                    logs[i] = Some(o);
+                let (outputs, pooled) = n.run(&rows, tok.pad_id())?;
+                for ((i, o), v) in which.into_iter().zip(outputs).zip(pooled) {
+                    encoded[i] = Some((o, v));
                 }
             }
         }
         Ok(ps
             .iter()
             .zip(inputs)
-            .zip(logs)
-            .map(|((p, input), log)| {
+            .zip(encoded)
+            .map(|((p, input), enc)| {
                 let input = input?;
-                Ok(match (&self.predictor, log) {
-                    (Predictor::Constant(c), _) => with_range(*c, self.log_range),
-                    (Predictor::Linear(m), _) => with_range(m.price(p, &input), self.log_range),
-                    (Predictor::Neural(_), Some(o)) => neural_estimate(o[0], &o),
-                    (Predictor::Ensemble { linear, weights, .. }, Some(o)) => {
-                        let lin = linear.price(p, &input).ln_1p();
-                        let blended = weights[0] * o[0] + weights[1] * lin + weights[2];
-                        let shift = blended - o[0];
-                        let shifted = [blended, o[1] + shift, o[2] + shift, o[3] + shift];
-                        neural_estimate(blended, &shifted)
-                    }
-                    (_, None) => return Err(Error::Model("no encoder output".into())),
-                })
+                let head = enc.as_ref().map(|(o, _)| *o);
+                let Predictor::Stack(s) = &self.predictor else {
+                    return Ok(MemberValues { values: vec![], head, pooled: enc.map(|(_, v)| v) });
+                };
+                let values = s
+                    .members
+                    .iter()
+                    .map(|m| {
+                        let need_encoder = || enc.as_ref().ok_or_else(|| Error::Model("no encoder output".into()));
+                        Ok(match m {
+                            Member::Encoder => need_encoder()?.0[0],
+                            Member::Neighbours => {
+                                let knn = s.knn.as_ref().ok_or_else(|| Error::Model("no neighbour index".into()))?;
+                                knn.log_estimate(&need_encoder()?.1)
+                            }
+                            Member::Linear(name) => {
+                                let lin = s.linear.iter().find(|(n, _)| n == name).map(|(_, l)| l);
+                                lin.ok_or_else(|| Error::Model(format!("no linear member {name:?}")))?
+                                    .log_price(p, &input)
+                            }
+                            Member::HasDetails => p.details.as_ref().is_some_and(|d| !d.is_empty()) as u8 as f64,
+                        })
+                    })
+                    .collect::<Result<Vec<f64>, Error>>()?;
+                Ok(MemberValues { values, head, pooled: enc.map(|(_, v)| v) })
             })
             .collect())
+    }
+}
+
+fn self_needs_tokenizer(p: &Predictor) -> bool {
+    match p {
+        Predictor::Neural(_) => true,
+        Predictor::Stack(s) => s.neural.is_some(),
+        _ => false,
     }
 }
 
@@ -279,6 +474,53 @@ mod tests {
     fn empty_product_is_an_error_not_an_estimate() {
         let e = Estimator::from_bytes(&constant_file(40.0)).unwrap();
         assert!(matches!(e.estimate(&Product::from_free_text("   ")), Err(Error::EmptyProduct)));
+    }
+
+    fn stack_file(weights: Vec<f64>) -> Vec<u8> {
+        use crate::baselines::Featurizer;
+        let bow = |words: &[&str], w: Vec<f32>| {
+            let f = Featurizer::Bow { vocab: words.iter().map(|s| s.to_string()).collect() };
+            LinearModel::new(f, w, 1.0, true).unwrap()
+        };
+        let stack = Stack {
+            neural: None,
+            knn: None,
+            linear: vec![
+                ("words".into(), bow(&["gold", "steel"], vec![2.0, 0.5])),
+                ("size".into(), bow(&["big"], vec![1.0])),
+            ],
+            members: vec![Member::Linear("words".into()), Member::Linear("size".into()), Member::HasDetails],
+            weights,
+            band_scale: 1.0,
+        };
+        let mut w = ModelWriter::new("stack");
+        stack.write(&mut w).unwrap();
+        w.set_f64(keys::RANGE_LOW, -0.2).set_f64(keys::RANGE_HIGH, 0.3);
+        Prep { max_tokens: 50, tokenizer: None }.write(&mut w);
+        w.to_bytes().unwrap()
+    }
+
+    #[test]
+    fn a_stack_blends_its_members_in_log_space() {
+        let e = Estimator::from_bytes(&stack_file(vec![0.5, 0.25, 0.7, 0.1])).unwrap();
+        let mut p = Product::from_free_text("big gold ring\ngold");
+        // words: 1 + 2 * 2 = 5 (log space); size: 1 + 1 = 2; no details.
+        let values = e.member_values(std::slice::from_ref(&p)).remove(0).unwrap().values;
+        assert_eq!(values, vec![5.0, 2.0, 0.0]);
+        let want = 0.5 * 5.0 + 0.25 * 2.0 + 0.1;
+        let est = e.estimate(&p).unwrap();
+        // Weights are stored as f32.
+        assert!((est.price / f64::exp_m1(want) - 1.0).abs() < 1e-6, "{est:?}");
+        assert!(est.low < est.price && est.price < est.high);
+        // With details, the indicator member adds its weight.
+        p.details = serde_json::from_str(r#"{"Brand": "Acme"}"#).unwrap();
+        assert!((e.estimate(&p).unwrap().price / f64::exp_m1(want + 0.7) - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_stack_with_the_wrong_number_of_weights_is_refused() {
+        let err = Estimator::from_bytes(&stack_file(vec![0.5, 0.25])).err().unwrap().to_string();
+        assert!(err.contains("2 weights for 3 members"), "{err}");
     }
 
     #[test]

@@ -10,6 +10,7 @@
 pub mod baselines;
 pub mod bert;
 pub mod estimator;
+pub mod knn;
 pub mod metrics;
 pub mod model_file;
 pub mod product;
@@ -18,7 +19,7 @@ pub mod text;
 pub mod tokenizer;
 
 pub use estimator::{Estimate, Estimator};
-pub use product::Product;
+pub use product::{Product, SourceFormat};
 pub use tokenizer::TextTokenizer;
 
 /// Everything that can go wrong in the shared crate, each with a message a

@@ -19,6 +19,71 @@ pub struct Product {
     pub price: Option<f64>,
     /// Model input already prepared by a curation run (curated files carry it).
     pub prepared_text: Option<String>,
+    /// How the source wrote the record (see [`SourceFormat`]); `None` when unknown.
+    pub format: Option<SourceFormat>,
+}
+
+/// How a record's text was written by its source. Every format is prepared
+/// into the same model input; the format is kept so data reports and
+/// evaluations can tell the sources apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceFormat {
+    /// Amazon Reviews 2023 raw metadata: title, description and features lists, details object.
+    AmazonRaw,
+    /// Already prepared by the course's curation: title line, then the scrubbed body.
+    Curated,
+    /// Curated, but the title is the scrubbed first line; no category, no details.
+    CuratedScrubbedTitle,
+    /// An LLM-written block: `Title: ... Category: ... Brand: ... Description: ... Details: ...`.
+    LlmSummary,
+    /// `Title: ...` then raw `Description: [...]` / `Features: [...]` lists.
+    RawFields,
+    /// A row of a CSV catalogue.
+    Csv,
+    /// Typed or pasted by a person: title line, then description.
+    FreeText,
+}
+
+impl SourceFormat {
+    pub const ALL: [SourceFormat; 7] = [
+        SourceFormat::AmazonRaw,
+        SourceFormat::Curated,
+        SourceFormat::CuratedScrubbedTitle,
+        SourceFormat::LlmSummary,
+        SourceFormat::RawFields,
+        SourceFormat::Csv,
+        SourceFormat::FreeText,
+    ];
+
+    /// The name used in files and on the command line (`curated_scrubbed_title`).
+    pub fn name(self) -> &'static str {
+        match self {
+            SourceFormat::AmazonRaw => "amazon_raw",
+            SourceFormat::Curated => "curated",
+            SourceFormat::CuratedScrubbedTitle => "curated_scrubbed_title",
+            SourceFormat::LlmSummary => "llm_summary",
+            SourceFormat::RawFields => "raw_fields",
+            SourceFormat::Csv => "csv",
+            SourceFormat::FreeText => "free_text",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<SourceFormat> {
+        SourceFormat::ALL.into_iter().find(|f| f.name() == name)
+    }
+
+    /// True when a source already selected and prepared the record (the
+    /// course's published samples); curation's content rules are for raw records.
+    pub fn is_curated_sample(self) -> bool {
+        matches!(
+            self,
+            SourceFormat::Curated
+                | SourceFormat::CuratedScrubbedTitle
+                | SourceFormat::LlmSummary
+                | SourceFormat::RawFields
+        )
+    }
 }
 
 impl Product {
@@ -33,6 +98,7 @@ impl Product {
         Product {
             title: title.to_string(),
             description: if rest.is_empty() { vec![] } else { vec![rest.to_string()] },
+            format: Some(SourceFormat::FreeText),
             ..Product::default()
         }
     }

@@ -4,7 +4,7 @@
 //! A malformed record is an `Err` item naming its line and what was wrong; the
 //! caller decides whether to skip it or stop.
 
-use crate::Product;
+use crate::{Product, SourceFormat};
 use serde_json::{Map, Value};
 use std::io::{BufRead, BufReader, Read};
 
@@ -131,6 +131,32 @@ pub fn parse_json_record(text: &str) -> Result<Product, String> {
         .filter(|s| !s.is_empty());
     let details = parse_details(obj.get("details"))?;
     if let Some(Value::String(text)) = obj.get("text") {
+        let format = match obj.get("format") {
+            None | Some(Value::Null) => SourceFormat::Curated,
+            Some(Value::String(f)) => SourceFormat::from_name(f)
+                .filter(|f| TEXT_FORMATS.contains(f))
+                .ok_or_else(|| format!("unknown text format {f:?} (expected one of: {})", text_format_names()))?,
+            Some(other) => return Err(format!("format is not a string: {}", short(other))),
+        };
+        if matches!(format, SourceFormat::LlmSummary | SourceFormat::RawFields) {
+            // Written as labelled fields: read them back into the product's parts,
+            // so they are prepared like any raw record.
+            let mut p = labelled_fields(text);
+            p.title = title;
+            p.price = price;
+            p.category = category.or(p.category);
+            p.details = match (details, p.details) {
+                (Some(mut d), Some(extra)) => {
+                    for (k, v) in extra {
+                        d.entry(k).or_insert(v);
+                    }
+                    Some(d)
+                }
+                (d, extra) => d.or(extra),
+            };
+            p.format = Some(format);
+            return Ok(p);
+        }
         // Curated: the text is title line + prepared content.
         let body = text.split_once('\n').map(|(_, b)| b).unwrap_or("").trim();
         return Ok(Product {
@@ -141,6 +167,7 @@ pub fn parse_json_record(text: &str) -> Result<Product, String> {
             details,
             price,
             prepared_text: Some(text.clone()),
+            format: Some(format),
         });
     }
     Ok(Product {
@@ -151,7 +178,165 @@ pub fn parse_json_record(text: &str) -> Result<Product, String> {
         details,
         price,
         prepared_text: None,
+        format: Some(SourceFormat::AmazonRaw),
     })
+}
+
+/// The main categories of Amazon Reviews 2023.
+pub const AMAZON_CATEGORIES: [&str; 33] = [
+    "All_Beauty",
+    "Amazon_Fashion",
+    "Appliances",
+    "Arts_Crafts_and_Sewing",
+    "Automotive",
+    "Baby_Products",
+    "Beauty_and_Personal_Care",
+    "Books",
+    "CDs_and_Vinyl",
+    "Cell_Phones_and_Accessories",
+    "Clothing_Shoes_and_Jewelry",
+    "Digital_Music",
+    "Electronics",
+    "Gift_Cards",
+    "Grocery_and_Gourmet_Food",
+    "Handmade_Products",
+    "Health_and_Household",
+    "Health_and_Personal_Care",
+    "Home_and_Kitchen",
+    "Industrial_and_Scientific",
+    "Kindle_Store",
+    "Magazine_Subscriptions",
+    "Movies_and_TV",
+    "Musical_Instruments",
+    "Office_Products",
+    "Patio_Lawn_and_Garden",
+    "Pet_Supplies",
+    "Software",
+    "Sports_and_Outdoors",
+    "Subscription_Boxes",
+    "Tools_and_Home_Improvement",
+    "Toys_and_Games",
+    "Video_Games",
+];
+
+/// The formats a record with a `text` field may name.
+const TEXT_FORMATS: [SourceFormat; 4] =
+    [SourceFormat::Curated, SourceFormat::CuratedScrubbedTitle, SourceFormat::LlmSummary, SourceFormat::RawFields];
+
+fn text_format_names() -> String {
+    TEXT_FORMATS.iter().map(|f| f.name()).collect::<Vec<_>>().join(", ")
+}
+
+/// A product from text written as labelled fields (`Title: ...`, `Category: ...`,
+/// `Brand: ...`, `Weight: ...`, `Description: ...`, `Features: ...`,
+/// `Details: ...`, `Summary: ...`), one field per line, continuation lines
+/// belonging to the field above. List values written as Python or JSON lists
+/// become one entry per element; a `Details` JSON object becomes the details.
+/// Text before the first label is kept as description.
+pub fn labelled_fields(text: &str) -> Product {
+    const LABELS: [&str; 8] = ["Title", "Category", "Brand", "Weight", "Description", "Features", "Details", "Summary"];
+    let mut fields: Vec<(&str, String)> = vec![("Description", String::new())];
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        let label = LABELS
+            .iter()
+            .find(|l| trimmed.strip_prefix(**l).is_some_and(|rest| rest.trim_start_matches(' ').starts_with(':')));
+        match label {
+            Some(l) => {
+                let value = trimmed[l.len()..].trim_start_matches(' ')[1..].trim();
+                fields.push((l, value.to_string()));
+            }
+            None => {
+                let last = &mut fields.last_mut().expect("starts with one field").1;
+                if !last.is_empty() {
+                    last.push('\n');
+                }
+                last.push_str(line.trim());
+            }
+        }
+    }
+    let mut p = Product::default();
+    let mut details = Map::new();
+    for (label, value) in fields {
+        let value = value.trim();
+        if value.is_empty() {
+            continue;
+        }
+        match label {
+            "Title" => p.title = value.to_string(),
+            "Category" => {
+                // Amazon's main categories become the category; an LLM's own
+                // labels ("Audio Equipment") stay text, in the details.
+                let name = value.replace(' ', "_");
+                if AMAZON_CATEGORIES.contains(&name.as_str()) {
+                    p.category = Some(name);
+                } else {
+                    details.insert("Category".into(), Value::String(value.into()));
+                }
+            }
+            "Brand" => {
+                details.insert("Brand".into(), Value::String(value.into()));
+            }
+            "Weight" => {
+                details.insert("Item Weight".into(), Value::String(value.into()));
+            }
+            "Features" => p.features.extend(list_items(value)),
+            "Details" => match serde_json::from_str::<Value>(value) {
+                Ok(Value::Object(m)) => details.extend(m),
+                _ => p.features.extend(list_items(value)),
+            },
+            _ => p.description.extend(list_items(value)),
+        }
+    }
+    if !details.is_empty() {
+        p.details = Some(details);
+    }
+    p
+}
+
+/// The elements of a Python or JSON list of strings (`['a', "b"]`), or the
+/// text itself when it is not one.
+pub fn list_items(text: &str) -> Vec<String> {
+    let t = text.trim();
+    match t.strip_prefix('[').and_then(|r| r.strip_suffix(']')).and_then(quoted_strings) {
+        Some(items) => items.into_iter().filter(|s| !s.trim().is_empty()).collect(),
+        None => vec![t.to_string()],
+    }
+}
+
+/// Parses `'a', "b", ...` (Python string literals with backslash escapes);
+/// `None` when the text is anything else.
+fn quoted_strings(inner: &str) -> Option<Vec<String>> {
+    let mut out = Vec::new();
+    let mut chars = inner.chars().peekable();
+    loop {
+        while chars.next_if(|c| c.is_whitespace() || *c == ',').is_some() {}
+        let Some(quote) = chars.next() else { return Some(out) };
+        if quote != '\'' && quote != '"' {
+            return None;
+        }
+        let mut s = String::new();
+        loop {
+            match chars.next()? {
+                '\\' => match chars.next()? {
+                    'n' => s.push('\n'),
+                    't' => s.push('\t'),
+                    'u' => {
+                        let hex: String = (0..4).filter_map(|_| chars.next()).collect();
+                        s.push(u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32).unwrap_or('\u{fffd}'));
+                    }
+                    other => s.push(other),
+                },
+                c if c == quote => break,
+                c => s.push(c),
+            }
+        }
+        out.push(s);
+        // Only separators may follow a string.
+        if chars.peek().is_some_and(|c| !c.is_whitespace() && *c != ',') {
+            return None;
+        }
+    }
 }
 
 fn short(v: &Value) -> String {
@@ -297,6 +482,7 @@ impl<R: Read> Iterator for CsvReader<R> {
                             category: (!cat.is_empty()).then(|| cat.to_string()),
                             description: if desc.is_empty() { vec![] } else { vec![desc.to_string()] },
                             price,
+                            format: Some(SourceFormat::Csv),
                             ..Product::default()
                         })
                     }
@@ -364,6 +550,55 @@ mod tests {
         assert!(errs[5].1.contains("UTF-8"));
         let titles: Vec<_> = got.iter().filter_map(|r| r.as_ref().ok()).map(|p| p.title.clone()).collect();
         assert_eq!(titles, vec!["A", "D"]);
+    }
+
+    #[test]
+    fn llm_summary_text_is_read_back_into_fields() {
+        let line = br#"{"title": "Mini Air Duster", "category": null, "price": 79.0, "details": null, "format": "llm_summary", "text": "Title: Mini Air Duster  \nCategory: Electronics  \nBrand: Kica  \nDescription: Compact duster.\nStrong motor.  \nDetails: Four speed levels."}"#;
+        let p = read(line, Format::Jsonl).remove(0).unwrap();
+        assert_eq!(p.title, "Mini Air Duster");
+        assert_eq!(p.category.as_deref(), Some("Electronics"));
+        assert_eq!(p.detail("Brand").as_deref(), Some("Kica"));
+        assert_eq!(p.description, vec!["Compact duster.\nStrong motor."]);
+        assert_eq!(p.features, vec!["Four speed levels."]);
+        assert_eq!(p.format, Some(SourceFormat::LlmSummary));
+        assert!(p.prepared_text.is_none(), "prepared like a raw record");
+        let line = br#"{"title": "Knob", "price": 6.0, "format": "llm_summary", "text": "Title: Knob\nCategory: Tools and Home Improvement\nWeight: 1.5 lbs\nSummary: A knob."}"#;
+        let p = read(line, Format::Jsonl).remove(0).unwrap();
+        assert_eq!(p.category.as_deref(), Some("Tools_and_Home_Improvement"));
+        assert_eq!(p.detail("Item Weight").as_deref(), Some("1.5 lbs"));
+        assert_eq!(p.description, vec!["A knob."]);
+        let line = br#"{"title": "Knob", "price": 6.0, "format": "llm_summary", "text": "Title: Knob\nCategory: Home Hardware\nSummary: A knob."}"#;
+        let p = read(line, Format::Jsonl).remove(0).unwrap();
+        assert_eq!((p.category.as_deref(), p.detail("Category").as_deref()), (None, Some("Home Hardware")));
+    }
+
+    #[test]
+    fn raw_fields_lists_become_entries() {
+        let line = br#"{"title": "Strap", "price": 21.95, "format": "raw_fields", "text": "Title: Strap\n  Description: [\"Hand-crafted in America.\"]\n  Features: ['100% Polyester', 'It\\'s 2\" wide', \"Hook, eye\"]"}"#;
+        let p = read(line, Format::Jsonl).remove(0).unwrap();
+        assert_eq!(p.description, vec!["Hand-crafted in America."]);
+        assert_eq!(p.features, vec!["100% Polyester", "It's 2\" wide", "Hook, eye"]);
+        assert_eq!(p.format, Some(SourceFormat::RawFields));
+        // Not a list after all: kept as written.
+        assert_eq!(list_items("[Size]: 16 inches. [Material]: cloth"), vec!["[Size]: 16 inches. [Material]: cloth"]);
+        assert_eq!(list_items("['unterminated"), vec!["['unterminated"]);
+        assert_eq!(list_items("[]"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn curated_formats_and_unknown_ones() {
+        let line = br#"{"title": "Pans", "price": 12, "text": "Pans\nFour pans", "format": "curated_scrubbed_title"}"#;
+        let p = read(line, Format::Jsonl).remove(0).unwrap();
+        assert_eq!(p.format, Some(SourceFormat::CuratedScrubbedTitle));
+        assert_eq!(p.prepared_text.as_deref(), Some("Pans\nFour pans"));
+        let line = br#"{"title": "Pans", "price": 12, "text": "Pans\nFour pans"}"#;
+        assert_eq!(read(line, Format::Jsonl).remove(0).unwrap().format, Some(SourceFormat::Curated));
+        let line = br#"{"title": "Pans", "price": 12, "text": "x", "format": "poem"}"#;
+        let err = read(line, Format::Jsonl).remove(0).unwrap_err();
+        assert!(err.reason.contains("unknown text format \"poem\"") && err.reason.contains("llm_summary"), "{err}");
+        let line = br#"{"title": "Pans", "price": 12, "text": "x", "format": 3}"#;
+        assert!(read(line, Format::Jsonl).remove(0).unwrap_err().reason.contains("format is not a string"));
     }
 
     #[test]

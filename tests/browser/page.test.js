@@ -89,10 +89,15 @@ test("the page prices products like the CLI, privately, and survives bad input",
   const { context, page } = await openPage(url, requests);
   try {
     await ready(page);
-    // The model card comes from the file: metrics and the test scatter.
-    const card = await page.textContent("#model-card");
-    assert.match(card, /Mean absolute error\$[\d,]+\.\d\d/);
-    assert.ok((await page.$$("#scatter circle")).length > 50, "scatter has the test split");
+    // The model card comes from the file: metrics and a scatter for each test split.
+    const splits = await page.$$eval("#test-metrics thead th[data-split]", (ths) => ths.map((t) => t.dataset.split));
+    assert.deepEqual(splits, ["catalog", "course"], "the default model is measured on both test splits");
+    const mae = await page.$$eval("#test-metrics tr[data-metric=mae] td", (tds) => tds.map((t) => t.textContent));
+    for (const m of mae) assert.match(m, /^\$[\d,]+\.\d\d$/);
+    for (const split of splits) {
+      const points = (await page.$$(`.scatter[data-split=${split}] circle`)).length;
+      assert.ok(points > 50, `the ${split} scatter has its test items (${points})`);
+    }
 
     // An example product: same estimate as `pricer predict`, inside its range.
     await page.click("button.example >> nth=2");

@@ -8,7 +8,7 @@ use crate::data::{PrepSettings, Tally, for_each_product, load_tokenizer, write_a
 use crate::report;
 use anyhow::{Context, Result, bail};
 use pricer::text::{Budget, prepare};
-use pricer::{Product, TextTokenizer};
+use pricer::{Product, SourceFormat, TextTokenizer};
 use rand::SeedableRng;
 use rand::seq::{IndexedRandom, SliceRandom};
 use std::collections::{BTreeMap, HashSet};
@@ -52,9 +52,17 @@ pub struct CurateArgs {
     /// Category sampled 5x less often when a slot is capped (the course's Automotive).
     #[arg(long, default_value = "Automotive")]
     pub downweight_category: String,
-    /// Shares of train, validation and test.
+    /// Shares of train, validation and test (of each test group; items in no
+    /// group give their test share to train).
     #[arg(long, default_value = "0.8,0.1,0.1", value_parser = parse_split)]
     pub split: (f64, f64, f64),
+    /// A named test split of one distribution, `NAME=SELECTOR`: SELECTOR is an
+    /// input file (as given to --input, or its file name) or `format:FORMAT`
+    /// (e.g. `course=format:curated_scrubbed_title`). Repeat for several; each
+    /// writes test-NAME.jsonl and validation-NAME.jsonl. Without any, one
+    /// test.jsonl is drawn from all items.
+    #[arg(long = "test", value_parser = parse_test_group)]
+    pub tests: Vec<TestGroup>,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Stop at the first malformed record instead of skipping it.
@@ -73,14 +81,54 @@ fn parse_split(s: &str) -> Result<(f64, f64, f64), String> {
     Ok((v[0], v[1], v[2]))
 }
 
+/// Which items a named test split is drawn from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Selector {
+    /// Every item (the one test split when none is named).
+    All,
+    /// Items read from this input file (its path as given, or its file name).
+    Input(String),
+    /// Items whose source wrote them in this format.
+    Format(SourceFormat),
+}
+
+/// `--test NAME=SELECTOR`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TestGroup {
+    pub name: String,
+    pub selector: Selector,
+}
+
+fn parse_test_group(s: &str) -> Result<TestGroup, String> {
+    let (name, sel) = s.split_once('=').ok_or("expected NAME=SELECTOR, e.g. catalog=items.jsonl.gz")?;
+    let name = name.trim();
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        return Err(format!("test split name {name:?} must be letters, digits, '-' or '_'"));
+    }
+    let selector = match sel.trim().strip_prefix("format:") {
+        Some(f) => Selector::Format(SourceFormat::from_name(f.trim()).ok_or_else(|| {
+            let names: Vec<&str> = SourceFormat::ALL.iter().map(|f| f.name()).collect();
+            format!("unknown format {f:?} (one of: {})", names.join(", "))
+        })?),
+        None if sel.trim().is_empty() => return Err(format!("test split {name:?} selects nothing")),
+        None => Selector::Input(sel.trim().to_string()),
+    };
+    Ok(TestGroup { name: name.to_string(), selector })
+}
+
 /// One curated item: the line format of train/validation/test JSONL.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct CuratedItem {
     pub title: String,
-    pub category: String,
+    /// `None` when the source names no category (and no --category was given).
+    pub category: Option<String>,
     pub price: f64,
+    /// The prepared model input.
     pub text: String,
     pub details: String,
+    /// How the source wrote the record, before preparation (`llm_summary`...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_format: Option<SourceFormat>,
 }
 
 pub fn run(args: &CurateArgs) -> Result<()> {
@@ -97,14 +145,19 @@ pub fn run(args: &CurateArgs) -> Result<()> {
         indicatif::ProgressStyle::with_template("{spinner} {msg} {pos} records ({per_sec})").expect("valid template"),
     );
     bar.set_message("curating");
+    let groups = resolve_groups(args)?;
     let mut tally = Tally::default();
-    let mut items: Vec<CuratedItem> = Vec::new();
+    // Each kept item with the index of its test group (None: train and validation only).
+    let mut items: Vec<(CuratedItem, Option<usize>)> = Vec::new();
     let mut curator = Curator { args, budget, titles: HashSet::new(), texts: HashSet::new() };
     for input in &args.inputs {
         for_each_product(input, args.strict, &mut tally, |p: Product, t: &mut Tally| {
             bar.inc(1);
             match curator.judge(&p)? {
-                Ok(item) => items.push(item),
+                Ok(item) => {
+                    let group = groups.iter().position(|g| g.selects(input, &p));
+                    items.push((item, group));
+                }
                 Err(reason) => t.drop(reason),
             }
             Ok(())
@@ -123,38 +176,88 @@ pub fn run(args: &CurateArgs) -> Result<()> {
     if items.is_empty() {
         bail!("no item survived curation ({})", tally.summary());
     }
-    items.shuffle(&mut rng);
-    let n = items.len();
-    let n_train = (n as f64 * args.split.0).round() as usize;
-    let n_val = ((n as f64 * args.split.1).round() as usize).min(n - n_train);
-    let test = items.split_off(n_train + n_val);
-    let validation = items.split_off(n_train);
-    let train = items;
+    // Each item's place comes from a seeded hash of its own text, not from its
+    // position among the others: adding an input file never moves an item of
+    // another file between splits (so `catalog` is the same split whether
+    // or not more data is curated beside it).
+    items.sort_by_cached_key(|(i, _)| (split_hash(args.seed, i), i.title.clone()));
+    let (train_share, val_share, _) = args.split;
+    let mut train = Vec::new();
+    // (file name, items) of each validation and test split, in order.
+    let mut validations: Vec<(String, Vec<CuratedItem>)> = Vec::new();
+    let mut tests: Vec<(String, Vec<CuratedItem>)> = Vec::new();
+    for (gi, group) in groups.iter().map(Some).chain([None]).enumerate() {
+        let gi = group.map(|_| gi);
+        let mut members: Vec<CuratedItem> = items.iter().filter(|(_, g)| *g == gi).map(|(i, _)| i.clone()).collect();
+        let n = members.len();
+        // Items in no test group give their test share to training.
+        let train_share = if group.is_some() { train_share } else { 1.0 - val_share };
+        let n_train = (n as f64 * train_share).round() as usize;
+        let n_val = ((n as f64 * val_share).round() as usize).min(n - n_train);
+        let test = members.split_off(n_train + n_val);
+        let validation = members.split_off(n_train);
+        train.extend(members);
+        let suffix = |kind: &str| match group {
+            Some(g) if !g.name.is_empty() => format!("{kind}-{}.jsonl", g.name),
+            _ => format!("{kind}.jsonl"),
+        };
+        if n > 0 || group.is_some() {
+            validations.push((suffix("validation"), validation));
+        }
+        if let Some(g) = group {
+            if test.is_empty() {
+                bail!("test split {:?} is empty: its selector matched {n} kept items", g.name);
+            }
+            tests.push((suffix("test"), test));
+        }
+    }
+    // Training order must not depend on which group an item came from.
+    train.shuffle(&mut rng);
 
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
-    for (name, split) in [("train", &train), ("validation", &validation), ("test", &test)] {
+    // Splits of an earlier run under other names would be read as part of this one.
+    for entry in std::fs::read_dir(&args.out)? {
+        let name = entry?.file_name().to_string_lossy().to_string();
+        if crate::data::split_kind(&name).is_some() {
+            std::fs::remove_file(args.out.join(&name))?;
+        }
+    }
+    let mut counts = serde_json::Map::new();
+    for (name, split) in std::iter::once(("train.jsonl".to_string(), &train))
+        .chain(validations.iter().map(|(n, s)| (n.clone(), s)))
+        .chain(tests.iter().map(|(n, s)| (n.clone(), s)))
+    {
         let mut buf = Vec::new();
         for item in split.iter() {
             serde_json::to_writer(&mut buf, item)?;
             buf.push(b'\n');
         }
-        write_atomic(&args.out.join(format!("{name}.jsonl")), &buf)?;
+        write_atomic(&args.out.join(&name), &buf)?;
+        counts.insert(name.trim_end_matches(".jsonl").to_string(), split.len().into());
     }
     if let Some(t) = &tokenizer {
         write_atomic(&args.out.join("tokenizer.json"), t.json().as_bytes())?;
     }
-    let counts = serde_json::json!({"train": train.len(), "validation": validation.len(), "test": test.len()});
     let curation = serde_json::json!({
         "prep": PrepSettings { max_tokens: args.max_tokens, tokenizer: tokenizer.is_some() },
         "inputs": args.inputs,
         "rules": {"min_price": args.min_price, "max_price": args.max_price, "min_chars": args.min_chars,
                    "dedup": !args.keep_duplicates, "balance": args.balance, "seed": args.seed},
+        "tests": groups.iter().filter(|g| !g.name.is_empty()).map(|g| serde_json::json!({
+            "name": g.name,
+            "selector": match &g.selector {
+                Selector::All => "all".to_string(),
+                Selector::Input(i) => i.clone(),
+                Selector::Format(f) => format!("format:{}", f.name()),
+            },
+        })).collect::<Vec<_>>(),
         "tally": tally,
         "splits": counts,
     });
     write_atomic(&args.out.join("curation.json"), serde_json::to_string_pretty(&curation)?.as_bytes())?;
 
-    let all: Vec<&CuratedItem> = train.iter().chain(&validation).chain(&test).collect();
+    let all: Vec<&CuratedItem> =
+        train.iter().chain(validations.iter().flat_map(|(_, s)| s)).chain(tests.iter().flat_map(|(_, s)| s)).collect();
     let token_lengths: Vec<usize> = all
         .iter()
         .map(|i| match &tokenizer {
@@ -166,16 +269,60 @@ pub fn run(args: &CurateArgs) -> Result<()> {
 
     let secs = start.elapsed().as_secs_f64();
     println!("{}", tally.summary());
-    println!(
-        "split: train {}, validation {}, test {} -> {}",
-        train.len(),
-        validation.len(),
-        test.len(),
-        args.out.display()
-    );
+    let sizes: Vec<String> = validations
+        .iter()
+        .chain(&tests)
+        .map(|(n, s)| format!("{} {}", n.trim_end_matches(".jsonl"), s.len()))
+        .collect();
+    println!("split: train {}, {} -> {}", train.len(), sizes.join(", "), args.out.display());
     println!("report: {}", args.out.join("report/report.md").display());
     println!("{:.0} items/s ({} records in {:.1} s)", tally.read as f64 / secs.max(1e-9), tally.read, secs);
     Ok(())
+}
+
+impl TestGroup {
+    fn selects(&self, input: &std::path::Path, p: &Product) -> bool {
+        match &self.selector {
+            Selector::All => true,
+            Selector::Format(f) => p.format == Some(*f),
+            Selector::Input(name) => {
+                input.as_os_str() == name.as_str() || input.file_name().is_some_and(|n| n == name.as_str())
+            }
+        }
+    }
+}
+
+/// The test groups of a run: those asked for (checked against the inputs),
+/// or one unnamed group of every item.
+fn resolve_groups(args: &CurateArgs) -> Result<Vec<TestGroup>> {
+    if args.tests.is_empty() {
+        return Ok(vec![TestGroup { name: String::new(), selector: Selector::All }]);
+    }
+    let mut seen = HashSet::new();
+    for g in &args.tests {
+        if !seen.insert(g.name.as_str()) {
+            bail!("--test {}: the name is used twice", g.name);
+        }
+        if let Selector::Input(name) = &g.selector {
+            let matches = args
+                .inputs
+                .iter()
+                .any(|i| i.as_os_str() == name.as_str() || i.file_name().is_some_and(|n| n == name.as_str()));
+            if !matches {
+                bail!("--test {}={name}: no --input is {name:?}", g.name);
+            }
+        }
+    }
+    Ok(args.tests.clone())
+}
+
+/// FNV-1a of the item's title and text, mixed with the seed.
+fn split_hash(seed: u64, item: &CuratedItem) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in item.title.bytes().chain([b'\n']).chain(item.text.bytes()) {
+        h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    crate::finetune::mix(seed, h)
 }
 
 /// Applies the per-item rules in order; remembers titles and texts for de-duplication.
@@ -200,7 +347,10 @@ impl Curator<'_> {
             Err(pricer::Error::EmptyProduct) => return Ok(Err("empty text")),
             Err(e) => return Err(e.into()),
         };
-        if prep.content_chars < args.min_chars {
+        // The course's published samples were selected by its rules already
+        // (their LLM summaries are short by design); the rule is for raw records.
+        let sampled = p.format.is_some_and(SourceFormat::is_curated_sample);
+        if !sampled && prep.content_chars < args.min_chars {
             return Ok(Err("too little content"));
         }
         if !args.keep_duplicates {
@@ -213,20 +363,25 @@ impl Curator<'_> {
         }
         Ok(Ok(CuratedItem {
             title: p.title.clone(),
-            category: p.category.clone().or_else(|| args.category.clone()).unwrap_or_else(|| "Unknown".into()),
+            category: p.category.clone().or_else(|| args.category.clone()),
             price,
             text: prep.text,
             details: p.details_json(),
+            source_format: p.format,
         }))
     }
 }
 
 /// The course's balancing: below `balance_below` dollars, a rounded-dollar
 /// slot holding more than `slot_cap` items keeps a weighted sample of them.
-fn balance(items: Vec<CuratedItem>, args: &CurateArgs, rng: &mut rand_chacha::ChaCha8Rng) -> Vec<CuratedItem> {
-    let mut slots: BTreeMap<i64, Vec<CuratedItem>> = BTreeMap::new();
+fn balance<G: Clone>(
+    items: Vec<(CuratedItem, G)>,
+    args: &CurateArgs,
+    rng: &mut rand_chacha::ChaCha8Rng,
+) -> Vec<(CuratedItem, G)> {
+    let mut slots: BTreeMap<i64, Vec<(CuratedItem, G)>> = BTreeMap::new();
     for item in items {
-        slots.entry(item.price.round() as i64).or_default().push(item);
+        slots.entry(item.0.price.round() as i64).or_default().push(item);
     }
     let mut out = Vec::new();
     for (dollars, slot) in slots {
@@ -234,7 +389,8 @@ fn balance(items: Vec<CuratedItem>, args: &CurateArgs, rng: &mut rand_chacha::Ch
             out.extend(slot);
             continue;
         }
-        let weight = |i: &CuratedItem| if i.category == args.downweight_category { 1.0 } else { 5.0 };
+        let weight =
+            |i: &(CuratedItem, G)| if i.0.category.as_deref() == Some(&args.downweight_category) { 1.0 } else { 5.0 };
         let chosen =
             slot.choose_multiple_weighted(rng, args.slot_cap, weight).expect("weights are positive and finite");
         out.extend(chosen.cloned());
@@ -262,31 +418,34 @@ mod tests {
             balance_below: 240.0,
             downweight_category: "Automotive".into(),
             split: (0.8, 0.1, 0.1),
+            tests: vec![],
             seed: 1,
             strict: false,
         }
     }
 
-    fn item(price: f64, category: &str) -> CuratedItem {
-        CuratedItem {
+    fn item(price: f64, category: &str) -> (CuratedItem, ()) {
+        let item = CuratedItem {
             title: String::new(),
-            category: category.into(),
+            category: Some(category.into()),
             price,
             text: String::new(),
             details: String::new(),
-        }
+            source_format: None,
+        };
+        (item, ())
     }
 
     #[test]
     fn balancing_caps_cheap_slots_only_and_prefers_other_categories() {
-        let mut items: Vec<CuratedItem> = (0..10).map(|_| item(10.2, "Toys")).collect();
+        let mut items: Vec<(CuratedItem, ())> = (0..10).map(|_| item(10.2, "Toys")).collect();
         items.extend((0..10).map(|_| item(10.4, "Automotive")));
         items.extend((0..10).map(|_| item(500.0, "Toys")));
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
         let out = balance(items, &args(), &mut rng);
-        let cheap: Vec<_> = out.iter().filter(|i| i.price < 100.0).collect();
+        let cheap: Vec<_> = out.iter().filter(|i| i.0.price < 100.0).collect();
         assert_eq!(cheap.len(), 3);
-        assert_eq!(out.iter().filter(|i| i.price == 500.0).count(), 10);
+        assert_eq!(out.iter().filter(|i| i.0.price == 500.0).count(), 10);
     }
 
     fn product(title: &str, price: Option<f64>, chars: usize) -> Product {
@@ -320,6 +479,39 @@ mod tests {
         let mut c = Curator { args: &keep, budget: Budget::Words(3), titles: HashSet::new(), texts: HashSet::new() };
         assert!(c.judge(&product("Red mug big", Some(5.0), 400)).unwrap().is_ok());
         assert!(c.judge(&product("Red mug big", Some(5.0), 400)).unwrap().is_ok());
+    }
+
+    #[test]
+    fn curated_samples_skip_the_content_rule_raw_records_do_not() {
+        let a = args();
+        let mut c = Curator { args: &a, budget: Budget::Words(160), titles: HashSet::new(), texts: HashSet::new() };
+        let mut short = product("Air duster", Some(79.0), 100);
+        assert_eq!(c.judge(&short).unwrap().unwrap_err(), "too little content");
+        short.format = Some(SourceFormat::LlmSummary);
+        let kept = c.judge(&short).unwrap().unwrap();
+        assert_eq!(kept.source_format, Some(SourceFormat::LlmSummary));
+        assert_eq!(kept.category, None);
+    }
+
+    #[test]
+    fn test_groups_parse_and_are_checked() {
+        let g = parse_test_group("course=format:curated_scrubbed_title").unwrap();
+        assert_eq!(g.selector, Selector::Format(SourceFormat::CuratedScrubbedTitle));
+        assert_eq!(
+            parse_test_group("catalog=items.jsonl.gz").unwrap().selector,
+            Selector::Input("items.jsonl.gz".into())
+        );
+        assert!(parse_test_group("x=format:poem").unwrap_err().contains("unknown format"));
+        assert!(parse_test_group("no selector").is_err());
+        assert!(parse_test_group("a b=x").unwrap_err().contains("must be"));
+        let mut a = args();
+        a.inputs = vec![PathBuf::from("/data/items.jsonl.gz")];
+        a.tests = vec![parse_test_group("catalog=items.jsonl.gz").unwrap()];
+        assert_eq!(resolve_groups(&a).unwrap().len(), 1);
+        a.tests.push(parse_test_group("catalog=format:curated").unwrap());
+        assert!(resolve_groups(&a).unwrap_err().to_string().contains("used twice"));
+        a.tests = vec![parse_test_group("course=more.jsonl.gz").unwrap()];
+        assert!(resolve_groups(&a).unwrap_err().to_string().contains("no --input"));
     }
 
     #[test]

@@ -84,11 +84,40 @@ pub struct PrepSettings {
     pub tokenizer: bool,
 }
 
-/// Train, validation and (when there is one) test products.
+/// A named part of a data set (`catalog`, `course`; empty for the one unnamed split).
+#[derive(Debug, Clone)]
+pub struct Split {
+    pub name: String,
+    pub products: Vec<Product>,
+}
+
+/// Which split a file of a `curate` directory holds, from its name:
+/// `train.jsonl`, `validation[-NAME].jsonl`, `test[-NAME].jsonl`.
+pub fn split_kind(file_name: &str) -> Option<(&'static str, String)> {
+    let stem = file_name.strip_suffix(".jsonl")?;
+    if stem == "train" {
+        return Some(("train", String::new()));
+    }
+    for kind in ["validation", "test"] {
+        if stem == kind {
+            return Some((kind, String::new()));
+        }
+        if let Some(name) = stem.strip_prefix(kind).and_then(|r| r.strip_prefix('-')) {
+            return Some((kind, name.to_string()));
+        }
+    }
+    None
+}
+
+/// Train, validation and (when there are any) test products. Validation and
+/// test may come in named splits, one per distribution (`pricer curate --test`).
 pub struct DataSet {
     pub train: Vec<Product>,
+    /// Every validation item, of all splits.
     pub validation: Vec<Product>,
-    pub test: Vec<Product>,
+    /// The validation items again, by split.
+    pub validation_splits: Vec<Split>,
+    pub tests: Vec<Split>,
     /// Files the data came from, hashed into provenance.
     pub sources: Vec<PathBuf>,
     pub prep: PrepSettings,
@@ -99,16 +128,29 @@ pub struct DataSet {
 /// share for validation.
 pub fn load_data_set(path: &Path, holdout: f64, seed: u64, strict: bool) -> Result<DataSet> {
     if path.is_dir() {
-        let read = |name: &str| -> Result<Vec<Product>> {
-            let p = path.join(name);
-            if p.exists() { Ok(priced_products(&p, strict)?.0) } else { Ok(vec![]) }
-        };
-        let train = read("train.jsonl")?;
+        let mut files: Vec<(&'static str, String, PathBuf)> = Vec::new();
+        for entry in std::fs::read_dir(path).with_context(|| format!("cannot list {}", path.display()))? {
+            let file_name = entry?.file_name().to_string_lossy().to_string();
+            if let Some((kind, name)) = split_kind(&file_name) {
+                files.push((kind, name, path.join(file_name)));
+            }
+        }
+        files.sort();
+        let mut train = Vec::new();
+        let mut validation_splits = Vec::new();
+        let mut tests = Vec::new();
+        for (kind, name, file) in &files {
+            let products = priced_products(file, strict)?.0;
+            match *kind {
+                "train" => train = products,
+                "validation" => validation_splits.push(Split { name: name.clone(), products }),
+                _ => tests.push(Split { name: name.clone(), products }),
+            }
+        }
         if train.is_empty() {
             bail!("{} has no train.jsonl with priced items (make one with `pricer curate`)", path.display());
         }
-        let validation = read("validation.jsonl")?;
-        let test = read("test.jsonl")?;
+        let validation = validation_splits.iter().flat_map(|s| s.products.iter().cloned()).collect();
         let curation = path.join("curation.json");
         let prep: PrepSettings = if curation.exists() {
             let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&curation)?)
@@ -119,12 +161,8 @@ pub fn load_data_set(path: &Path, holdout: f64, seed: u64, strict: bool) -> Resu
             PrepSettings { max_tokens: pricer::text::DEFAULT_MAX_TOKENS, tokenizer: false }
         };
         let tokenizer = if prep.tokenizer { Some(load_tokenizer(&path.join("tokenizer.json"))?) } else { None };
-        let sources = ["train.jsonl", "validation.jsonl", "test.jsonl"]
-            .iter()
-            .map(|n| path.join(n))
-            .filter(|p| p.exists())
-            .collect();
-        Ok(DataSet { train, validation, test, sources, prep, tokenizer })
+        let sources = files.into_iter().map(|(_, _, p)| p).collect();
+        Ok(DataSet { train, validation, validation_splits, tests, sources, prep, tokenizer })
     } else {
         let (mut all, _) = priced_products(path, strict)?;
         if all.len() < 2 {
@@ -136,8 +174,9 @@ pub fn load_data_set(path: &Path, holdout: f64, seed: u64, strict: bool) -> Resu
         let validation = all.split_off(all.len() - n_val);
         Ok(DataSet {
             train: all,
+            validation_splits: vec![Split { name: String::new(), products: validation.clone() }],
             validation,
-            test: vec![],
+            tests: vec![],
             sources: vec![path.to_path_buf()],
             prep: PrepSettings { max_tokens: pricer::text::DEFAULT_MAX_TOKENS, tokenizer: false },
             tokenizer: None,
@@ -171,4 +210,20 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot rename to {}", path.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_files_are_told_apart_by_name() {
+        assert_eq!(split_kind("train.jsonl"), Some(("train", String::new())));
+        assert_eq!(split_kind("validation.jsonl"), Some(("validation", String::new())));
+        assert_eq!(split_kind("test-course.jsonl"), Some(("test", "course".into())));
+        assert_eq!(split_kind("validation-catalog.jsonl"), Some(("validation", "catalog".into())));
+        assert_eq!(split_kind("testing.jsonl"), None);
+        assert_eq!(split_kind("curation.json"), None);
+        assert_eq!(split_kind("train.jsonl.tmp"), None);
+    }
 }

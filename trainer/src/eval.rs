@@ -1,22 +1,26 @@
 //! `pricer eval`: the Tester. Runs a model over items with known prices,
 //! prints each estimate coloured by how far off it is, then the summary.
 
-use crate::data::{Tally, for_each_product};
+use crate::data::{Tally, for_each_product, split_kind};
 use crate::report;
 use anyhow::{Context, Result, bail};
 use pricer::Estimator;
 use pricer::metrics::{Grade, Summary};
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct EvalArgs {
     /// A model file (.gguf) made by `pricer train` or `pricer export`.
     #[arg(long)]
     pub model: PathBuf,
-    /// Items with known prices: curated JSONL, raw Amazon JSONL, or CSV.
+    /// Items with known prices: curated JSONL, raw Amazon JSONL, or CSV; or a
+    /// `curate` directory, whose test splits (all of them) are evaluated.
     #[arg(long)]
     pub data: PathBuf,
+    /// With a `curate` directory: evaluate its validation splits instead of its test splits.
+    #[arg(long)]
+    pub validation: bool,
     /// Evaluate only the first N priced items.
     #[arg(long)]
     pub limit: Option<usize>,
@@ -47,60 +51,115 @@ pub fn load_model(path: &std::path::Path) -> Result<Estimator> {
 
 pub fn run(args: &EvalArgs) -> Result<()> {
     let model = load_model(&args.model)?;
-    let color = !args.json && std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    let mut rows: Vec<Row> = Vec::new();
-    let mut tally = Tally::default();
+    let name = args.model.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    if !args.data.is_dir() {
+        let (rows, s) = evaluate(&model, &args.data, args, !args.json)?;
+        if let Some(dir) = &args.report {
+            write_report(dir, &name, &rows, &s)?;
+        }
+        if args.json {
+            println!("{}", summary_json(&s, &name, None));
+        } else {
+            println!();
+            println!("model {name} ({}) on {}", model.kind, args.data.display());
+            println!(
+                "items {} | MAE ${:.2} | RMSLE {:.3} | hits {:.1}% | median error ${:.2}",
+                s.n, s.mae, s.rmsle, s.hits_pct, s.median_abs_error
+            );
+        }
+        return Ok(());
+    }
+    // A curate directory: every test (or validation) split, one line each.
+    let want = if args.validation { "validation" } else { "test" };
+    let mut files: Vec<(String, PathBuf)> = std::fs::read_dir(&args.data)
+        .with_context(|| format!("cannot list {}", args.data.display()))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let file = e.file_name().to_string_lossy().to_string();
+            let (kind, split) = split_kind(&file)?;
+            (kind == want).then(|| (if split.is_empty() { want.to_string() } else { split }, e.path()))
+        })
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        bail!("{} holds no {want} split ({want}.jsonl or {want}-NAME.jsonl)", args.data.display());
+    }
+    if !args.json {
+        println!("model {name} ({})", model.kind);
+        println!("| split | items | MAE | RMSLE | hits | median error |");
+        println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    }
+    for (split, path) in files {
+        let (rows, s) = evaluate(&model, &path, args, false)?;
+        if let Some(dir) = &args.report {
+            write_report(&dir.join(&split), &name, &rows, &s)?;
+        }
+        if args.json {
+            println!("{}", summary_json(&s, &name, Some(&split)));
+        } else {
+            println!(
+                "| {split} | {} | ${:.2} | {:.3} | {:.1}% | ${:.2} |",
+                s.n, s.mae, s.rmsle, s.hits_pct, s.median_abs_error
+            );
+        }
+    }
+    Ok(())
+}
+
+fn summary_json(s: &Summary, model: &str, split: Option<&str>) -> serde_json::Value {
+    let mut out = serde_json::json!({
+        "n": s.n, "mae": s.mae, "rmsle": s.rmsle, "hits_pct": s.hits_pct,
+        "median_abs_error": s.median_abs_error, "model": model,
+    });
+    if let Some(split) = split {
+        out["split"] = split.into();
+    }
+    out
+}
+
+/// Estimates every priced item of one file, printing a row per item when asked.
+fn evaluate(model: &Estimator, data: &Path, args: &EvalArgs, print_rows: bool) -> Result<(Vec<Row>, Summary)> {
+    let color = print_rows && std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let limit = args.limit.unwrap_or(usize::MAX);
-    for_each_product(&args.data, args.strict, &mut tally, |p, t| {
-        if rows.len() >= limit {
+    let mut tally = Tally::default();
+    let mut products = Vec::new();
+    for_each_product(data, args.strict, &mut tally, |p, t| {
+        if products.len() >= limit {
             return Ok(());
         }
-        let Some(truth) = p.price else {
+        if p.price.is_none() {
             t.drop("no price");
             return Ok(());
-        };
-        match model.estimate(&p) {
+        }
+        products.push(p);
+        Ok(())
+    })?;
+    let mut rows: Vec<Row> = Vec::new();
+    for (p, e) in products.iter().zip(model.estimate_batch(&products)) {
+        let truth = p.price.unwrap_or(0.0);
+        match e {
             Ok(e) => {
-                t.kept += 1;
+                tally.kept += 1;
                 let row = Row { title: p.title.clone(), estimate: e.price, truth, low: e.low, high: e.high };
-                if !args.json {
+                if print_rows {
                     print_row(rows.len() + 1, &row, color);
                 }
                 rows.push(row);
             }
             Err(err) => {
-                eprintln!("{}: {:?}: {err}; skipped", args.data.display(), p.title);
-                t.drop("cannot estimate");
+                eprintln!("{}: {:?}: {err}; skipped", data.display(), p.title);
+                tally.drop("cannot estimate");
             }
         }
-        Ok(())
-    })?;
+    }
     let pairs: Vec<(f64, f64)> = rows.iter().map(|r| (r.estimate, r.truth)).collect();
     let Some(s) = Summary::of(&pairs) else {
-        bail!("no priced items in {} ({})", args.data.display(), tally.summary());
+        bail!("no priced items in {} ({})", data.display(), tally.summary());
     };
-    let name = args.model.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-    if let Some(dir) = &args.report {
-        write_report(dir, &name, &rows, &s)?;
+    if print_rows && tally.dropped.values().sum::<u64>() > 0 {
+        println!("({})", tally.summary());
     }
-    if args.json {
-        let out = serde_json::json!({
-            "n": s.n, "mae": s.mae, "rmsle": s.rmsle, "hits_pct": s.hits_pct,
-            "median_abs_error": s.median_abs_error, "model": name,
-        });
-        println!("{out}");
-    } else {
-        println!();
-        println!("model {name} ({}) on {}", model.kind, args.data.display());
-        println!(
-            "items {} | MAE ${:.2} | RMSLE {:.3} | hits {:.1}% | median error ${:.2}",
-            s.n, s.mae, s.rmsle, s.hits_pct, s.median_abs_error
-        );
-        if tally.dropped.values().sum::<u64>() > 0 {
-            println!("({})", tally.summary());
-        }
-    }
-    Ok(())
+    Ok((rows, s))
 }
 
 fn print_row(i: usize, r: &Row, color: bool) {

@@ -1,7 +1,8 @@
 //! `pricer export`: a training run's best weights into one self-describing
-//! model file, quantized, optionally blended with a linear model.
+//! model file, quantized; alone, or stacked with other members (linear
+//! models, the neighbour index) whose blend is fitted on validation items.
 
-use crate::data::{load_data_set, write_atomic};
+use crate::data::{DataSet, load_data_set, write_atomic};
 use crate::finetune::{BEST, read_run_file};
 use crate::train::{finish, report_written};
 use anyhow::{Context, Result, bail};
@@ -9,7 +10,9 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
 use pricer::baselines::LinearModel;
 use pricer::bert::QUANTILES;
-use pricer::estimator::{Prep, keys};
+use pricer::estimator::{Member, Predictor, Prep, Stack, keys};
+use pricer::knn::Knn;
+use pricer::metrics::Summary;
 use pricer::model_file::{ModelFile, ModelWriter};
 use pricer::{Estimator, Product};
 use std::path::{Path, PathBuf};
@@ -32,10 +35,45 @@ pub struct ExportArgs {
     /// The model file to write (.gguf).
     #[arg(long)]
     pub out: PathBuf,
-    /// Blend with this linear model file (e.g. tfidf-ridge) into one ensemble
-    /// file; blend weights are fitted on the run's validation split.
+    /// A linear model file to stack with the encoder, as NAME=FILE (or FILE,
+    /// named after the file). Repeat for several.
+    #[arg(long = "with", value_parser = parse_member_file)]
+    pub with: Vec<(String, PathBuf)>,
+    /// Stack the prices of the K nearest training items in the encoder's
+    /// embedding space (0: no neighbour member).
+    #[arg(long, default_value_t = 0)]
+    pub knn: usize,
+    /// Softmax temperature over the neighbours' cosine similarities.
+    #[arg(long, default_value_t = 0.05)]
+    pub knn_temperature: f32,
+    /// Stack a 0/1 input telling whether the product comes with `details`.
     #[arg(long)]
-    pub ensemble_with: Option<PathBuf>,
+    pub has_details: bool,
+    /// Leave the encoder's own price head out of the stack (its neighbours may stay).
+    #[arg(long)]
+    pub no_head: bool,
+    /// Fit the blend on these validation splits only (comma-separated names;
+    /// `validation.jsonl` is `validation`). Default: all of them.
+    #[arg(long, value_delimiter = ',')]
+    pub fit_on: Vec<String>,
+}
+
+fn parse_member_file(s: &str) -> Result<(String, PathBuf), String> {
+    let (name, path) = match s.split_once('=') {
+        Some((n, p)) => (n.trim().to_string(), PathBuf::from(p)),
+        None => {
+            let p = PathBuf::from(s);
+            let stem = p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+            (stem.split('.').next().unwrap_or_default().replace('-', "_"), p)
+        }
+    };
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(format!("member name {name:?} must be letters, digits or '_' (give NAME=FILE)"));
+    }
+    if matches!(Member::from_name(&name), Member::Encoder | Member::Neighbours | Member::HasDetails) {
+        return Err(format!("{name:?} is a reserved member name; give another with NAME=FILE"));
+    }
+    Ok((name, path))
 }
 
 /// Which storage type a tensor gets: matrices are quantized when their rows
@@ -52,14 +90,14 @@ fn storage_type(t: &Tensor, quant: Quant) -> GgmlDType {
     }
 }
 
-/// Builds the model file bytes for a run (no test metrics yet).
-pub fn model_bytes(run_dir: &Path, quant: Quant, linear: Option<(&LinearModel, [f64; 3])>) -> Result<Vec<u8>> {
+/// A writer holding a run's encoder and head (kind `minilm`), quantized.
+fn encoder_writer(run_dir: &Path, quant: Quant) -> Result<ModelWriter> {
     let run = read_run_file(run_dir)?;
     let best = run_dir.join(BEST);
     let weights = candle_core::safetensors::load(&best, &Device::Cpu)
         .with_context(|| format!("cannot load {} (has an epoch finished?)", best.display()))?;
     let tok_json = std::fs::read_to_string(run_dir.join("tokenizer.json")).context("run has no tokenizer.json")?;
-    let mut w = ModelWriter::new(if linear.is_some() { "ensemble" } else { "minilm" });
+    let mut w = ModelWriter::new("minilm");
     let mut names: Vec<&String> = weights.keys().collect();
     names.sort();
     for name in names {
@@ -77,9 +115,15 @@ pub fn model_bytes(run_dir: &Path, quant: Quant, linear: Option<(&LinearModel, [
         .set_f64("pricer.train.best_val_mae", run.state.best_val_mae.unwrap_or(f64::NAN));
     Prep { max_tokens: run.config.max_tokens, tokenizer: Some(pricer::TextTokenizer::from_json(&tok_json)?) }
         .write(&mut w);
-    if let Some((lin, weights)) = linear {
-        lin.write(&mut w)?;
-        w.set_f32s(keys::ENSEMBLE_WEIGHTS, &weights.map(|x| x as f32));
+    Ok(w)
+}
+
+/// The encoder's file bytes with `stack` (if any) added.
+fn model_bytes(run_dir: &Path, quant: Quant, stack: Option<&Stack>) -> Result<Vec<u8>> {
+    let mut w = encoder_writer(run_dir, quant)?;
+    if let Some(stack) = stack {
+        w.set_str(pricer::model_file::keys::KIND, "stack");
+        stack.write(&mut w)?;
     }
     Ok(w.to_bytes()?)
 }
@@ -87,43 +131,245 @@ pub fn model_bytes(run_dir: &Path, quant: Quant, linear: Option<(&LinearModel, [
 pub fn run(args: &ExportArgs) -> Result<()> {
     let run = read_run_file(&args.run)?;
     let ds = load_data_set(&run.config.data, run.config.holdout, run.config.seed, false)?;
-    let linear = match &args.ensemble_with {
-        None => None,
-        Some(path) => {
-            let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-            let file = ModelFile::from_bytes(&bytes).with_context(|| format!("cannot load {}", path.display()))?;
-            let lin = LinearModel::read(&file).with_context(|| format!("{} is not a linear model", path.display()))?;
-            let neural = Estimator::from_bytes(&model_bytes(&args.run, args.quant, None)?)?;
-            let weights = fit_blend(&neural, &lin, &ds.validation)?;
-            println!(
-                "blend in log space: {:.3} x encoder + {:.3} x linear + {:.3}",
-                weights[0], weights[1], weights[2]
-            );
-            Some((lin, weights))
+    let mut members: Vec<Member> = Vec::new();
+    if !args.no_head {
+        members.push(Member::Encoder);
+    }
+    if args.knn > 0 {
+        members.push(Member::Neighbours);
+    }
+    let mut linear = Vec::new();
+    for (name, path) in &args.with {
+        if linear.iter().any(|(n, _)| n == name) {
+            bail!("--with {name}=...: the name is used twice");
         }
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let file = ModelFile::from_bytes(&bytes).with_context(|| format!("cannot load {}", path.display()))?;
+        let lin = LinearModel::read(&file, "").with_context(|| format!("{} is not a linear model", path.display()))?;
+        members.push(Member::Linear(name.clone()));
+        linear.push((name.clone(), lin));
+    }
+    if args.has_details {
+        members.push(Member::HasDetails);
+    }
+    let stacked = members != [Member::Encoder];
+    if members.is_empty() || members == [Member::HasDetails] {
+        bail!("--no-head leaves nothing to estimate with: add --knn K or --with FILE");
+    }
+
+    let stack = if stacked {
+        let knn = if args.knn > 0 {
+            println!("embedding {} training items for the neighbour index", ds.train.len());
+            let encoder = Estimator::from_bytes(&model_bytes(&args.run, args.quant, None)?)?;
+            Some(neighbour_index(&encoder, &ds.train, args.knn, args.knn_temperature)?)
+        } else {
+            None
+        };
+        let mut stack =
+            Stack { neural: None, knn, linear, weights: vec![0.0; members.len() + 1], members, band_scale: 1.0 };
+        fit_stack(&mut stack, args, &ds)?;
+        Some(stack)
+    } else {
+        None
     };
-    let mut w_bytes = model_bytes(&args.run, args.quant, linear.as_ref().map(|(l, w)| (l, *w)))?;
+
+    let mut w_bytes = model_bytes(&args.run, args.quant, stack.as_ref())?;
+    if let Some(stack) = &stack {
+        let est = Estimator::from_bytes(&w_bytes)?;
+        let scale = fit_band_scale(&est, &ds.validation, stack)?;
+        println!("likely range: the encoder's 10-90% band scaled by {scale:.3} (80% of validation prices inside)");
+        let mut w = rewriter(&est.file)?;
+        w.set_f64(Stack::BAND_SCALE, scale);
+        w_bytes = w.to_bytes()?;
+    }
     // Provenance, range and test metrics come from the exported file itself.
     let file = ModelFile::from_bytes(&w_bytes)?;
     let mut w = rewriter(&file)?;
     finish(&mut w, &ds, run.config.seed)?;
     w_bytes = w.to_bytes()?;
-    if args.quant != Quant::F32 && !ds.test.is_empty() {
-        let exact = Estimator::from_bytes(&model_bytes(&args.run, Quant::F32, linear.as_ref().map(|(l, w)| (l, *w)))?)?;
+    let test_items: Vec<Product> = ds.tests.iter().flat_map(|s| s.products.iter().cloned()).collect();
+    if args.quant != Quant::F32 && !test_items.is_empty() {
         let quant = Estimator::from_bytes(&w_bytes)?;
-        let (mean, max) = relative_difference(&exact, &quant, &ds.test)?;
+        // The same file with an f32 encoder (the blend and index unchanged).
+        let mut exact_w = rewriter(&ModelFile::from_bytes(&model_bytes(&args.run, Quant::F32, None)?)?)?;
+        for (k, v) in &quant.file.metadata {
+            if !exact_w.has(k) {
+                exact_w.set(k, v.clone());
+            }
+        }
+        for (name, t) in &quant.file.tensors {
+            if !name.starts_with("embeddings.") && !name.starts_with("encoder.") && !name.starts_with("head.") {
+                exact_w.add_tensor(name, copy_tensor(t)?);
+            }
+        }
+        let exact = Estimator::from_bytes(&exact_w.to_bytes()?)?;
+        let (mean, max) = relative_difference(&exact, &quant, &test_items)?;
         println!(
-            "{:?} vs f32 estimates on the test split: mean {:.3}%, max {:.3}%",
+            "{:?} vs f32 estimates on the test splits: mean {:.3}%, max {:.3}%",
             args.quant,
             100.0 * mean,
             100.0 * max
         );
-        let mut w = rewriter(&ModelFile::from_bytes(&w_bytes)?)?;
+        let mut w = rewriter(&quant.file)?;
         w.set_f64("pricer.quant.mean_rel_diff_vs_f32", mean).set_f64("pricer.quant.max_rel_diff_vs_f32", max);
         w_bytes = w.to_bytes()?;
     }
     write_atomic(&args.out, &w_bytes)?;
     report_written(&args.out, &w_bytes)
+}
+
+/// Unit-length pooled vectors of the training items, with their log prices.
+fn neighbour_index(encoder: &Estimator, train: &[Product], k: usize, temperature: f32) -> Result<Knn> {
+    let bar = indicatif::ProgressBar::new(train.len() as u64);
+    let mut vectors = Vec::new();
+    let mut log_prices = Vec::new();
+    let mut dim = 0;
+    for chunk in train.chunks(256) {
+        for (p, v) in chunk.iter().zip(encoder.member_values(chunk)) {
+            let pooled = v?.pooled.context("the encoder gave no pooled vector")?;
+            dim = pooled.len();
+            vectors.extend(pooled);
+            log_prices.push(p.price.unwrap_or(0.0).ln_1p() as f32);
+        }
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    Ok(Knn::new(&vectors, log_prices, dim, k, temperature)?)
+}
+
+/// Member values of the validation items (in the stack's member order) and
+/// their log prices, for the items the blend is fitted on.
+struct Design {
+    rows: Vec<Vec<f64>>,
+    y: Vec<f64>,
+    /// The validation split of each row.
+    split: Vec<String>,
+}
+
+/// Fits the blend weights by least squares on validation items and prints
+/// each member alone and the blend without it (both 5-fold cross-validated).
+fn fit_stack(stack: &mut Stack, args: &ExportArgs, ds: &DataSet) -> Result<()> {
+    let bytes = model_bytes(&args.run, args.quant, Some(stack))?;
+    let est = Estimator::from_bytes(&bytes)?;
+    let Predictor::Stack(s) = &est.predictor else { unreachable!("written as a stack") };
+    let mut design = Design { rows: vec![], y: vec![], split: vec![] };
+    for split in &ds.validation_splits {
+        let name = if split.name.is_empty() { "validation".to_string() } else { split.name.clone() };
+        for (p, v) in split.products.iter().zip(est.member_values(&split.products)) {
+            design.rows.push(v?.values);
+            design.y.push(p.price.unwrap_or(0.0).ln_1p());
+            design.split.push(name.clone());
+        }
+    }
+    let fit_rows: Vec<usize> =
+        (0..design.rows.len()).filter(|&i| args.fit_on.is_empty() || args.fit_on.contains(&design.split[i])).collect();
+    if fit_rows.len() < 3 * (s.members.len() + 1) {
+        bail!(
+            "{} validation items to fit {} blend weights on: too few (check --fit-on {:?})",
+            fit_rows.len(),
+            s.members.len() + 1,
+            args.fit_on
+        );
+    }
+    let all: Vec<usize> = (0..s.members.len()).collect();
+    stack.weights = least_squares(&design, &fit_rows, &all);
+    let names: Vec<&str> = s.members.iter().map(|m| m.name()).collect();
+    let shown: Vec<String> = names
+        .iter()
+        .zip(&stack.weights)
+        .map(|(n, w)| format!("{w:.3} x {n}"))
+        .chain([format!("{:.3}", stack.weights[names.len()])])
+        .collect();
+    println!("blend in log space: {}", shown.join(" + "));
+
+    // Each member alone, the blend without it, the whole blend; cross-validated.
+    let mut splits: Vec<String> = design.split.clone();
+    splits.dedup();
+    let header: Vec<String> = splits.iter().map(|s| format!("{s} MAE / RMSLE")).collect();
+    println!("| members (5-fold on validation) | {} |", header.join(" | "));
+    println!("| --- |{}", " ---: |".repeat(splits.len()));
+    let row = |label: String, cols: &[usize]| {
+        let pred = cross_validated(&design, &fit_rows, cols);
+        let cells: Vec<String> = splits
+            .iter()
+            .map(|sp| {
+                let pairs: Vec<(f64, f64)> = (0..design.y.len())
+                    .filter(|&i| &design.split[i] == sp)
+                    .map(|i| (pred[i].exp_m1().max(0.0), design.y[i].exp_m1()))
+                    .collect();
+                Summary::of(&pairs).map(|s| format!("${:.2} / {:.3}", s.mae, s.rmsle)).unwrap_or_default()
+            })
+            .collect();
+        println!("| {label} | {} |", cells.join(" | "));
+    };
+    for (i, n) in names.iter().enumerate() {
+        if s.members[i] != Member::HasDetails {
+            row(format!("{n} alone"), &[i]);
+        }
+    }
+    if names.len() > 1 {
+        for (i, n) in names.iter().enumerate() {
+            let rest: Vec<usize> = all.iter().copied().filter(|&j| j != i).collect();
+            row(format!("all but {n}"), &rest);
+        }
+    }
+    row("all".into(), &all);
+    Ok(())
+}
+
+/// Least-squares weights of the columns `cols` (others get 0) and the bias,
+/// over the rows `rows`.
+fn least_squares(d: &Design, rows: &[usize], cols: &[usize]) -> Vec<f64> {
+    let x: Vec<Vec<(u32, f32)>> = rows
+        .iter()
+        .map(|&i| cols.iter().enumerate().map(|(j, &c)| (j as u32, d.rows[i][c] as f32)).collect())
+        .collect();
+    let y: Vec<f64> = rows.iter().map(|&i| d.y[i]).collect();
+    let (w, b) = crate::fit::ridge(&x, cols.len(), &y, 1e-6);
+    let mut out = vec![0.0; d.rows.first().map_or(0, |r| r.len()) + 1];
+    for (j, &c) in cols.iter().enumerate() {
+        out[c] = w[j];
+    }
+    *out.last_mut().expect("bias slot") = b;
+    out
+}
+
+/// Predictions for every row, each from a blend fitted on the fit rows of the
+/// other four folds (rows outside `fit_rows` use all five).
+fn cross_validated(d: &Design, fit_rows: &[usize], cols: &[usize]) -> Vec<f64> {
+    let folds: Vec<Vec<f64>> = (0..5)
+        .map(|k| {
+            let train: Vec<usize> = fit_rows.iter().copied().filter(|&i| i % 5 != k).collect();
+            least_squares(d, &train, cols)
+        })
+        .collect();
+    let full = least_squares(d, fit_rows, cols);
+    (0..d.rows.len())
+        .map(|i| {
+            let w = if fit_rows.contains(&i) { &folds[i % 5] } else { &full };
+            let n = d.rows[i].len();
+            d.rows[i].iter().zip(w).map(|(x, w)| x * w).sum::<f64>() + w[n]
+        })
+        .collect()
+}
+
+/// The factor on the encoder's quantile band that puts 80% of validation
+/// prices inside the likely range (1 when the stack has no encoder).
+fn fit_band_scale(est: &Estimator, validation: &[Product], stack: &Stack) -> Result<f64> {
+    let mut ratios = Vec::new();
+    for (p, v) in validation.iter().zip(est.member_values(validation)) {
+        let v = v?;
+        let Some(o) = v.head else { return Ok(1.0) };
+        let point = stack.blend(&v.values);
+        let truth = p.price.unwrap_or(0.0).ln_1p();
+        // The smallest scale that puts this price inside the band.
+        let half = if truth < point { o[0] - o[1].min(o[3]) } else { o[1].max(o[3]) - o[0] };
+        ratios.push((truth - point).abs() / half.max(1e-6));
+    }
+    if ratios.is_empty() {
+        return Ok(1.0);
+    }
+    Ok(crate::train::quantile(&mut ratios, 0.8))
 }
 
 /// A writer holding everything a model file holds, to amend and write again.
@@ -135,33 +381,18 @@ fn rewriter(file: &ModelFile) -> Result<ModelWriter> {
         }
     }
     for (name, t) in &file.tensors {
-        let copy = candle_core::quantized::ggml_file::qtensor_from_ggml(
-            t.dtype(),
-            &t.data()?,
-            t.shape().dims().to_vec(),
-            &Device::Cpu,
-        )?;
-        w.add_tensor(name, copy);
+        w.add_tensor(name, copy_tensor(t)?);
     }
     Ok(w)
 }
 
-/// Least squares of log(1 + truth) on the encoder's and the linear model's log estimates.
-fn fit_blend(neural: &Estimator, lin: &LinearModel, val: &[Product]) -> Result<[f64; 3]> {
-    let est = neural.estimate_batch(val);
-    let mut rows = Vec::new();
-    let mut y = Vec::new();
-    for (p, e) in val.iter().zip(est) {
-        let e = e?;
-        let text = pricer::text::model_input(p, neural.prep.budget())?;
-        rows.push(vec![(0u32, e.price.ln_1p() as f32), (1u32, lin.price(p, &text).ln_1p() as f32)]);
-        y.push(p.price.unwrap_or(0.0).ln_1p());
-    }
-    if rows.len() < 3 {
-        bail!("too few validation items to fit blend weights");
-    }
-    let (w, b) = crate::fit::ridge(&rows, 2, &y, 1e-6);
-    Ok([w[0], w[1], b])
+fn copy_tensor(t: &QTensor) -> Result<QTensor> {
+    Ok(candle_core::quantized::ggml_file::qtensor_from_ggml(
+        t.dtype(),
+        &t.data()?,
+        t.shape().dims().to_vec(),
+        &Device::Cpu,
+    )?)
 }
 
 /// Mean and largest |a - b| / a between two models' estimates.

@@ -3,6 +3,7 @@
 mod bench;
 mod curate;
 mod data;
+mod embed;
 mod eval;
 mod export;
 mod finetune;
@@ -43,6 +44,8 @@ enum Command {
     InitBase(init_base::InitBaseArgs),
     /// Measure the encoder's training and inference speed (examples/s).
     Bench(bench::BenchArgs),
+    /// Write the encoder's pooled vector of every item as a NumPy matrix (.npy).
+    Embed(embed::EmbedArgs),
 }
 
 /// Keeps freed memory in the process: candle allocates a fresh tensor for
@@ -76,6 +79,7 @@ fn main() {
         Command::Export(a) => export::run(a),
         Command::InitBase(a) => init_base::run(a),
         Command::Info(a) => info::run(a),
+        Command::Embed(a) => embed::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -133,7 +133,22 @@ pub fn write_data_report(
     let log_prices: Vec<f64> = prices.iter().map(|p| p.ln_1p()).collect();
     let mut by_cat: BTreeMap<String, usize> = BTreeMap::new();
     for i in items {
-        *by_cat.entry(i.category.clone()).or_default() += 1;
+        *by_cat.entry(i.category.clone().unwrap_or_else(|| "(none)".into())).or_default() += 1;
+    }
+    // Per source format: items and their median price (the formats come from
+    // differently balanced samples).
+    let mut by_format: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for i in items {
+        by_format.entry(i.source_format.map(|f| f.name()).unwrap_or("(unknown)")).or_default().push(i.price);
+    }
+    // The 20 largest categories by name; the rest counted together.
+    if by_cat.len() > 21 {
+        let mut sizes: Vec<(String, usize)> = by_cat.clone().into_iter().collect();
+        sizes.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        let rest: usize = sizes[20..].iter().map(|s| s.1).sum();
+        let others = format!("({} other categories)", sizes.len() - 20);
+        by_cat = sizes.into_iter().take(20).collect();
+        by_cat.insert(others, rest);
     }
     let max_price = prices.iter().copied().fold(1.0, f64::max);
     histogram(&dir.join("prices.svg"), "Prices", "price ($)", &prices, 0.0, max_price.ceil(), 50)?;
@@ -153,6 +168,10 @@ pub fn write_data_report(
     writeln!(md, "## Dropped, by reason\n\n| reason | items |\n| --- | ---: |")?;
     for (k, v) in &tally.dropped {
         writeln!(md, "| {k} | {v} |")?;
+    }
+    writeln!(md, "\n## Source formats\n\n| format | items | median price |\n| --- | ---: | ---: |")?;
+    for (k, v) in by_format.iter_mut() {
+        writeln!(md, "| {k} | {} | ${:.2} |", v.len(), pricer::metrics::median(v))?;
     }
     writeln!(md, "\n## Categories\n\n| category | items |\n| --- | ---: |")?;
     for (k, v) in &by_cat {

@@ -101,6 +101,9 @@ pub struct TrainArgs {
     /// tfidf-ridge: also read every `details` entry (brand, weight, rank...).
     #[arg(long)]
     pub with_details: bool,
+    /// tfidf-ridge: a term's count c weighs 1 + ln(c) (scikit-learn's `sublinear_tf`).
+    #[arg(long)]
+    pub sublinear: bool,
     /// Terms in fewer training texts than this are left out of the TF-IDF vocabulary.
     #[arg(long, default_value_t = 1)]
     pub min_df: usize,
@@ -166,7 +169,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             let mut prices: Vec<f64> = ds.train.iter().filter_map(|p| p.price).collect();
             w.set_f64("pricer.constant.price", median(&mut prices));
         }
-        kind => fit_linear(kind, &train, args)?.write(&mut w)?,
+        kind => fit_linear(kind, &train, args)?.write(&mut w, "")?,
     }
     prep.write(&mut w);
     finish(&mut w, &ds, args.seed)?;
@@ -179,14 +182,16 @@ pub fn run(args: &TrainArgs) -> Result<()> {
 pub fn report_written(out: &std::path::Path, bytes: &[u8]) -> Result<()> {
     let est = Estimator::from_bytes(bytes)?;
     println!("wrote {} ({:.1} MiB)", out.display(), bytes.len() as f64 / (1 << 20) as f64);
-    if let Ok(mae) = est.file.f64("pricer.test.mae") {
+    for split in keys::test_splits(&est.file) {
+        let f = |k: &str| est.file.f64(&keys::test_key(&split, k)).unwrap_or(f64::NAN);
         println!(
-            "test: n {} | MAE ${:.2} | RMSLE {:.3} | hits {:.1}% | range coverage {:.1}%",
-            est.file.f64("pricer.test.n").unwrap_or(0.0),
-            mae,
-            est.file.f64("pricer.test.rmsle").unwrap_or(f64::NAN),
-            est.file.f64("pricer.test.hits_pct").unwrap_or(f64::NAN),
-            est.file.f64("pricer.test.coverage_pct").unwrap_or(f64::NAN),
+            "test{}: n {} | MAE ${:.2} | RMSLE {:.3} | hits {:.1}% | range coverage {:.1}%",
+            if split.is_empty() { String::new() } else { format!(" {split}") },
+            f("n"),
+            f("mae"),
+            f("rmsle"),
+            f("hits_pct"),
+            f("coverage_pct"),
         );
     }
     Ok(())
@@ -203,8 +208,9 @@ pub fn fit_linear(kind: Kind, train: &Prepared, args: &TrainArgs) -> Result<Line
                 train.texts.clone()
             };
             let mut f = tfidf_featurizer(&texts, args.min_df);
-            if let Featurizer::Tfidf { details, .. } = &mut f {
+            if let Featurizer::Tfidf { details, sublinear, .. } = &mut f {
                 *details = args.with_details;
+                *sublinear = args.sublinear;
             }
             (f, args.alpha, true)
         }
@@ -270,7 +276,7 @@ fn tfidf_featurizer(texts: &[String], min_df: usize) -> Featurizer {
         .filter(|(_, df)| *df >= min_df)
         .map(|(t, df)| (t, (((1.0 + n) / (1.0 + df as f64)).ln() + 1.0) as f32))
         .unzip();
-    Featurizer::Tfidf { vocab, idf, bigrams: true, details: false }
+    Featurizer::Tfidf { vocab, idf, bigrams: true, details: false, sublinear: false }
 }
 
 /// Adds what every model file carries after its weights: the likely range
@@ -305,25 +311,32 @@ pub fn finish(w: &mut ModelWriter, ds: &DataSet, seed: u64) -> Result<()> {
         .set_str("pricer.provenance.date", &chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
         .set_str("pricer.provenance.version", env!("CARGO_PKG_VERSION"))
         .set_f64("pricer.provenance.train_items", ds.train.len() as f64);
-    if !ds.test.is_empty() {
-        let est = Estimator::from_bytes(&w.to_bytes()?)?;
+    let est = Estimator::from_bytes(&w.to_bytes()?)?;
+    let mut names = Vec::new();
+    for split in &ds.tests {
+        let estimates = est.estimate_batch(&split.products);
         let mut pairs = Vec::new();
         let mut ranges = Vec::new();
-        for p in &ds.test {
-            let e = est.estimate(p)?;
+        for (p, e) in split.products.iter().zip(estimates) {
+            let e = e?;
             let t = p.price.unwrap_or(0.0);
             pairs.push((e.price, t));
             ranges.push((e.low, e.high, t));
         }
-        let s = Summary::of(&pairs).expect("non-empty");
-        w.set_f64("pricer.test.n", s.n as f64)
-            .set_f64("pricer.test.mae", s.mae)
-            .set_f64("pricer.test.rmsle", s.rmsle)
-            .set_f64("pricer.test.hits_pct", s.hits_pct)
-            .set_f64("pricer.test.median_abs_error", s.median_abs_error)
-            .set_f64("pricer.test.coverage_pct", coverage_pct(&ranges));
+        let Some(s) = Summary::of(&pairs) else { continue };
+        let key = |k: &str| keys::test_key(&split.name, k);
+        w.set_f64(&key("n"), s.n as f64)
+            .set_f64(&key("mae"), s.mae)
+            .set_f64(&key("rmsle"), s.rmsle)
+            .set_f64(&key("hits_pct"), s.hits_pct)
+            .set_f64(&key("median_abs_error"), s.median_abs_error)
+            .set_f64(&key("coverage_pct"), coverage_pct(&ranges));
         let (est_v, truth_v): (Vec<f32>, Vec<f32>) = pairs.iter().map(|(e, t)| (*e as f32, *t as f32)).unzip();
-        w.set_f32s("pricer.test.estimate", &est_v).set_f32s("pricer.test.truth", &truth_v);
+        w.set_f32s(&key("estimate"), &est_v).set_f32s(&key("truth"), &truth_v);
+        names.push(split.name.clone());
+    }
+    if !names.is_empty() {
+        w.set_strs(keys::TEST_SPLITS, &names);
     }
     Ok(())
 }

@@ -77,7 +77,15 @@ pub struct ModelCard {
     pub bytes: u64,
     /// `pricer.*` scalar metadata (metrics, provenance), as text.
     pub metadata: Vec<(String, String)>,
-    /// The test split: true prices and the model's estimates.
+    /// The test splits the file has metrics for (`catalog`, `course`...).
+    pub splits: Vec<TestSplit>,
+}
+
+/// One test split of the model card: its name (empty for the one unnamed
+/// split), true prices and the model's estimates.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TestSplit {
+    pub name: String,
     pub truth: Vec<f32>,
     pub estimate: Vec<f32>,
 }

@@ -2,6 +2,7 @@
 //! and shows the form, examples, batch pricing and the model card.
 
 use leptos::prelude::*;
+use pricer::estimator::keys;
 use pricer::metrics::Grade;
 use pricer_web::{BatchRow, EstimateView, ModelCard, Reply, Request};
 use wasm_bindgen::JsCast;
@@ -346,23 +347,45 @@ fn model_card(c: ModelCard) -> impl IntoView {
             ),
         ),
         ("Trained", c.get("pricer.provenance.date").unwrap_or("unknown").to_string()),
-        ("Test items", metric("pricer.test.n", &|v| format!("{v:.0}"))),
-        ("Mean absolute error", metric("pricer.test.mae", &|v| dollars(v))),
-        ("RMSLE", metric("pricer.test.rmsle", &|v| format!("{v:.3}"))),
-        ("Hits (within $40 or 20%)", metric("pricer.test.hits_pct", &|v| format!("{v:.1}%"))),
-        ("Truth inside the likely range", metric("pricer.test.coverage_pct", &|v| format!("{v:.1}%"))),
     ];
-    let scatter = scatter_svg(&c.truth, &c.estimate);
+    // One column per test split (a plain catalogue sample, the course's
+    // price-balanced items...): the model is measured on each.
+    let label = |name: &str| if name.is_empty() { "Test split".to_string() } else { format!("Test: {name}") };
+    let metrics: Vec<(&str, &str, fn(f64) -> String)> = vec![
+        ("Test items", "n", |v| format!("{v:.0}")),
+        ("Mean absolute error", "mae", dollars),
+        ("RMSLE", "rmsle", |v| format!("{v:.3}")),
+        ("Hits (within $40 or 20%)", "hits_pct", |v| format!("{v:.1}%")),
+        ("Truth inside the likely range", "coverage_pct", |v| format!("{v:.1}%")),
+    ];
+    let splits = c.splits.clone();
+    let table = (!splits.is_empty()).then(|| {
+        view! {
+            <table id="test-metrics">
+                <thead><tr><th></th>{splits.iter().map(|s| view! { <th data-split=s.name.clone()>{label(&s.name)}</th> }).collect_view()}</tr></thead>
+                <tbody>
+                    {metrics.iter().map(|(title, key, fmt)| view! {
+                        <tr data-metric=key.to_string()>
+                            <th>{title.to_string()}</th>
+                            {splits.iter().map(|s| view! { <td>{metric(&keys::test_key(&s.name, key), fmt)}</td> }).collect_view()}
+                        </tr>
+                    }).collect_view()}
+                </tbody>
+            </table>
+        }
+    });
+    let scatters = splits.into_iter().map(|s| scatter_svg(&s.name, &s.truth, &s.estimate)).collect_view();
     view! {
         <dl id="model-card">
             {rows.into_iter().map(|(k, v)| view! { <dt>{k}</dt><dd>{v}</dd> }).collect_view()}
         </dl>
-        {scatter}
+        {table}
+        <div class="scatters">{scatters}</div>
     }
 }
 
-/// Truth against estimate on the model's test split, coloured as the Tester grades.
-fn scatter_svg(truth: &[f32], estimate: &[f32]) -> impl IntoView + use<> {
+/// Truth against estimate on one test split, coloured as the Tester grades.
+fn scatter_svg(name: &str, truth: &[f32], estimate: &[f32]) -> impl IntoView + use<> {
     if truth.is_empty() || truth.len() != estimate.len() {
         return view! { <p>"This model file holds no test-split estimates to chart."</p> }.into_any();
     }
@@ -378,9 +401,10 @@ fn scatter_svg(truth: &[f32], estimate: &[f32]) -> impl IntoView + use<> {
             view! { <circle cx=format!("{:.1}", sx(t)) cy=format!("{:.1}", sy(e)) r="2.5" fill=Grade::of(e, t).color() fill-opacity="0.7"></circle> }
         })
         .collect_view();
+    let split = if name.is_empty() { "test split".to_string() } else { format!("test split {name}") };
     view! {
         <figure>
-            <svg id="scatter" viewBox=format!("0 0 {w} {w}") role="img" aria-label="True price against estimate on the test split">
+            <svg class="scatter" data-split=name.to_string() viewBox=format!("0 0 {w} {w}") role="img" aria-label=format!("True price against estimate on the {split}")>
                 <line x1=sx(0.0) y1=sy(0.0) x2=sx(max) y2=sy(max) stroke="#888" stroke-dasharray="4 3"></line>
                 <line x1=sx(0.0) y1=sy(0.0) x2=sx(max) y2=sy(0.0) stroke="#333"></line>
                 <line x1=sx(0.0) y1=sy(0.0) x2=sx(0.0) y2=sy(max) stroke="#333"></line>
@@ -388,7 +412,7 @@ fn scatter_svg(truth: &[f32], estimate: &[f32]) -> impl IntoView + use<> {
                 <text x="12" y=w / 2.0 text-anchor="middle" font-size="11" transform=format!("rotate(-90 12 {})", w / 2.0)>"estimate"</text>
                 {points}
             </svg>
-            <figcaption>"Test split: green within $40 or 20%, orange within $80 or 40%, red beyond."</figcaption>
+            <figcaption>{format!("The {split}: green within $40 or 20%, orange within $80 or 40%, red beyond.")}</figcaption>
         </figure>
     }
     .into_any()

@@ -3,9 +3,10 @@
 //! JSON [`Request`]s and gets JSON [`Reply`]s.
 
 use js_sys::{Reflect, Uint8Array};
+use pricer::estimator::keys;
 use pricer::readers::{Format, read_products};
 use pricer::{Estimator, Product};
-use pricer_web::{BatchRow, EstimateView, MAX_INPUT_CHARS, ModelCard, Reply, Request};
+use pricer_web::{BatchRow, EstimateView, MAX_INPUT_CHARS, ModelCard, Reply, Request, TestSplit};
 use std::cell::RefCell;
 use std::rc::Rc;
 use wasm_bindgen::JsCast;
@@ -91,13 +92,15 @@ async fn drop_from_cache(url: &str) {
 }
 
 fn card(est: &Estimator, bytes: u64) -> ModelCard {
-    ModelCard {
-        kind: est.kind.clone(),
-        bytes,
-        metadata: est.file.scalar_metadata(),
-        truth: est.file.f32s("pricer.test.truth").unwrap_or_default(),
-        estimate: est.file.f32s("pricer.test.estimate").unwrap_or_default(),
-    }
+    let splits = keys::test_splits(&est.file)
+        .into_iter()
+        .map(|name| TestSplit {
+            truth: est.file.f32s(&keys::test_key(&name, "truth")).unwrap_or_default(),
+            estimate: est.file.f32s(&keys::test_key(&name, "estimate")).unwrap_or_default(),
+            name,
+        })
+        .collect();
+    ModelCard { kind: est.kind.clone(), bytes, metadata: est.file.scalar_metadata(), splits }
 }
 
 async fn load(url: String, model: Rc<RefCell<Option<Estimator>>>) {
