@@ -5,7 +5,7 @@ Pricer's `tfidf-ridge` can be checked against the reference implementation.
 
 Outside CI: needs scikit-learn (e.g. `python3 -m venv /tmp/sk && /tmp/sk/bin/pip
 install scikit-learn`). Usage:
-  compare_sklearn.py CURATED_DIR MODEL.gguf [--pricer target/release/pricer] [--alpha 0.3]
+  compare_sklearn.py CURATED_DIR MODEL.gguf [--test test-catalog.jsonl] [--pricer target/release/pricer] [--alpha 0.3]
 """
 import argparse, json, math, subprocess, sys
 
@@ -38,13 +38,14 @@ def main():
     ap.add_argument("model")
     ap.add_argument("--pricer", default="target/release/pricer")
     ap.add_argument("--alpha", type=float, default=0.3)
+    ap.add_argument("--test", default="test.jsonl", help="the test split's file in CURATED_DIR")
     a = ap.parse_args()
     xtr, ytr = load(f"{a.data}/train.jsonl")
-    xte, yte = load(f"{a.data}/test.jsonl")
+    xte, yte = load(f"{a.data}/{a.test}")
     vec = TfidfVectorizer(ngram_range=(1, 2))
     ridge = Ridge(alpha=a.alpha).fit(vec.fit_transform(xtr), np.log1p(ytr))
     sk = metrics(np.maximum(np.expm1(ridge.predict(vec.transform(xte))), 0), yte)
-    out = subprocess.run([a.pricer, "eval", "--model", a.model, "--data", f"{a.data}/test.jsonl", "--json"],
+    out = subprocess.run([a.pricer, "eval", "--model", a.model, "--data", f"{a.data}/{a.test}", "--json"],
                          check=True, capture_output=True, text=True).stdout
     ours = json.loads(out)
     print(f"{'metric':<18}{'scikit-learn':>14}{'pricer':>12}{'ratio':>8}")

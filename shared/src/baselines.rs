@@ -94,12 +94,47 @@ pub fn details_text(p: &Product) -> String {
     out
 }
 
+/// The item's volume from `Product Dimensions` (or the package's or item's
+/// LxWxH): the product of the first three numbers, whatever their unit.
+pub fn volume(p: &Product) -> Option<f64> {
+    let raw = ["Product Dimensions", "Package Dimensions", "Item Dimensions LxWxH", "Item Dimensions  LxWxH"]
+        .iter()
+        .find_map(|k| p.detail(k))?;
+    let dims = raw.split(';').next().unwrap_or("");
+    let nums: Vec<f64> =
+        dims.split(|c: char| !(c.is_ascii_digit() || c == '.')).filter_map(|s| s.parse::<f64>().ok()).take(3).collect();
+    (nums.len() == 3).then(|| nums.iter().product::<f64>()).filter(|v| v.is_finite())
+}
+
+/// The best (lowest) best-sellers rank listed in details.
+pub fn best_rank(p: &Product) -> Option<f64> {
+    let ranks = p.details.as_ref()?.get("Best Sellers Rank")?.as_object()?;
+    ranks.values().filter_map(|v| v.as_f64()).reduce(f64::min)
+}
+
+/// The year of `Date First Available`.
+pub fn year_first_available(p: &Product) -> Option<f64> {
+    let raw = p.detail("Date First Available")?;
+    raw.split(|c: char| !c.is_ascii_digit())
+        .filter(|w| w.len() == 4)
+        .filter_map(|w| w.parse::<f64>().ok())
+        .find(|y| (1950.0..2100.0).contains(y))
+}
+
+/// Number of leading dense features of [`Featurizer::Details`].
+pub const DETAILS_DENSE: usize = 9;
+
 /// Turns a product and its prepared text into features.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Featurizer {
     /// The course's hand features: text length, weight, best-sellers rank,
     /// then one-hot brands and categories seen often in training.
     Hand { brands: Vec<String>, categories: Vec<String>, weight_mean: f32, log_rank_mean: f32 },
+    /// The `details` fields kept apart, for a model of their own: whether
+    /// there are any, then log weight, log volume, log best-sellers rank and
+    /// the year first available (each with a missing-value flag), then
+    /// one-hot brands and categories seen in training.
+    Details { brands: Vec<String>, categories: Vec<String> },
     /// Word counts over a fixed vocabulary.
     Bow { vocab: Vec<String> },
     /// TF-IDF of words and word pairs, L2-normalised (scikit-learn's defaults);
@@ -115,6 +150,7 @@ impl Featurizer {
     pub fn dim(&self) -> usize {
         match self {
             Featurizer::Hand { brands, categories, .. } => HAND_DENSE + brands.len() + categories.len(),
+            Featurizer::Details { brands, categories } => DETAILS_DENSE + brands.len() + categories.len(),
             Featurizer::Bow { vocab } | Featurizer::Tfidf { vocab, .. } => vocab.len(),
         }
     }
@@ -138,6 +174,30 @@ impl Featurizer {
                 }
                 if let Some(i) = p.category.as_ref().and_then(|c| categories.iter().position(|x| x == c)) {
                     f.push(((HAND_DENSE + brands.len() + i) as u32, 1.0));
+                }
+                f
+            }
+            Featurizer::Details { brands, categories } => {
+                let has = p.details.as_ref().is_some_and(|d| !d.is_empty());
+                let mut f: Sparse = vec![(0, has as u8 as f32)];
+                let fields = [
+                    weight_lb(p).map(|w| (w * 453.592).ln_1p()),
+                    volume(p).map(f64::ln_1p),
+                    best_rank(p).map(f64::ln_1p),
+                    year_first_available(p).map(|y| (y - 2015.0) / 5.0),
+                ];
+                for (i, v) in fields.into_iter().enumerate() {
+                    match v {
+                        Some(v) => f.push((1 + 2 * i as u32, v as f32)),
+                        None => f.push((2 + 2 * i as u32, 1.0)),
+                    }
+                }
+                let b = brand(p).map(|b| b.to_lowercase());
+                if let Some(i) = b.and_then(|b| brands.binary_search(&b).ok()) {
+                    f.push(((DETAILS_DENSE + i) as u32, 1.0));
+                }
+                if let Some(i) = p.category.as_ref().and_then(|c| categories.iter().position(|x| x == c)) {
+                    f.push(((DETAILS_DENSE + brands.len() + i) as u32, 1.0));
                 }
                 f
             }
@@ -165,7 +225,7 @@ impl Featurizer {
             Featurizer::Bow { vocab } | Featurizer::Tfidf { vocab, .. } => {
                 VocabIndex(vocab.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect())
             }
-            Featurizer::Hand { .. } => VocabIndex(HashMap::new()),
+            Featurizer::Hand { .. } | Featurizer::Details { .. } => VocabIndex(HashMap::new()),
         }
     }
 
@@ -180,12 +240,18 @@ impl Featurizer {
                     .set_f64(&k("features.weight_mean"), *weight_mean as f64)
                     .set_f64(&k("features.log_rank_mean"), *log_rank_mean as f64);
             }
+            Featurizer::Details { brands, categories } => {
+                w.set_str(&k("features.kind"), "details")
+                    .set_strs(&k("features.brands"), brands)
+                    .set_strs(&k("features.categories"), categories);
+            }
             Featurizer::Bow { vocab } => {
-                w.set_str(&k("features.kind"), "bow").set_strs(&k("features.vocab"), vocab);
+                w.set_str(&k("features.kind"), "bow");
+                write_vocab(w, member, vocab);
             }
             Featurizer::Tfidf { vocab, idf, bigrams, details, sublinear } => {
+                write_vocab(w, member, vocab);
                 w.set_str(&k("features.kind"), "tfidf")
-                    .set_strs(&k("features.vocab"), vocab)
                     .set_u32(&k("features.max_n"), if *bigrams { 2 } else { 1 })
                     .set_u32(&k("features.details"), *details as u32)
                     .set_u32(&k("features.sublinear"), *sublinear as u32);
@@ -204,9 +270,16 @@ impl Featurizer {
                 weight_mean: f.f64(&k("features.weight_mean"))? as f32,
                 log_rank_mean: f.f64(&k("features.log_rank_mean"))? as f32,
             },
-            "bow" => Featurizer::Bow { vocab: f.strs(&k("features.vocab"))? },
+            "details" => {
+                let brands = f.strs(&k("features.brands"))?;
+                if !brands.is_sorted() {
+                    return Err(Error::ModelFile("details brands are not sorted".into()));
+                }
+                Featurizer::Details { brands, categories: f.strs(&k("features.categories"))? }
+            }
+            "bow" => Featurizer::Bow { vocab: read_vocab(f, member)? },
             "tfidf" => {
-                let vocab = f.strs(&k("features.vocab"))?;
+                let vocab = read_vocab(f, member)?;
                 let idf = f.tensor_f32(&member_tensor(member, "features.idf"))?;
                 if idf.len() != vocab.len() {
                     return Err(Error::ModelFile(format!("idf has {} values for {} terms", idf.len(), vocab.len())));
@@ -221,6 +294,22 @@ impl Featurizer {
             }
             other => return Err(Error::ModelFile(format!("unknown features kind {other:?}"))),
         })
+    }
+}
+
+/// Stores a vocabulary as one text of newline-separated terms (terms are
+/// words and word pairs, never holding a newline): a GGUF string array
+/// spends 8 bytes of length on each term, a fifth of a large vocabulary.
+fn write_vocab(w: &mut ModelWriter, member: &str, vocab: &[String]) {
+    w.set_str(&member_key(member, "features.vocab_text"), &vocab.join("\n"));
+}
+
+/// Reads a vocabulary written by [`write_vocab`], or as a string array (older files).
+fn read_vocab(f: &ModelFile, member: &str) -> Result<Vec<String>, Error> {
+    match f.opt_str(&member_key(member, "features.vocab_text")) {
+        Some("") => Ok(vec![]),
+        Some(text) => Ok(text.split('\n').map(str::to_string).collect()),
+        None => f.strs(&member_key(member, "features.vocab")),
     }
 }
 
@@ -342,6 +431,53 @@ mod tests {
         assert!((weight_lb(&p).unwrap() - 4.40924).abs() < 1e-6);
         p.details = serde_json::from_str(r#"{"Item Weight": "heavy"}"#).unwrap();
         assert_eq!(weight_lb(&p), None);
+    }
+
+    #[test]
+    fn vocabularies_round_trip_as_text_and_old_files_still_read() {
+        let vocab: Vec<String> = ["red", "red car", "ünï"].iter().map(|s| s.to_string()).collect();
+        let f = Featurizer::Tfidf {
+            vocab: vocab.clone(),
+            idf: vec![1.0, 2.0, 3.0],
+            bigrams: true,
+            details: false,
+            sublinear: true,
+        };
+        let mut w = ModelWriter::new("test");
+        f.write(&mut w, "word").unwrap();
+        let file = ModelFile::from_bytes(&w.to_bytes().unwrap()).unwrap();
+        assert_eq!(Featurizer::read(&file, "word").unwrap(), f);
+        let mut w = ModelWriter::new("test");
+        w.set_str("pricer.features.kind", "bow").set_strs("pricer.features.vocab", &vocab);
+        let file = ModelFile::from_bytes(&w.to_bytes().unwrap()).unwrap();
+        assert_eq!(Featurizer::read(&file, "").unwrap(), Featurizer::Bow { vocab });
+    }
+
+    #[test]
+    fn details_features_parse_weight_volume_rank_year_brand() {
+        let p = Product {
+            category: Some("Appliances".into()),
+            details: serde_json::from_str(
+                r#"{"Item Weight": "2 pounds", "Product Dimensions": "10 x 2 x 3 inches; 2 Pounds",
+                    "Best Sellers Rank": {"Home": 5000, "Fans": 30}, "Date First Available": "May 3, 2021",
+                    "Brand": "Acme"}"#,
+            )
+            .unwrap(),
+            ..Default::default()
+        };
+        assert_eq!((volume(&p), best_rank(&p), year_first_available(&p)), (Some(60.0), Some(30.0), Some(2021.0)));
+        let f =
+            Featurizer::Details { brands: vec!["acme".into(), "zeta".into()], categories: vec!["Appliances".into()] };
+        let x = f.features(&p, "", &f.index());
+        let ln = |v: f64| v.ln_1p() as f32;
+        assert_eq!(
+            x,
+            vec![(0, 1.0), (1, ln(2.0 * 453.592)), (3, ln(60.0)), (5, ln(30.0)), (7, 1.2), (9, 1.0), (11, 1.0)]
+        );
+        assert_eq!(f.dim(), 12);
+        // Nothing known: the flags say so.
+        let x = f.features(&Product::default(), "", &f.index());
+        assert_eq!(x, vec![(0, 0.0), (2, 1.0), (4, 1.0), (6, 1.0), (8, 1.0)]);
     }
 
     #[test]

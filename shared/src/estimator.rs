@@ -146,25 +146,40 @@ pub enum Member {
     /// 1 when the product comes with a `details` object (brand, weight...),
     /// else 0: sources that carry details have another price level.
     HasDetails,
+    /// Another member's value where the product has details, else 0: lets
+    /// the blend weigh members differently for the two kinds of source.
+    WithDetails(Box<Member>),
 }
 
 impl Member {
-    pub fn name(&self) -> &str {
+    pub fn name(&self) -> String {
         match self {
-            Member::Encoder => "encoder",
-            Member::Neighbours => "knn",
-            Member::Linear(name) => name,
-            Member::HasDetails => "has_details",
+            Member::Encoder => "encoder".into(),
+            Member::Neighbours => "knn".into(),
+            Member::Linear(name) => name.clone(),
+            Member::HasDetails => "has_details".into(),
+            Member::WithDetails(m) => format!("{}*has_details", m.name()),
         }
     }
 
     /// The member of a stored name: the reserved ones, else a linear model.
     pub fn from_name(name: &str) -> Member {
+        if let Some(inner) = name.strip_suffix("*has_details") {
+            return Member::WithDetails(Box::new(Member::from_name(inner)));
+        }
         match name {
             "encoder" => Member::Encoder,
             "knn" => Member::Neighbours,
             "has_details" => Member::HasDetails,
             other => Member::Linear(other.to_string()),
+        }
+    }
+
+    /// The member whose value this one reads (itself, or the gated one).
+    pub fn base(&self) -> &Member {
+        match self {
+            Member::WithDetails(m) => m.base(),
+            m => m,
         }
     }
 }
@@ -190,6 +205,7 @@ impl Stack {
 
     pub fn read(f: &ModelFile) -> Result<Stack, Error> {
         let members: Vec<Member> = f.strs(Self::MEMBERS)?.iter().map(|n| Member::from_name(n)).collect();
+        let bases: Vec<&Member> = members.iter().map(Member::base).collect();
         let weights: Vec<f64> = f.f32s(Self::WEIGHTS)?.into_iter().map(f64::from).collect();
         if weights.len() != members.len() + 1 {
             return Err(Error::ModelFile(format!(
@@ -199,16 +215,17 @@ impl Stack {
                 members.len()
             )));
         }
-        let needs_encoder = members.iter().any(|m| matches!(m, Member::Encoder | Member::Neighbours));
+        let needs_encoder = bases.iter().any(|m| matches!(m, Member::Encoder | Member::Neighbours));
         let neural = if needs_encoder { Some(NeuralPricer::read(f)?) } else { None };
-        let knn = if members.contains(&Member::Neighbours) { Some(Knn::read(f)?) } else { None };
-        let linear = members
-            .iter()
-            .filter_map(|m| match m {
-                Member::Linear(name) => Some(LinearModel::read(f, name).map(|l| (name.clone(), l))),
-                _ => None,
-            })
-            .collect::<Result<_, _>>()?;
+        let knn = if bases.contains(&&Member::Neighbours) { Some(Knn::read(f)?) } else { None };
+        let mut linear: Vec<(String, LinearModel)> = Vec::new();
+        for m in &bases {
+            if let Member::Linear(name) = m
+                && !linear.iter().any(|(n, _)| n == name)
+            {
+                linear.push((name.clone(), LinearModel::read(f, name)?));
+            }
+        }
         let band_scale = f.f64(Self::BAND_SCALE).unwrap_or(1.0);
         Ok(Stack { neural, knn, linear, members, weights, band_scale })
     }
@@ -216,7 +233,7 @@ impl Stack {
     /// Writes the blend and the linear members and index (the encoder's
     /// weights are the caller's to write).
     pub fn write(&self, w: &mut ModelWriter) -> Result<(), Error> {
-        let names: Vec<String> = self.members.iter().map(|m| m.name().to_string()).collect();
+        let names: Vec<String> = self.members.iter().map(Member::name).collect();
         w.set_strs(Self::MEMBERS, &names)
             .set_f32s(Self::WEIGHTS, &self.weights.iter().map(|x| *x as f32).collect::<Vec<_>>())
             .set_f64(Self::BAND_SCALE, self.band_scale);
@@ -276,7 +293,7 @@ impl Estimator {
         let kind = file.kind()?.to_string();
         let predictor = match kind.as_str() {
             "constant" => Predictor::Constant(file.f64("pricer.constant.price")?),
-            "features" | "bow" | "tfidf-ridge" => Predictor::Linear(LinearModel::read(&file, "")?),
+            "features" | "bow" | "tfidf-ridge" | "details-ridge" => Predictor::Linear(LinearModel::read(&file, "")?),
             "minilm" => Predictor::Neural(NeuralPricer::read(&file)?),
             "stack" => Predictor::Stack(Stack::read(&file)?),
             // Encoder + one linear model, as the first ensembles were written.
@@ -410,26 +427,38 @@ impl Estimator {
                 let Predictor::Stack(s) = &self.predictor else {
                     return Ok(MemberValues { values: vec![], head, pooled: enc.map(|(_, v)| v) });
                 };
-                let values = s
-                    .members
-                    .iter()
-                    .map(|m| {
-                        let need_encoder = || enc.as_ref().ok_or_else(|| Error::Model("no encoder output".into()));
-                        Ok(match m {
-                            Member::Encoder => need_encoder()?.0[0],
-                            Member::Neighbours => {
-                                let knn = s.knn.as_ref().ok_or_else(|| Error::Model("no neighbour index".into()))?;
-                                knn.log_estimate(&need_encoder()?.1)
-                            }
-                            Member::Linear(name) => {
-                                let lin = s.linear.iter().find(|(n, _)| n == name).map(|(_, l)| l);
-                                lin.ok_or_else(|| Error::Model(format!("no linear member {name:?}")))?
-                                    .log_price(p, &input)
-                            }
-                            Member::HasDetails => p.details.as_ref().is_some_and(|d| !d.is_empty()) as u8 as f64,
-                        })
+                let has_details = p.details.as_ref().is_some_and(|d| !d.is_empty()) as u8 as f64;
+                let value = |m: &Member| -> Result<f64, Error> {
+                    let need_encoder = || enc.as_ref().ok_or_else(|| Error::Model("no encoder output".into()));
+                    Ok(match m {
+                        Member::Encoder => need_encoder()?.0[0],
+                        Member::Neighbours => {
+                            let knn = s.knn.as_ref().ok_or_else(|| Error::Model("no neighbour index".into()))?;
+                            knn.log_estimate(&need_encoder()?.1)
+                        }
+                        Member::Linear(name) => {
+                            let lin = s.linear.iter().find(|(n, _)| n == name).map(|(_, l)| l);
+                            lin.ok_or_else(|| Error::Model(format!("no linear member {name:?}")))?.log_price(p, &input)
+                        }
+                        Member::HasDetails => has_details,
+                        Member::WithDetails(_) => unreachable!("gated members are read through their base"),
                     })
-                    .collect::<Result<Vec<f64>, Error>>()?;
+                };
+                // Each base member is computed once, however many gated copies read it.
+                let mut cache: Vec<(&Member, f64)> = Vec::new();
+                let mut values = Vec::with_capacity(s.members.len());
+                for m in &s.members {
+                    let base = m.base();
+                    let v = match cache.iter().find(|(b, _)| *b == base) {
+                        Some((_, v)) => *v,
+                        None => {
+                            let v = value(base)?;
+                            cache.push((base, v));
+                            v
+                        }
+                    };
+                    values.push(if matches!(m, Member::WithDetails(_)) { v * has_details } else { v });
+                }
                 Ok(MemberValues { values, head, pooled: enc.map(|(_, v)| v) })
             })
             .collect())

@@ -191,11 +191,6 @@ impl ModelWriter {
         w
     }
 
-    /// True when the metadata entry `key` is set.
-    pub fn has(&self, key: &str) -> bool {
-        self.metadata.iter().any(|(k, _)| k == key)
-    }
-
     /// Sets (or replaces) one metadata entry.
     pub fn set(&mut self, key: &str, value: Value) -> &mut Self {
         self.metadata.retain(|(k, _)| k != key);

@@ -3,7 +3,7 @@
 //! models, the neighbour index) whose blend is fitted on validation items.
 
 use crate::data::{DataSet, load_data_set, write_atomic};
-use crate::finetune::{BEST, read_run_file};
+use crate::finetune::{BEST, RunFile, read_run_file};
 use crate::train::{finish, report_written};
 use anyhow::{Context, Result, bail};
 use candle_core::quantized::{GgmlDType, QTensor};
@@ -15,6 +15,7 @@ use pricer::knn::Knn;
 use pricer::metrics::Summary;
 use pricer::model_file::{ModelFile, ModelWriter};
 use pricer::{Estimator, Product};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +50,10 @@ pub struct ExportArgs {
     /// Stack a 0/1 input telling whether the product comes with `details`.
     #[arg(long)]
     pub has_details: bool,
+    /// Also stack each member times the has-details input, so the blend can
+    /// weigh members differently for products with and without details.
+    #[arg(long, requires = "has_details")]
+    pub interactions: bool,
     /// Leave the encoder's own price head out of the stack (its neighbours may stay).
     #[arg(long)]
     pub no_head: bool,
@@ -70,7 +75,7 @@ fn parse_member_file(s: &str) -> Result<(String, PathBuf), String> {
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
         return Err(format!("member name {name:?} must be letters, digits or '_' (give NAME=FILE)"));
     }
-    if matches!(Member::from_name(&name), Member::Encoder | Member::Neighbours | Member::HasDetails) {
+    if name.contains('*') || !matches!(Member::from_name(&name), Member::Linear(_)) {
         return Err(format!("{name:?} is a reserved member name; give another with NAME=FILE"));
     }
     Ok((name, path))
@@ -90,13 +95,28 @@ fn storage_type(t: &Tensor, quant: Quant) -> GgmlDType {
     }
 }
 
+/// A finished run's best weights and what describes them, read once (a run
+/// still training may replace its best weights while an export works).
+struct RunWeights {
+    run: RunFile,
+    weights: HashMap<String, Tensor>,
+    tok_json: String,
+}
+
+impl RunWeights {
+    fn load(run_dir: &Path) -> Result<Self> {
+        let run = read_run_file(run_dir)?;
+        let best = run_dir.join(BEST);
+        let weights = candle_core::safetensors::load(&best, &Device::Cpu)
+            .with_context(|| format!("cannot load {} (has an epoch finished?)", best.display()))?;
+        let tok_json = std::fs::read_to_string(run_dir.join("tokenizer.json")).context("run has no tokenizer.json")?;
+        Ok(Self { run, weights, tok_json })
+    }
+}
+
 /// A writer holding a run's encoder and head (kind `minilm`), quantized.
-fn encoder_writer(run_dir: &Path, quant: Quant) -> Result<ModelWriter> {
-    let run = read_run_file(run_dir)?;
-    let best = run_dir.join(BEST);
-    let weights = candle_core::safetensors::load(&best, &Device::Cpu)
-        .with_context(|| format!("cannot load {} (has an epoch finished?)", best.display()))?;
-    let tok_json = std::fs::read_to_string(run_dir.join("tokenizer.json")).context("run has no tokenizer.json")?;
+fn encoder_writer(rw: &RunWeights, quant: Quant) -> Result<ModelWriter> {
+    let RunWeights { run, weights, tok_json } = rw;
     let mut w = ModelWriter::new("minilm");
     let mut names: Vec<&String> = weights.keys().collect();
     names.sort();
@@ -113,14 +133,14 @@ fn encoder_writer(run_dir: &Path, quant: Quant) -> Result<ModelWriter> {
         .set_str("pricer.provenance.base", &run.config.base.display().to_string())
         .set_f64("pricer.train.best_epoch", run.state.best_epoch.unwrap_or(0) as f64)
         .set_f64("pricer.train.best_val_mae", run.state.best_val_mae.unwrap_or(f64::NAN));
-    Prep { max_tokens: run.config.max_tokens, tokenizer: Some(pricer::TextTokenizer::from_json(&tok_json)?) }
+    Prep { max_tokens: run.config.max_tokens, tokenizer: Some(pricer::TextTokenizer::from_json(tok_json)?) }
         .write(&mut w);
     Ok(w)
 }
 
 /// The encoder's file bytes with `stack` (if any) added.
-fn model_bytes(run_dir: &Path, quant: Quant, stack: Option<&Stack>) -> Result<Vec<u8>> {
-    let mut w = encoder_writer(run_dir, quant)?;
+fn model_bytes(rw: &RunWeights, quant: Quant, stack: Option<&Stack>) -> Result<Vec<u8>> {
+    let mut w = encoder_writer(rw, quant)?;
     if let Some(stack) = stack {
         w.set_str(pricer::model_file::keys::KIND, "stack");
         stack.write(&mut w)?;
@@ -129,7 +149,8 @@ fn model_bytes(run_dir: &Path, quant: Quant, stack: Option<&Stack>) -> Result<Ve
 }
 
 pub fn run(args: &ExportArgs) -> Result<()> {
-    let run = read_run_file(&args.run)?;
+    let rw = RunWeights::load(&args.run)?;
+    let run = &rw.run;
     let ds = load_data_set(&run.config.data, run.config.holdout, run.config.seed, false)?;
     let mut members: Vec<Member> = Vec::new();
     if !args.no_head {
@@ -149,6 +170,10 @@ pub fn run(args: &ExportArgs) -> Result<()> {
         members.push(Member::Linear(name.clone()));
         linear.push((name.clone(), lin));
     }
+    if args.interactions {
+        let gated: Vec<Member> = members.iter().map(|m| Member::WithDetails(Box::new(m.clone()))).collect();
+        members.extend(gated);
+    }
     if args.has_details {
         members.push(Member::HasDetails);
     }
@@ -160,20 +185,20 @@ pub fn run(args: &ExportArgs) -> Result<()> {
     let stack = if stacked {
         let knn = if args.knn > 0 {
             println!("embedding {} training items for the neighbour index", ds.train.len());
-            let encoder = Estimator::from_bytes(&model_bytes(&args.run, args.quant, None)?)?;
+            let encoder = Estimator::from_bytes(&model_bytes(&rw, args.quant, None)?)?;
             Some(neighbour_index(&encoder, &ds.train, args.knn, args.knn_temperature)?)
         } else {
             None
         };
         let mut stack =
             Stack { neural: None, knn, linear, weights: vec![0.0; members.len() + 1], members, band_scale: 1.0 };
-        fit_stack(&mut stack, args, &ds)?;
+        fit_stack(&mut stack, &rw, args, &ds)?;
         Some(stack)
     } else {
         None
     };
 
-    let mut w_bytes = model_bytes(&args.run, args.quant, stack.as_ref())?;
+    let mut w_bytes = model_bytes(&rw, args.quant, stack.as_ref())?;
     if let Some(stack) = &stack {
         let est = Estimator::from_bytes(&w_bytes)?;
         let scale = fit_band_scale(&est, &ds.validation, stack)?;
@@ -191,11 +216,9 @@ pub fn run(args: &ExportArgs) -> Result<()> {
     if args.quant != Quant::F32 && !test_items.is_empty() {
         let quant = Estimator::from_bytes(&w_bytes)?;
         // The same file with an f32 encoder (the blend and index unchanged).
-        let mut exact_w = rewriter(&ModelFile::from_bytes(&model_bytes(&args.run, Quant::F32, None)?)?)?;
+        let mut exact_w = rewriter(&ModelFile::from_bytes(&model_bytes(&rw, Quant::F32, None)?)?)?;
         for (k, v) in &quant.file.metadata {
-            if !exact_w.has(k) {
-                exact_w.set(k, v.clone());
-            }
+            exact_w.set(k, v.clone());
         }
         for (name, t) in &quant.file.tensors {
             if !name.starts_with("embeddings.") && !name.starts_with("encoder.") && !name.starts_with("head.") {
@@ -248,8 +271,8 @@ struct Design {
 
 /// Fits the blend weights by least squares on validation items and prints
 /// each member alone and the blend without it (both 5-fold cross-validated).
-fn fit_stack(stack: &mut Stack, args: &ExportArgs, ds: &DataSet) -> Result<()> {
-    let bytes = model_bytes(&args.run, args.quant, Some(stack))?;
+fn fit_stack(stack: &mut Stack, rw: &RunWeights, args: &ExportArgs, ds: &DataSet) -> Result<()> {
+    let bytes = model_bytes(rw, args.quant, Some(stack))?;
     let est = Estimator::from_bytes(&bytes)?;
     let Predictor::Stack(s) = &est.predictor else { unreachable!("written as a stack") };
     let mut design = Design { rows: vec![], y: vec![], split: vec![] };
@@ -273,7 +296,7 @@ fn fit_stack(stack: &mut Stack, args: &ExportArgs, ds: &DataSet) -> Result<()> {
     }
     let all: Vec<usize> = (0..s.members.len()).collect();
     stack.weights = least_squares(&design, &fit_rows, &all);
-    let names: Vec<&str> = s.members.iter().map(|m| m.name()).collect();
+    let names: Vec<String> = s.members.iter().map(Member::name).collect();
     let shown: Vec<String> = names
         .iter()
         .zip(&stack.weights)
@@ -302,16 +325,24 @@ fn fit_stack(stack: &mut Stack, args: &ExportArgs, ds: &DataSet) -> Result<()> {
             .collect();
         println!("| {label} | {} |", cells.join(" | "));
     };
-    for (i, n) in names.iter().enumerate() {
-        if s.members[i] != Member::HasDetails {
-            row(format!("{n} alone"), &[i]);
+    // A member and its gated copy come and go together.
+    let of = |base: &Member| -> Vec<usize> { (0..names.len()).filter(|&j| s.members[j].base() == base).collect() };
+    let bases: Vec<&Member> = s.members.iter().filter(|m| !matches!(m, Member::WithDetails(_))).collect();
+    for base in &bases {
+        if **base != Member::HasDetails {
+            row(format!("{} alone", base.name()), &of(base));
         }
     }
-    if names.len() > 1 {
-        for (i, n) in names.iter().enumerate() {
-            let rest: Vec<usize> = all.iter().copied().filter(|&j| j != i).collect();
-            row(format!("all but {n}"), &rest);
+    if bases.len() > 1 {
+        for base in &bases {
+            let rest: Vec<usize> = all.iter().copied().filter(|&j| s.members[j].base() != *base).collect();
+            row(format!("all but {}", base.name()), &rest);
         }
+    }
+    if s.members.iter().any(|m| matches!(m, Member::WithDetails(_))) {
+        let plain: Vec<usize> =
+            all.iter().copied().filter(|&j| !matches!(s.members[j], Member::WithDetails(_))).collect();
+        row("all, without the has-details interactions".into(), &plain);
     }
     row("all".into(), &all);
     Ok(())

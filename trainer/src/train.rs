@@ -22,6 +22,9 @@ pub enum Kind {
     Bow,
     /// Ridge regression (alpha 0.3) on word 1-2-gram TF-IDF, log price target.
     TfidfRidge,
+    /// Ridge regression on the `details` fields kept apart (weight, volume,
+    /// rank, year, brand, category), log price target.
+    DetailsRidge,
     /// Fine-tune a pretrained BERT encoder (all-MiniLM-L6-v2) with a price head.
     Minilm,
 }
@@ -33,6 +36,7 @@ impl Kind {
             Kind::Features => "features",
             Kind::Bow => "bow",
             Kind::TfidfRidge => "tfidf-ridge",
+            Kind::DetailsRidge => "details-ridge",
             Kind::Minilm => "minilm",
         }
     }
@@ -95,7 +99,7 @@ pub struct TrainArgs {
     pub holdout: f64,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Ridge strength of the tfidf-ridge model.
+    /// Ridge strength of the tfidf-ridge and details-ridge models.
     #[arg(long, default_value_t = 0.3)]
     pub alpha: f64,
     /// tfidf-ridge: also read every `details` entry (brand, weight, rank...).
@@ -214,6 +218,7 @@ pub fn fit_linear(kind: Kind, train: &Prepared, args: &TrainArgs) -> Result<Line
             }
             (f, args.alpha, true)
         }
+        Kind::DetailsRidge => (details_featurizer(train.products), args.alpha, true),
         Kind::Constant | Kind::Minilm => unreachable!("not a linear kind"),
     };
     let index = featurizer.index();
@@ -249,6 +254,23 @@ fn hand_featurizer(products: &[Product]) -> Featurizer {
         .into_iter()
         .collect();
     Featurizer::Hand { brands: brands.into_iter().map(|b| b.0).collect(), categories, weight_mean, log_rank_mean }
+}
+
+/// Brands seen at least twice in training (sorted) and every category.
+fn details_featurizer(products: &[Product]) -> Featurizer {
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for b in products.iter().filter_map(brand) {
+        *counts.entry(b.to_lowercase()).or_default() += 1;
+    }
+    let mut brands: Vec<String> = counts.into_iter().filter(|(_, c)| *c >= 2).map(|(b, _)| b).collect();
+    brands.sort();
+    let categories: Vec<String> = products
+        .iter()
+        .filter_map(|p| p.category.clone())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    Featurizer::Details { brands, categories }
 }
 
 /// Document frequency of each term.

@@ -332,6 +332,9 @@ fn batch_table(rows: Vec<BatchRow>, name: String) -> impl IntoView {
     }
 }
 
+/// How a metric is shown.
+type Format = fn(f64) -> String;
+
 fn model_card(c: ModelCard) -> impl IntoView {
     let num = |k: &str| c.get(k).and_then(|v| v.parse::<f64>().ok());
     let metric = |k: &str, f: &dyn Fn(f64) -> String| num(k).map(f).unwrap_or_else(|| "n/a".into());
@@ -351,7 +354,7 @@ fn model_card(c: ModelCard) -> impl IntoView {
     // One column per test split (a plain catalogue sample, the course's
     // price-balanced items...): the model is measured on each.
     let label = |name: &str| if name.is_empty() { "Test split".to_string() } else { format!("Test: {name}") };
-    let metrics: Vec<(&str, &str, fn(f64) -> String)> = vec![
+    let metrics: [(&str, &str, Format); 5] = [
         ("Test items", "n", |v| format!("{v:.0}")),
         ("Mean absolute error", "mae", dollars),
         ("RMSLE", "rmsle", |v| format!("{v:.3}")),
