@@ -184,6 +184,12 @@ fn train_kill_resume_export_eval_predict() {
     // The range is calibrated on validation: about 80% of its prices inside.
     let coverage = info["pricer.test.coverage_pct"].as_f64().unwrap();
     assert!((50.0..=100.0).contains(&coverage), "{info}");
+    // A second export of the run reuses the training items' vectors.
+    let again = s.root.join("again.gguf");
+    let out =
+        pricer_ok(&["export", full.to_str().unwrap(), "--out", again.to_str().unwrap(), "--knn", "3", "--no-head"]);
+    assert!(out.contains("vectors from") && !out.contains("embedding"), "{out}");
+    assert!(out.contains("| knn alone |") && !out.contains("encoder alone"), "{out}");
     // Reserved and duplicate member names are refused.
     let out =
         pricer(&["export", full.to_str().unwrap(), "--out", "x.gguf", "--with", &format!("knn={}", lin.display())]);

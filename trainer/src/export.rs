@@ -184,9 +184,8 @@ pub fn run(args: &ExportArgs) -> Result<()> {
 
     let stack = if stacked {
         let knn = if args.knn > 0 {
-            println!("embedding {} training items for the neighbour index", ds.train.len());
-            let encoder = Estimator::from_bytes(&model_bytes(&rw, args.quant, None)?)?;
-            Some(neighbour_index(&encoder, &ds.train, args.knn, args.knn_temperature)?)
+            let (vectors, log_prices, dim) = neighbour_vectors(&rw, args, &ds)?;
+            Some(Knn::new(&vectors, log_prices, dim, args.knn, args.knn_temperature)?)
         } else {
             None
         };
@@ -241,13 +240,43 @@ pub fn run(args: &ExportArgs) -> Result<()> {
     report_written(&args.out, &w_bytes)
 }
 
-/// Unit-length pooled vectors of the training items, with their log prices.
-fn neighbour_index(encoder: &Estimator, train: &[Product], k: usize, temperature: f32) -> Result<Knn> {
-    let bar = indicatif::ProgressBar::new(train.len() as u64);
+/// The quantized encoder's pooled vectors of the training items (what the
+/// neighbour index holds), with their log prices and width. Embedding every
+/// training item is most of an export's time, so the vectors are kept in the
+/// run directory, keyed by the weights, the quantization and the data, and
+/// reused by the next export of the same run.
+fn neighbour_vectors(rw: &RunWeights, args: &ExportArgs, ds: &DataSet) -> Result<(Vec<f32>, Vec<f32>, usize)> {
+    let key = {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        let mut names: Vec<&String> = rw.weights.keys().collect();
+        names.sort();
+        for name in names {
+            h.update(name.as_bytes());
+            for v in rw.weights[name].flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()? {
+                h.update(v.to_le_bytes());
+            }
+        }
+        h.update(format!("{:?}", args.quant).as_bytes());
+        h.update(crate::data::sha256_files(&ds.sources)?.as_bytes());
+        format!("{:x}", h.finalize())
+    };
+    let cache = args.run.join(format!("neighbours-{}.safetensors", format!("{:?}", args.quant).to_lowercase()));
+    if let Ok(t) = candle_core::safetensors::load(&cache, &Device::Cpu)
+        && t.get("key").and_then(|k| k.to_vec1::<u8>().ok()).is_some_and(|k| k == key.as_bytes())
+        && let (Some(v), Some(p)) = (t.get("vectors"), t.get("log_prices"))
+    {
+        println!("neighbour index: the training items' vectors from {}", cache.display());
+        let dim = v.dim(1)?;
+        return Ok((v.flatten_all()?.to_vec1()?, p.to_vec1()?, dim));
+    }
+    println!("embedding {} training items for the neighbour index", ds.train.len());
+    let encoder = Estimator::from_bytes(&model_bytes(rw, args.quant, None)?)?;
+    let bar = indicatif::ProgressBar::new(ds.train.len() as u64);
     let mut vectors = Vec::new();
     let mut log_prices = Vec::new();
     let mut dim = 0;
-    for chunk in train.chunks(256) {
+    for chunk in ds.train.chunks(256) {
         for (p, v) in chunk.iter().zip(encoder.member_values(chunk)) {
             let pooled = v?.pooled.context("the encoder gave no pooled vector")?;
             dim = pooled.len();
@@ -257,7 +286,20 @@ fn neighbour_index(encoder: &Estimator, train: &[Product], k: usize, temperature
         bar.inc(chunk.len() as u64);
     }
     bar.finish_and_clear();
-    Ok(Knn::new(&vectors, log_prices, dim, k, temperature)?)
+    let n = log_prices.len();
+    let tensors: HashMap<String, Tensor> = [
+        ("vectors".to_string(), Tensor::from_slice(&vectors, (n, dim), &Device::Cpu)?),
+        ("log_prices".to_string(), Tensor::from_slice(&log_prices, n, &Device::Cpu)?),
+        ("key".to_string(), Tensor::from_slice(key.as_bytes(), key.len(), &Device::Cpu)?),
+    ]
+    .into_iter()
+    .collect();
+    // A cache: failing to keep it costs the next export time, nothing else.
+    let tmp = cache.with_extension("tmp");
+    if candle_core::safetensors::save(&tensors, &tmp).is_ok() {
+        let _ = std::fs::rename(&tmp, &cache);
+    }
+    Ok((vectors, log_prices, dim))
 }
 
 /// Member values of the validation items (in the stack's member order) and
