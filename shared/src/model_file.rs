@@ -232,6 +232,14 @@ impl ModelWriter {
         Ok(self.add_tensor(name, q))
     }
 
+    /// A plain f32 vector stored as a 1-D f16 tensor (half the size; about
+    /// three significant digits).
+    pub fn add_f16(&mut self, name: &str, v: &[f32]) -> Result<&mut Self, Error> {
+        let t = candle_core::Tensor::from_slice(v, v.len(), &Device::Cpu)?;
+        let q = QTensor::quantize(&t, candle_core::quantized::GgmlDType::F16)?;
+        Ok(self.add_tensor(name, q))
+    }
+
     /// Serializes to GGUF bytes, adding the tensor checksum.
     pub fn to_bytes(&mut self) -> Result<Vec<u8>, Error> {
         self.tensors.sort_by(|a, b| a.0.cmp(&b.0));

@@ -7,12 +7,12 @@
 # Expects, relative to the repo root (or set the variables):
 #   PRICER=./pricer-cuda        the binary from trainer/cuda/build.sh (xz -d'd)
 #   BASE=models/all-MiniLM-L6-v2  the base model folder (F32 or F16 safetensors)
-#   DATA=data/curated           a `pricer curate` output directory
+#   DATA=data/all               a `pricer curate` output directory (every test split is evaluated)
 #   OUT=out                     where logs and the table go
 #   PYTHON=python3              a python with torch and transformers (the host's)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-PRICER=${PRICER:-./pricer-cuda}; BASE=${BASE:-models/all-MiniLM-L6-v2}; DATA=${DATA:-data/curated}
+PRICER=${PRICER:-./pricer-cuda}; BASE=${BASE:-models/all-MiniLM-L6-v2}; DATA=${DATA:-data/all}
 OUT=${OUT:-out}; PYTHON=${PYTHON:-python3}; DEVICE=${DEVICE:-cuda}
 EPOCHS=${EPOCHS:-3}; SEQS=${SEQS:-64,128}; BATCHES=${BATCHES:-32,256}; STEPS=${STEPS:-10}
 mkdir -p "$OUT"
@@ -46,7 +46,7 @@ start=$(date +%s)
   --epochs "$EPOCHS" --batch 32 --lr 1e-4 --max-tokens 128 --checkpoint-every 0 2>&1 | tee "$OUT/train.log" || status=1
 echo "train seconds: $(( $(date +%s) - start ))" | tee -a "$OUT/check.log"
 "$PRICER" export "$OUT/run" --quant q8_0 --out "$OUT/model.gguf" 2>&1 | tee -a "$OUT/check.log" || status=1
-"$PRICER" eval --model "$OUT/model.gguf" --data "$DATA/test.jsonl" --json 2>&1 | tee "$OUT/eval.json" || status=1
+"$PRICER" eval --model "$OUT/model.gguf" --data "$DATA" --json 2>&1 | tee "$OUT/eval.json" || status=1
 
 [ -n "${sampler:-}" ] && kill "$sampler" 2>/dev/null
 log "summary"
@@ -64,6 +64,7 @@ for a in c:
     print(f"{a['seq']:>4} {a['batch']:>5} {a['train_ex_s']:>12.1f} {tr:>11.1f} {a['train_ex_s']/tr:>6.2f} {str(round(b['gpu_mem_mib'])) if b and b.get('gpu_mem_mib') else '-':>10}")
 print(f"peak GPU memory used (nvidia-smi, whole run): {peak} MiB" if peak else "peak GPU memory: not sampled")
 e = read("eval.json")
-if e: print(f"fine-tuned on the device: test MAE ${e[0]['mae']:.2f}, RMSLE {e[0]['rmsle']:.3f}, hits {e[0]['hits_pct']:.1f}%")
+for s in e:
+    print(f"fine-tuned on the device, test split {s.get('split', 'test')}: MAE ${s['mae']:.2f}, RMSLE {s['rmsle']:.3f}, hits {s['hits_pct']:.1f}%")
 PY
 exit $status

@@ -66,8 +66,24 @@ fn keep_freed_memory() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn keep_freed_memory() {}
 
+/// Ends quietly when the reader of stdout goes away (`pricer eval ... | head`),
+/// like other command-line tools, instead of panicking in `println!`.
+#[cfg(unix)]
+fn quiet_on_closed_pipe() {
+    // SAFETY: restores the default action of one signal; the handler value is
+    // libc's own constant, and this runs first in main, before other threads.
+    // Socket writes are unaffected: Rust's std sends with MSG_NOSIGNAL.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+#[cfg(not(unix))]
+fn quiet_on_closed_pipe() {}
+
 fn main() {
     keep_freed_memory();
+    quiet_on_closed_pipe();
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Curate(a) => curate::run(a),

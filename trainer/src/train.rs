@@ -312,7 +312,7 @@ pub fn finish(w: &mut ModelWriter, ds: &DataSet, seed: u64) -> Result<()> {
     w.set_f64(keys::RANGE_LOW, 0.0).set_f64(keys::RANGE_HIGH, 0.0);
     let est = Estimator::from_bytes(&w.to_bytes()?)?;
     let estimate = |ps: &[Product]| -> Result<Vec<(f64, f64)>> {
-        ps.iter().map(|p| Ok((est.estimate(p)?.price, p.price.unwrap_or(0.0)))).collect()
+        ps.iter().zip(est.estimate_batch(ps)).map(|(p, e)| Ok((e?.price, p.price.unwrap_or(0.0)))).collect()
     };
     let val = estimate(&ds.validation)?;
     let mut residuals: Vec<f64> = val.iter().map(|(e, t)| t.ln_1p() - e.max(0.0).ln_1p()).collect();
