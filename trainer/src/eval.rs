@@ -1,17 +1,19 @@
 //! `pricer eval`: the Tester. Runs a model over items with known prices,
 //! prints each estimate coloured by how far off it is, then the summary.
 
+use crate::chat::{ChatArgs, ChatPricer};
 use crate::data::{Tally, for_each_product, split_kind};
 use crate::report;
 use anyhow::{Context, Result, bail};
-use pricer::Estimator;
 use pricer::metrics::{Grade, Summary};
+use pricer::{Estimate, Estimator, Product};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct EvalArgs {
-    /// A model file (.gguf) made by `pricer train` or `pricer export`.
+    /// A model file (.gguf) made by `pricer train` or `pricer export`, or
+    /// `chat:MODEL`: a chat model behind an OpenAI-compatible endpoint.
     #[arg(long)]
     pub model: PathBuf,
     /// Items with known prices: curated JSONL, raw Amazon JSONL, or CSV; or a
@@ -33,6 +35,83 @@ pub struct EvalArgs {
     /// Stop at the first malformed record.
     #[arg(long)]
     pub strict: bool,
+    #[command(flatten)]
+    pub chat: ChatArgs,
+}
+
+/// `pricer compare`: several models on the same items, one table.
+#[derive(clap::Args, Debug, Clone)]
+pub struct CompareArgs {
+    /// Items with known prices (a file), or a `curate` directory (its test splits).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Model files and `chat:MODEL`s, compared in this order.
+    #[arg(required = true)]
+    pub models: Vec<PathBuf>,
+    /// With a `curate` directory: its validation splits instead of its test splits.
+    #[arg(long)]
+    pub validation: bool,
+    /// Evaluate only the first N priced items of each file.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Stop at the first malformed record.
+    #[arg(long)]
+    pub strict: bool,
+    #[command(flatten)]
+    pub chat: ChatArgs,
+}
+
+/// What `--model` names: a model file, or a chat model asked through the network.
+pub enum Pricer {
+    File(Box<Estimator>),
+    Chat(Box<ChatPricer>),
+}
+
+impl Pricer {
+    /// `chat:MODEL` or a model file's path.
+    pub fn open(spec: &Path, chat: &ChatArgs) -> Result<Self> {
+        match spec.to_str().and_then(|s| s.strip_prefix("chat:")) {
+            Some(model) => Ok(Pricer::Chat(Box::new(ChatPricer::new(model, chat)?))),
+            None => Ok(Pricer::File(Box::new(load_model(spec)?))),
+        }
+    }
+
+    pub fn kind(&self) -> &str {
+        match self {
+            Pricer::File(e) => &e.kind,
+            Pricer::Chat(_) => "chat",
+        }
+    }
+
+    /// Every product's estimate, or why there is none. A chat model has no
+    /// likely range: its range is its estimate.
+    pub fn estimate_all(&mut self, products: &[Product]) -> Result<Vec<Result<Estimate, String>>> {
+        Ok(match self {
+            Pricer::File(e) => e.estimate_batch(products).into_iter().map(|r| r.map_err(|e| e.to_string())).collect(),
+            Pricer::Chat(c) => c
+                .price_all(products)?
+                .into_iter()
+                .map(|r| r.map(|price| Estimate { price, low: price, high: price }))
+                .collect(),
+        })
+    }
+}
+
+/// How a model is named in tables: a file by its name, a chat model in full.
+pub fn model_name(spec: &Path) -> String {
+    let s = spec.to_string_lossy();
+    if s.starts_with("chat:") {
+        return s.to_string();
+    }
+    spec.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| s.to_string())
+}
+
+/// One data file's evaluation.
+pub struct Evaluated {
+    pub rows: Vec<Row>,
+    pub summary: Summary,
+    /// Items the model gave no estimate for (counted, not scored as zero).
+    pub errors: usize,
 }
 
 /// One evaluated item.
@@ -50,29 +129,95 @@ pub fn load_model(path: &std::path::Path) -> Result<Estimator> {
 }
 
 pub fn run(args: &EvalArgs) -> Result<()> {
-    let model = load_model(&args.model)?;
-    let name = args.model.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let mut model = Pricer::open(&args.model, &args.chat)?;
+    let name = model_name(&args.model);
+    let read = Reading { limit: args.limit, strict: args.strict };
     if !args.data.is_dir() {
-        let (rows, s) = evaluate(&model, &args.data, args, !args.json)?;
+        let e = evaluate(&mut model, &args.data, read, !args.json)?;
         if let Some(dir) = &args.report {
-            write_report(dir, &name, &rows, &s)?;
+            write_report(dir, &name, &e.rows, &e.summary)?;
         }
         if args.json {
-            println!("{}", summary_json(&s, &name, None));
+            println!("{}", summary_json(&e, &name, None));
         } else {
+            let s = &e.summary;
             println!();
-            println!("model {name} ({}) on {}", model.kind, args.data.display());
+            println!("model {name} ({}) on {}", model.kind(), args.data.display());
             println!(
-                "items {} | MAE ${:.2} | RMSLE {:.3} | hits {:.1}% | median error ${:.2}",
-                s.n, s.mae, s.rmsle, s.hits_pct, s.median_abs_error
+                "items {} | MAE ${:.2} | RMSLE {:.3} | hits {:.1}% | median error ${:.2}{}",
+                s.n,
+                s.mae,
+                s.rmsle,
+                s.hits_pct,
+                s.median_abs_error,
+                if e.errors > 0 { format!(" | no estimate for {}", e.errors) } else { String::new() }
             );
         }
         return Ok(());
     }
     // A curate directory: every test (or validation) split, one line each.
-    let want = if args.validation { "validation" } else { "test" };
-    let mut files: Vec<(String, PathBuf)> = std::fs::read_dir(&args.data)
-        .with_context(|| format!("cannot list {}", args.data.display()))?
+    let files = split_files(&args.data, args.validation)?;
+    if !args.json {
+        println!("model {name} ({})", model.kind());
+        println!("| split | items | MAE | RMSLE | hits | median error | no estimate |");
+        println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    }
+    for (split, path) in files {
+        let e = evaluate(&mut model, &path, read, false)?;
+        if let Some(dir) = &args.report {
+            write_report(&dir.join(&split), &name, &e.rows, &e.summary)?;
+        }
+        if args.json {
+            println!("{}", summary_json(&e, &name, Some(&split)));
+        } else {
+            let s = &e.summary;
+            println!(
+                "| {split} | {} | ${:.2} | {:.3} | {:.1}% | ${:.2} | {} |",
+                s.n, s.mae, s.rmsle, s.hits_pct, s.median_abs_error, e.errors
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `pricer compare`: each model on each file (or split), one markdown table.
+pub fn compare(args: &CompareArgs) -> Result<()> {
+    let files = if args.data.is_dir() {
+        split_files(&args.data, args.validation)?
+    } else {
+        vec![(args.data.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default(), args.data.clone())]
+    };
+    let read = Reading { limit: args.limit, strict: args.strict };
+    let mut table = vec![
+        "| model | data | items | MAE | RMSLE | hits | median error | no estimate |".to_string(),
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |".to_string(),
+    ];
+    for spec in &args.models {
+        let mut model = Pricer::open(spec, &args.chat)?;
+        for (split, path) in &files {
+            let e = evaluate(&mut model, path, read, false)?;
+            let s = &e.summary;
+            table.push(format!(
+                "| {} | {split} | {} | ${:.2} | {:.3} | {:.1}% | ${:.2} | {} |",
+                model_name(spec),
+                s.n,
+                s.mae,
+                s.rmsle,
+                s.hits_pct,
+                s.median_abs_error,
+                e.errors
+            ));
+        }
+    }
+    println!("{}", table.join("\n"));
+    Ok(())
+}
+
+/// A curate directory's test (or validation) split files, by split name.
+fn split_files(dir: &Path, validation: bool) -> Result<Vec<(String, PathBuf)>> {
+    let want = if validation { "validation" } else { "test" };
+    let mut files: Vec<(String, PathBuf)> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot list {}", dir.display()))?
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             let file = e.file_name().to_string_lossy().to_string();
@@ -82,34 +227,16 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         .collect();
     files.sort();
     if files.is_empty() {
-        bail!("{} holds no {want} split ({want}.jsonl or {want}-NAME.jsonl)", args.data.display());
+        bail!("{} holds no {want} split ({want}.jsonl or {want}-NAME.jsonl)", dir.display());
     }
-    if !args.json {
-        println!("model {name} ({})", model.kind);
-        println!("| split | items | MAE | RMSLE | hits | median error |");
-        println!("| --- | ---: | ---: | ---: | ---: | ---: |");
-    }
-    for (split, path) in files {
-        let (rows, s) = evaluate(&model, &path, args, false)?;
-        if let Some(dir) = &args.report {
-            write_report(&dir.join(&split), &name, &rows, &s)?;
-        }
-        if args.json {
-            println!("{}", summary_json(&s, &name, Some(&split)));
-        } else {
-            println!(
-                "| {split} | {} | ${:.2} | {:.3} | {:.1}% | ${:.2} |",
-                s.n, s.mae, s.rmsle, s.hits_pct, s.median_abs_error
-            );
-        }
-    }
-    Ok(())
+    Ok(files)
 }
 
-fn summary_json(s: &Summary, model: &str, split: Option<&str>) -> serde_json::Value {
+fn summary_json(e: &Evaluated, model: &str, split: Option<&str>) -> serde_json::Value {
+    let s = &e.summary;
     let mut out = serde_json::json!({
         "n": s.n, "mae": s.mae, "rmsle": s.rmsle, "hits_pct": s.hits_pct,
-        "median_abs_error": s.median_abs_error, "model": model,
+        "median_abs_error": s.median_abs_error, "errors": e.errors, "model": model,
     });
     if let Some(split) = split {
         out["split"] = split.into();
@@ -117,13 +244,20 @@ fn summary_json(s: &Summary, model: &str, split: Option<&str>) -> serde_json::Va
     out
 }
 
+/// How items are read for an evaluation.
+#[derive(Clone, Copy)]
+struct Reading {
+    limit: Option<usize>,
+    strict: bool,
+}
+
 /// Estimates every priced item of one file, printing a row per item when asked.
-fn evaluate(model: &Estimator, data: &Path, args: &EvalArgs, print_rows: bool) -> Result<(Vec<Row>, Summary)> {
+fn evaluate(model: &mut Pricer, data: &Path, read: Reading, print_rows: bool) -> Result<Evaluated> {
     let color = print_rows && std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    let limit = args.limit.unwrap_or(usize::MAX);
+    let limit = read.limit.unwrap_or(usize::MAX);
     let mut tally = Tally::default();
     let mut products = Vec::new();
-    for_each_product(data, args.strict, &mut tally, |p, t| {
+    for_each_product(data, read.strict, &mut tally, |p, t| {
         if products.len() >= limit {
             return Ok(());
         }
@@ -135,7 +269,8 @@ fn evaluate(model: &Estimator, data: &Path, args: &EvalArgs, print_rows: bool) -
         Ok(())
     })?;
     let mut rows: Vec<Row> = Vec::new();
-    for (p, e) in products.iter().zip(model.estimate_batch(&products)) {
+    let mut errors = 0;
+    for (p, e) in products.iter().zip(model.estimate_all(&products)?) {
         let truth = p.price.unwrap_or(0.0);
         match e {
             Ok(e) => {
@@ -148,18 +283,22 @@ fn evaluate(model: &Estimator, data: &Path, args: &EvalArgs, print_rows: bool) -
             }
             Err(err) => {
                 eprintln!("{}: {:?}: {err}; skipped", data.display(), p.title);
-                tally.drop("cannot estimate");
+                tally.drop("no estimate");
+                errors += 1;
             }
         }
     }
     let pairs: Vec<(f64, f64)> = rows.iter().map(|r| (r.estimate, r.truth)).collect();
     let Some(s) = Summary::of(&pairs) else {
+        if errors > 0 {
+            bail!("no estimate for any of the {errors} priced items in {} (the reasons are above)", data.display());
+        }
         bail!("no priced items in {} ({})", data.display(), tally.summary());
     };
     if print_rows && tally.dropped.values().sum::<u64>() > 0 {
         println!("({})", tally.summary());
     }
-    Ok((rows, s))
+    Ok(Evaluated { rows, summary: s, errors })
 }
 
 fn print_row(i: usize, r: &Row, color: bool) {

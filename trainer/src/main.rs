@@ -1,6 +1,7 @@
 //! `pricer`: curate data, train and evaluate price models, export them.
 
 mod bench;
+mod chat;
 mod curate;
 mod data;
 mod embed;
@@ -34,6 +35,8 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Estimate prices of products given as text or JSONL on stdin.
     Predict(predict::PredictArgs),
+    /// Evaluate several models (files or chat:MODEL) on the same items: one markdown table.
+    Compare(eval::CompareArgs),
     /// Check a device against the CPU: same batch, outputs, loss, gradients.
     CheckDevice(bench::CheckDeviceArgs),
     /// Export a fine-tuning run as one quantized model file.
@@ -90,6 +93,7 @@ fn main() {
         Command::Train(a) => train::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Predict(a) => predict::run(a),
+        Command::Compare(a) => eval::compare(a),
         Command::Bench(a) => bench::run(a),
         Command::CheckDevice(a) => bench::check_device(a),
         Command::Export(a) => export::run(a),
