@@ -1,7 +1,7 @@
 //! The pipeline end to end through the CLI: curate a catalogue, train
 //! baselines, evaluate them, predict, and refuse damaged model files.
 
-use pricer_tests::{pricer, pricer_ok, shared_data, write_fixture, write_more_fixture};
+use pricer_tests::{pricer, pricer_ok, shared_data, write_fixture, write_more_fixture, write_tiny_tokenizer};
 use serde_json::Value;
 use std::path::Path;
 
@@ -48,6 +48,40 @@ fn curate_train_eval_predict_on_a_synthetic_catalogue() {
     let cur2 = dir.path().join("curated2");
     pricer_ok(&["curate", "--input", raw.to_str().unwrap(), "--out", cur2.to_str().unwrap(), "--seed", "3"]);
     assert_eq!(std::fs::read(cur.join("test.jsonl")).unwrap(), std::fs::read(cur2.join("test.jsonl")).unwrap());
+    // Whatever the number of threads and batches, with a tokenizer too: the same files.
+    let tok = dir.path().join("tokenizer.json");
+    write_tiny_tokenizer(&tok);
+    let mut outputs = Vec::new();
+    for (threads, batch) in [("1", "4096"), ("3", "64"), ("2", "7")] {
+        let out = dir.path().join(format!("threads-{threads}"));
+        let (raw, tok, out_s) = (raw.to_str().unwrap(), tok.to_str().unwrap(), out.to_str().unwrap());
+        let args = ["curate", "--input", raw, "--tokenizer", tok, "--max-tokens", "24", "--out", out_s];
+        pricer_ok(&[&args[..], &["--seed", "3", "--threads", threads, "--batch", batch]].concat());
+        let files: Vec<Vec<u8>> =
+            ["train.jsonl", "validation.jsonl", "test.jsonl", "curation.json", "report/report.md"]
+                .iter()
+                .map(|f| std::fs::read(out.join(f)).unwrap())
+                .collect();
+        outputs.push(files);
+    }
+    assert!(outputs.iter().all(|o| *o == outputs[0]), "curate's output depends on its thread count");
+
+    // Curating again into a used directory: an earlier run's other splits and tokenizer go,
+    // files that are not curate's stay, and nothing is left beside it.
+    let reused = dir.path().join("threads-1");
+    std::fs::write(reused.join("test-old.jsonl"), "{}\n").unwrap();
+    std::fs::write(reused.join("notes.txt"), "mine").unwrap();
+    pricer_ok(&["curate", "--input", raw.to_str().unwrap(), "--out", reused.to_str().unwrap(), "--seed", "3"]);
+    assert!(!reused.join("test-old.jsonl").exists());
+    assert_eq!(std::fs::read_to_string(reused.join("notes.txt")).unwrap(), "mine");
+    assert!(!reused.join("tokenizer.json").exists(), "the earlier run's tokenizer stayed");
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains("curating"))
+        .collect();
+    assert!(leftovers.is_empty(), "staging directories left: {leftovers:?}");
+    assert_eq!(lines(&reused.join("test.jsonl")), 60);
 
     let test = cur.join("test.jsonl");
     let mut maes = std::collections::HashMap::new();

@@ -96,9 +96,21 @@ impl<R: BufRead> Iterator for JsonlReader<R> {
                 }
             }
             if self.buf.len() > MAX_LINE_BYTES && !self.buf.ends_with(b"\n") {
-                // Skip the rest of the oversized line so the next one is read whole.
-                let mut sink = Vec::new();
-                let _ = self.inner.read_until(b'\n', &mut sink);
+                // Skip the rest of the oversized line so the next one is read
+                // whole, a buffer at a time: never holding the line in memory.
+                loop {
+                    let (found, n) = match self.inner.fill_buf() {
+                        Ok([]) | Err(_) => break,
+                        Ok(chunk) => match chunk.iter().position(|&b| b == b'\n') {
+                            Some(i) => (true, i + 1),
+                            None => (false, chunk.len()),
+                        },
+                    };
+                    self.inner.consume(n);
+                    if found {
+                        break;
+                    }
+                }
                 return err(format!("line longer than {MAX_LINE_BYTES} bytes"));
             }
             let Ok(text) = std::str::from_utf8(&self.buf) else {
@@ -533,6 +545,17 @@ mod tests {
         assert_eq!(p.description, vec!["Gold plugs"]);
         assert_eq!(p.detail("Brand").as_deref(), Some("WBC"));
         assert_eq!(p.price, Some(47.95));
+    }
+
+    #[test]
+    fn an_oversized_line_is_one_error_and_the_next_line_is_read_whole() {
+        let mut data = vec![b'x'; MAX_LINE_BYTES + 100_000];
+        data.extend_from_slice(b"\n{\"title\": \"Lamp\", \"price\": 12.5, \"text\": \"Lamp\\nBright\"}\n");
+        let got: Vec<_> = read_products(std::io::Cursor::new(data), Format::Jsonl).unwrap().collect();
+        assert_eq!(got.len(), 2);
+        let e = got[0].as_ref().unwrap_err();
+        assert_eq!((e.line, e.reason.as_str()), (1, "line longer than 16777216 bytes"));
+        assert_eq!(got[1].as_ref().unwrap().title, "Lamp");
     }
 
     #[test]

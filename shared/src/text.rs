@@ -61,6 +61,8 @@ pub struct PreparedText {
     pub content_chars: usize,
     /// True when the input was cut (by the character ceiling or the budget).
     pub truncated: bool,
+    /// Tokens in `text`, when the budget counts tokens.
+    pub tokens: Option<usize>,
 }
 
 fn scrub_re() -> &'static Regex {
@@ -139,12 +141,15 @@ pub fn prepare(product: &Product, budget: Budget) -> Result<PreparedText, Error>
         return Err(Error::EmptyProduct);
     }
     let full = if body.is_empty() { title } else { format!("{title}\n{body}") };
-    let text = match budget {
-        Budget::Tokens(tok, n) => tok.truncate(&full, n)?.trim_end().to_string(),
-        Budget::Words(n) => truncate_words(&full, n),
+    let (text, tokens) = match budget {
+        Budget::Tokens(tok, n) => {
+            let (cut, count) = tok.truncate_counted(&full, n)?;
+            (cut.trim_end().to_string(), Some(count))
+        }
+        Budget::Words(n) => (truncate_words(&full, n), None),
     };
     let truncated = cut1 || cut2 || text.len() < full.len();
-    Ok(PreparedText { text, content_chars, truncated })
+    Ok(PreparedText { text, content_chars, truncated, tokens })
 }
 
 fn truncate_words(s: &str, n: usize) -> String {

@@ -2,6 +2,11 @@
 
 use crate::Error;
 
+/// Characters per token of the prefix [`TextTokenizer::truncate`] tries
+/// first: product text averages about 4 per MiniLM token, so the prefix is
+/// nearly always enough, and far shorter than the text.
+const PREFIX_CHARS_PER_TOKEN: usize = 5;
+
 /// A Hugging Face tokenizer without the fixed padding and truncation that
 /// `tokenizer.json` files often carry: Pricer pads and truncates itself and
 /// always passes the attention mask.
@@ -21,6 +26,11 @@ pub struct Tokens {
 impl TextTokenizer {
     /// Parses `tokenizer.json` text.
     pub fn from_json(json: &str) -> Result<Self, Error> {
+        // The tokenizers crate panics (an `expect` in its decoder's
+        // deserializer) on some malformed JSON: check the syntax first, so a
+        // damaged file is an error, not a crash (found by tests/fuzz.rs).
+        serde_json::from_str::<serde::de::IgnoredAny>(json)
+            .map_err(|e| Error::Tokenizer(format!("not a valid tokenizer.json: {e}")))?;
         let mut inner = tokenizers::Tokenizer::from_bytes(json.as_bytes())
             .map_err(|e| Error::Tokenizer(format!("not a valid tokenizer.json: {e}")))?;
         inner.with_padding(None);
@@ -36,18 +46,53 @@ impl TextTokenizer {
     /// The longest prefix of `text` that holds at most `max_tokens` tokens
     /// (special tokens not counted), cut at a token boundary.
     pub fn truncate<'a>(&self, text: &'a str, max_tokens: usize) -> Result<&'a str, Error> {
+        Ok(self.truncate_counted(text, max_tokens)?.0)
+    }
+
+    /// [`truncate`](Self::truncate), and the number of tokens of the text it
+    /// returns (what [`count`](Self::count) of it gives), without tokenizing
+    /// that text again.
+    pub fn truncate_counted<'a>(&self, text: &'a str, max_tokens: usize) -> Result<(&'a str, usize), Error> {
+        // Most texts run past the budget: tokenize a prefix first. Cut at
+        // whitespace, where BERT's pre-tokenizer splits anyway, its tokens and
+        // offsets are the full text's first ones; when it holds more than the
+        // budget, the cut is the one the full text would give.
+        let guess = max_tokens.saturating_mul(PREFIX_CHARS_PER_TOKEN);
+        if max_tokens > 0
+            && let Some((end, _)) = text.char_indices().nth(guess)
+            && let Some(ws) = text[..end].rfind(char::is_whitespace)
+            && let (Some(cut), n) = self.cut(&text[..ws], max_tokens)?
+        {
+            return Ok((cut, n));
+        }
+        let (cut, n) = self.cut(text, max_tokens)?;
+        Ok((cut.unwrap_or(text), n))
+    }
+
+    /// `text` cut after `max_tokens` tokens (`None` when it holds no more
+    /// than that), and the token count of what is kept.
+    fn cut<'a>(&self, text: &'a str, max_tokens: usize) -> Result<(Option<&'a str>, usize), Error> {
         let enc = self.inner.encode(text, false).map_err(|e| Error::Tokenizer(e.to_string()))?;
         let offsets = enc.get_offsets();
         if offsets.len() <= max_tokens {
-            return Ok(text);
+            return Ok((None, offsets.len()));
         }
         if max_tokens == 0 {
-            return Ok("");
+            return Ok((Some(""), 0));
         }
         let end = offsets[max_tokens - 1].1.min(text.len());
         // Offsets are byte offsets into `text`; stay on a char boundary regardless.
         let end = (0..=end).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
-        Ok(&text[..end])
+        // The cut may end inside a word, which then tokenizes differently on
+        // its own: every token before that word stays, the word's piece is
+        // counted alone (the pre-tokenizer splits the cut text there too).
+        let words = enc.get_word_ids();
+        let last = words[max_tokens - 1];
+        let first =
+            (0..max_tokens).rev().take_while(|&j| last.is_some() && words[j] == last).last().unwrap_or(max_tokens - 1);
+        let start = offsets[first].0.min(end);
+        let start = (0..=start).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+        Ok((Some(&text[..end]), first + self.count(&text[start..end])?))
     }
 
     /// Number of tokens in `text`, special tokens not counted.
@@ -135,6 +180,51 @@ pub(crate) mod tests {
         assert_eq!(t.truncate(text, 3).unwrap(), "The steel blender");
         assert_eq!(t.truncate(text, 100).unwrap(), text);
         assert_eq!(t.truncate(text, 0).unwrap(), "");
+    }
+
+    /// The cut without the prefix shortcut: tokenize everything.
+    fn truncate_whole<'a>(t: &TextTokenizer, text: &'a str, max_tokens: usize) -> &'a str {
+        t.cut(text, max_tokens).unwrap().0.unwrap_or(text)
+    }
+
+    #[test]
+    fn the_prefix_shortcut_cuts_where_the_whole_text_would() {
+        let t = tiny_tokenizer();
+        let pieces = [
+            "the",
+            "steel",
+            "blender,",
+            "with",
+            "cables",
+            "usb-c",
+            "ünïcode",
+            "drill\n",
+            "  ",
+            "\t",
+            "pack!",
+            "x",
+            "fast",
+            "guitars",
+            "新しい",
+            "a",
+            "black.",
+            "new",
+            "",
+        ];
+        let mut rng = 12345u64;
+        for case in 0..1500 {
+            let mut text = String::new();
+            for _ in 0..(case % 60) {
+                rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                text.push_str(pieces[(rng >> 33) as usize % pieces.len()]);
+                text.push(if (rng >> 20).is_multiple_of(5) { '\n' } else { ' ' });
+            }
+            for max in [0, 1, 2, 3, 5, 8, 13] {
+                let (cut, n) = t.truncate_counted(&text, max).unwrap();
+                assert_eq!(cut, truncate_whole(&t, &text, max), "{text:?} at {max}");
+                assert_eq!(n, t.count(cut).unwrap(), "{text:?} at {max}: count of {cut:?}");
+            }
+        }
     }
 
     #[test]

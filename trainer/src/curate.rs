@@ -11,6 +11,7 @@ use pricer::text::{Budget, prepare};
 use pricer::{Product, SourceFormat, TextTokenizer};
 use rand::SeedableRng;
 use rand::seq::{IndexedRandom, SliceRandom};
+use rayon::prelude::*;
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -68,6 +69,12 @@ pub struct CurateArgs {
     /// Stop at the first malformed record instead of skipping it.
     #[arg(long)]
     pub strict: bool,
+    /// Threads preparing texts (default: every core). The output is the same for any number.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Products prepared at once, in parallel, before de-duplication takes them in order.
+    #[arg(long, default_value_t = 4096, hide = true)]
+    pub batch: usize,
 }
 
 fn parse_split(s: &str) -> Result<(f64, f64, f64), String> {
@@ -129,11 +136,20 @@ pub struct CuratedItem {
     /// How the source wrote the record, before preparation (`llm_summary`...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_format: Option<SourceFormat>,
+    /// Tokens in `text`, known from its preparation (for the report; not written).
+    #[serde(skip)]
+    pub tokens: Option<usize>,
 }
 
 pub fn run(args: &CurateArgs) -> Result<()> {
     if args.min_price > args.max_price {
         bail!("--min-price {} is above --max-price {}", args.min_price, args.max_price);
+    }
+    if let Some(n) = args.threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n.max(1))
+            .build_global()
+            .context("cannot start the worker threads")?;
     }
     let tokenizer: Option<TextTokenizer> = args.tokenizer.as_deref().map(load_tokenizer).transpose()?;
     let budget = match &tokenizer {
@@ -151,17 +167,32 @@ pub fn run(args: &CurateArgs) -> Result<()> {
     let mut items: Vec<(CuratedItem, Option<usize>)> = Vec::new();
     let mut curator = Curator { args, budget, titles: HashSet::new(), texts: HashSet::new() };
     for input in &args.inputs {
+        // Products are read in order on this thread and prepared in parallel a
+        // batch at a time; de-duplication then takes them in reading order, so
+        // the output is the same for any number of threads.
+        let batch_size = args.batch.max(1);
+        let mut batch: Vec<Product> = Vec::with_capacity(batch_size);
+        let mut judge_batch = |batch: &mut Vec<Product>, t: &mut Tally| -> Result<()> {
+            let assessed: Vec<Result<Result<Prepared, &'static str>>> =
+                batch.par_iter().map(|p| curator.assess(p)).collect();
+            for (p, a) in batch.drain(..).zip(assessed) {
+                match a?.and_then(|prep| curator.admit(&p, prep)) {
+                    Ok(item) => {
+                        let group = groups.iter().position(|g| g.selects(input, &p));
+                        items.push((item, group));
+                    }
+                    Err(reason) => t.drop(reason),
+                }
+            }
+            bar.set_message(format!("curating: kept {}, dropped {}", items.len(), t.dropped.values().sum::<u64>()));
+            Ok(())
+        };
         for_each_product(input, args.strict, &mut tally, |p: Product, t: &mut Tally| {
             bar.inc(1);
-            match curator.judge(&p)? {
-                Ok(item) => {
-                    let group = groups.iter().position(|g| g.selects(input, &p));
-                    items.push((item, group));
-                }
-                Err(reason) => t.drop(reason),
-            }
-            Ok(())
+            batch.push(p);
+            if batch.len() >= batch_size { judge_batch(&mut batch, t) } else { Ok(()) }
         })?;
+        judge_batch(&mut batch, &mut tally)?;
     }
     bar.finish_and_clear();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(args.seed);
@@ -214,14 +245,9 @@ pub fn run(args: &CurateArgs) -> Result<()> {
     // Training order must not depend on which group an item came from.
     train.shuffle(&mut rng);
 
-    std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
-    // Splits of an earlier run under other names would be read as part of this one.
-    for entry in std::fs::read_dir(&args.out)? {
-        let name = entry?.file_name().to_string_lossy().to_string();
-        if crate::data::split_kind(&name).is_some() {
-            std::fs::remove_file(args.out.join(&name))?;
-        }
-    }
+    // Everything is written to a staging directory beside the output and
+    // moved in at the end: an interrupted run leaves the last output whole.
+    let stage = staging_dir(&args.out)?;
     let mut counts = serde_json::Map::new();
     for (name, split) in std::iter::once(("train.jsonl".to_string(), &train))
         .chain(validations.iter().map(|(n, s)| (n.clone(), s)))
@@ -232,11 +258,11 @@ pub fn run(args: &CurateArgs) -> Result<()> {
             serde_json::to_writer(&mut buf, item)?;
             buf.push(b'\n');
         }
-        write_atomic(&args.out.join(&name), &buf)?;
+        write_atomic(&stage.join(&name), &buf)?;
         counts.insert(name.trim_end_matches(".jsonl").to_string(), split.len().into());
     }
     if let Some(t) = &tokenizer {
-        write_atomic(&args.out.join("tokenizer.json"), t.json().as_bytes())?;
+        write_atomic(&stage.join("tokenizer.json"), t.json().as_bytes())?;
     }
     let curation = serde_json::json!({
         "prep": PrepSettings { max_tokens: args.max_tokens, tokenizer: tokenizer.is_some() },
@@ -254,18 +280,20 @@ pub fn run(args: &CurateArgs) -> Result<()> {
         "tally": tally,
         "splits": counts,
     });
-    write_atomic(&args.out.join("curation.json"), serde_json::to_string_pretty(&curation)?.as_bytes())?;
+    write_atomic(&stage.join("curation.json"), serde_json::to_string_pretty(&curation)?.as_bytes())?;
 
     let all: Vec<&CuratedItem> =
         train.iter().chain(validations.iter().flat_map(|(_, s)| s)).chain(tests.iter().flat_map(|(_, s)| s)).collect();
     let token_lengths: Vec<usize> = all
-        .iter()
-        .map(|i| match &tokenizer {
-            Some(t) => t.count(&i.text).map_err(anyhow::Error::from),
-            None => Ok(i.text.split_whitespace().count()),
+        .par_iter()
+        .map(|i| match (&tokenizer, i.tokens) {
+            (Some(_), Some(n)) => Ok(n),
+            (Some(t), None) => t.count(&i.text).map_err(anyhow::Error::from),
+            (None, _) => Ok(i.text.split_whitespace().count()),
         })
         .collect::<Result<_>>()?;
-    report::write_data_report(&args.out.join("report"), &all, &token_lengths, &tally, tokenizer.is_some())?;
+    report::write_data_report(&stage.join("report"), &all, &token_lengths, &tally, tokenizer.is_some())?;
+    publish(&stage, &args.out)?;
 
     let secs = start.elapsed().as_secs_f64();
     println!("{}", tally.summary());
@@ -276,8 +304,59 @@ pub fn run(args: &CurateArgs) -> Result<()> {
         .collect();
     println!("split: train {}, {} -> {}", train.len(), sizes.join(", "), args.out.display());
     println!("report: {}", args.out.join("report/report.md").display());
-    println!("{:.0} items/s ({} records in {:.1} s)", tally.read as f64 / secs.max(1e-9), tally.read, secs);
+    let peak = peak_memory_mb().map(|mb| format!(", peak memory {mb:.0} MB")).unwrap_or_default();
+    println!(
+        "{:.0} items/s ({} records in {:.1} s, {} threads{peak})",
+        tally.read as f64 / secs.max(1e-9),
+        tally.read,
+        secs,
+        rayon::current_num_threads()
+    );
     Ok(())
+}
+
+/// A fresh directory beside `out` for this run's files.
+fn staging_dir(out: &std::path::Path) -> Result<PathBuf> {
+    let name = out.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "curated".into());
+    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let stage = parent.join(format!(".{name}.curating-{}", std::process::id()));
+    if stage.exists() {
+        std::fs::remove_dir_all(&stage).with_context(|| format!("cannot clear {}", stage.display()))?;
+    }
+    std::fs::create_dir_all(&stage).with_context(|| format!("cannot create {}", stage.display()))?;
+    Ok(stage)
+}
+
+/// Moves a finished run's files from `stage` into `out` (renames, on the
+/// same file system), dropping split files (and a tokenizer) of an earlier
+/// run that this one did not write: they would be read as part of it.
+fn publish(stage: &std::path::Path, out: &std::path::Path) -> Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    for entry in std::fs::read_dir(out)? {
+        let name = entry?.file_name();
+        let ours = crate::data::split_kind(&name.to_string_lossy()).is_some() || name == "tokenizer.json";
+        if ours && !stage.join(&name).exists() {
+            std::fs::remove_file(out.join(&name))?;
+        }
+    }
+    for entry in std::fs::read_dir(stage)? {
+        let entry = entry?;
+        let target = out.join(entry.file_name());
+        if entry.file_type()?.is_dir() && target.is_dir() {
+            std::fs::remove_dir_all(&target).with_context(|| format!("cannot replace {}", target.display()))?;
+        }
+        std::fs::rename(entry.path(), &target).with_context(|| format!("cannot move into {}", target.display()))?;
+    }
+    std::fs::remove_dir(stage).with_context(|| format!("cannot remove {}", stage.display()))?;
+    Ok(())
+}
+
+/// The process's peak resident memory (Linux), in MB.
+fn peak_memory_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
 }
 
 impl TestGroup {
@@ -333,10 +412,17 @@ struct Curator<'a> {
     texts: HashSet<String>,
 }
 
+/// A product that passed the rules that need no other item.
+struct Prepared {
+    title_key: String,
+    text: String,
+    tokens: Option<usize>,
+}
+
 impl Curator<'_> {
-    /// The curated item, or the reason it is dropped. Errors only when the
-    /// tokenizer itself fails.
-    fn judge(&mut self, p: &Product) -> Result<Result<CuratedItem, &'static str>> {
+    /// The rules of one product alone: price, text, content. Errors only when
+    /// the tokenizer itself fails. Runs on any thread.
+    fn assess(&self, p: &Product) -> Result<Result<Prepared, &'static str>> {
         let args = self.args;
         let Some(price) = p.price else { return Ok(Err("no price")) };
         if price < args.min_price || price > args.max_price {
@@ -353,22 +439,29 @@ impl Curator<'_> {
         if !sampled && prep.content_chars < args.min_chars {
             return Ok(Err("too little content"));
         }
+        Ok(Ok(Prepared { title_key: p.title.trim().to_lowercase(), text: prep.text, tokens: prep.tokens }))
+    }
+
+    /// The curated item, or why it repeats an earlier one. Products must come in reading order.
+    fn admit(&mut self, p: &Product, prep: Prepared) -> Result<CuratedItem, &'static str> {
+        let args = self.args;
         if !args.keep_duplicates {
-            if !self.titles.insert(p.title.trim().to_lowercase()) {
-                return Ok(Err("duplicate title"));
+            if !self.titles.insert(prep.title_key) {
+                return Err("duplicate title");
             }
             if !self.texts.insert(prep.text.clone()) {
-                return Ok(Err("duplicate text"));
+                return Err("duplicate text");
             }
         }
-        Ok(Ok(CuratedItem {
+        Ok(CuratedItem {
             title: p.title.clone(),
             category: p.category.clone().or_else(|| args.category.clone()),
-            price,
+            price: p.price.unwrap_or_default(),
             text: prep.text,
             details: p.details_json(),
             source_format: p.format,
-        }))
+            tokens: prep.tokens,
+        })
     }
 }
 
@@ -421,6 +514,8 @@ mod tests {
             tests: vec![],
             seed: 1,
             strict: false,
+            threads: None,
+            batch: 4096,
         }
     }
 
@@ -432,6 +527,7 @@ mod tests {
             text: String::new(),
             details: String::new(),
             source_format: None,
+            tokens: None,
         };
         (item, ())
     }
@@ -446,6 +542,13 @@ mod tests {
         let cheap: Vec<_> = out.iter().filter(|i| i.0.price < 100.0).collect();
         assert_eq!(cheap.len(), 3);
         assert_eq!(out.iter().filter(|i| i.0.price == 500.0).count(), 10);
+    }
+
+    impl Curator<'_> {
+        /// Both steps for one product, as `run` takes them.
+        fn judge(&mut self, p: &Product) -> Result<Result<CuratedItem, &'static str>> {
+            Ok(self.assess(p)?.and_then(|prep| self.admit(p, prep)))
+        }
     }
 
     fn product(title: &str, price: Option<f64>, chars: usize) -> Product {
