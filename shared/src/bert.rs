@@ -5,7 +5,7 @@
 //! Tensor names mirror the Hugging Face checkpoint (`embeddings.*`,
 //! `encoder.layer.N.*`); the head adds `head.*`.
 
-use candle_core::{D, DType, Device, Result, Tensor};
+use candle_core::{DType, Device, Result, Tensor};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
@@ -94,7 +94,7 @@ impl Linear {
     }
 }
 
-/// Layer normalisation from primitive ops (candle's fused op has no backward).
+/// Layer normalisation (fused on CPU, with its own backward: `fused.rs`).
 #[derive(Debug, Clone)]
 pub struct LayerNorm {
     weight: Tensor,
@@ -112,7 +112,7 @@ impl LayerNorm {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        candle_nn::ops::layer_norm_slow(x, &self.weight, &self.bias, self.eps as f32)
+        crate::fused::layer_norm(x, &self.weight, &self.bias, self.eps)
     }
 }
 
@@ -217,11 +217,11 @@ impl Layer {
         let k = split(self.key.forward(x)?)?;
         let v = split(self.value.forward(x)?)?;
         let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?.broadcast_add(mask_bias)?;
-        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+        let probs = crate::fused::softmax_last_dim(&scores)?;
         let ctx = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((b, t, h))?;
         let a = drop(self.attn_out.forward(&ctx)?, dropout)?;
         let x = self.attn_norm.forward(&(a + x)?)?;
-        let f = self.intermediate.forward(&x)?.gelu_erf()?;
+        let f = crate::fused::gelu(&self.intermediate.forward(&x)?)?;
         let f = drop(self.output.forward(&f)?, dropout)?;
         self.out_norm.forward(&(f + x)?)
     }
@@ -295,7 +295,7 @@ impl Head {
     /// `[b, hidden]` to `[b, HEAD_OUTPUTS]`.
     pub fn forward(&self, pooled: &Tensor, mut dropout: Option<&mut Dropout>) -> Result<Tensor> {
         let x = drop(pooled.clone(), &mut dropout)?;
-        let x = self.dense.forward(&x)?.gelu_erf()?;
+        let x = crate::fused::gelu(&self.dense.forward(&x)?)?;
         self.out.forward(&x)
     }
 }
