@@ -7,8 +7,10 @@
 use candle_core::cpu::erf::erf_f64;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, D, DType, Layout, Result, Shape, Tensor, bail};
 
+/// Native CPU training and inference. In the browser the primitive ops stay:
+/// there is no backward to save, and the fused ops measured no faster there.
 fn fused(t: &Tensor) -> bool {
-    t.device().is_cpu() && t.dtype() == DType::F32
+    cfg!(not(target_arch = "wasm32")) && t.device().is_cpu() && t.dtype() == DType::F32
 }
 
 /// Softmax over the last dimension.
