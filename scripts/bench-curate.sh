@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
-# Curate throughput at scale (outside CI): writes 100,000 raw Amazon records
-# from ../shared's unpriced-22k texts (half with seeded prices), then times
+# Curate throughput at scale (outside CI): writes N raw Amazon records from
+# the unpriced-22k texts (half with seeded prices), then times
 # `pricer curate --tokenizer` on 1 and 2 threads (and BASELINE, another
 # pricer binary, when given), printing records/s and peak memory, and checks
 # that every run wrote the same files.
-#   scripts/bench-curate.sh [N] [BASELINE_PRICER]
+#   scripts/bench-curate.sh UNPRICED_22K.jsonl.gz [N] [BASELINE_PRICER]
 set -euo pipefail
+[ $# -ge 1 ] || { echo "usage: $0 UNPRICED_22K.jsonl.gz [N] [BASELINE_PRICER]" >&2; exit 2; }
+UNPRICED=$(realpath "$1"); N=${2:-100000}; BASELINE=${3:+$(realpath "$3")}
 cd "$(dirname "$0")/.."
-N=${1:-100000}; BASELINE=${2:-}
+
 TOK=models/all-MiniLM-L6-v2/tokenizer.json
 [ -f "$TOK" ] || scripts/fetch-minilm.sh models/all-MiniLM-L6-v2
 cargo build --release --locked -q
 WORK=$(mktemp -d); trap 'rm -rf "$WORK"' EXIT
-python3 scripts/make_raw_records.py ../shared/data/amazon-2023/unpriced-22k.jsonl.gz "$WORK/raw.jsonl.gz" "$N"
+python3 scripts/make_raw_records.py "$UNPRICED" "$WORK/raw.jsonl.gz" "$N"
 run() { # NAME BINARY ARGS...
   local name=$1 bin=$2; shift 2
   local line

@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """Writes N raw Amazon Reviews 2023 metadata records (JSON Lines, gzip) from
-../shared's unpriced-22k texts, for timing `pricer curate` at scale (issue 14's
+the unpriced-22k texts (`{"id", "title", "full"}` lines), for timing `pricer curate` at scale (issue 14's
 benchmark, scripts/bench-curate.sh). Records cycle through the 22k items; each
 pass changes the title and adds a line so that de-duplication keeps them; half
 get a seeded price, the rest none, like the real files.
 
-  make_raw_records.py ../shared/data/amazon-2023/unpriced-22k.jsonl.gz OUT.jsonl.gz [N] [SEED]
+  make_raw_records.py UNPRICED_22K.jsonl.gz OUT.jsonl.gz [N] [SEED]
 """
 import ast, gzip, json, random, sys
 

@@ -85,6 +85,20 @@ fn curate_train_eval_predict_on_a_synthetic_catalogue() {
 
     let test = cur.join("test.jsonl");
     let mut maes = std::collections::HashMap::new();
+    // A reader that stops early (`pricer eval ... | head -1`) ends the run quietly, without a panic.
+    let constant = dir.path().join("early.gguf");
+    pricer_ok(&["train", "--kind", "constant", "--data", cur.to_str().unwrap(), "--out", constant.to_str().unwrap()]);
+    let mut child = std::process::Command::new(pricer_tests::pricer_bin())
+        .args(["eval", "--model", constant.to_str().unwrap(), "--data", test.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked") && out.status.code() != Some(101), "{:?}: {stderr}", out.status);
+
     for kind in ["constant", "features", "bow", "tfidf-ridge"] {
         let model = dir.path().join(format!("{kind}.gguf"));
         let out =

@@ -240,37 +240,32 @@ fn hand_featurizer(products: &[Product]) -> Featurizer {
     let mean = |xs: Vec<f64>| if xs.is_empty() { 0.0 } else { xs.iter().sum::<f64>() / xs.len() as f64 };
     let weight_mean = mean(products.iter().filter_map(weight_lb).map(f64::ln_1p).collect()) as f32;
     let log_rank_mean = mean(products.iter().filter_map(mean_rank).map(f64::ln_1p).collect()) as f32;
-    let mut brand_counts: HashMap<String, usize> = HashMap::new();
-    for b in products.iter().filter_map(brand) {
-        *brand_counts.entry(b.to_lowercase()).or_default() += 1;
-    }
-    let mut brands: Vec<(String, usize)> = brand_counts.into_iter().filter(|(_, c)| *c >= 3).collect();
+    let mut brands: Vec<(String, usize)> = brand_counts(products).into_iter().filter(|(_, c)| *c >= 3).collect();
     brands.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     brands.truncate(40);
-    let categories: Vec<String> = products
-        .iter()
-        .filter_map(|p| p.category.clone())
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    Featurizer::Hand { brands: brands.into_iter().map(|b| b.0).collect(), categories, weight_mean, log_rank_mean }
+    let brands = brands.into_iter().map(|b| b.0).collect();
+    Featurizer::Hand { brands, categories: categories(products), weight_mean, log_rank_mean }
 }
 
-/// Brands seen at least twice in training (sorted) and every category.
-fn details_featurizer(products: &[Product]) -> Featurizer {
+/// How many training products name each brand (lowercased).
+fn brand_counts(products: &[Product]) -> HashMap<String, usize> {
     let mut counts: HashMap<String, usize> = HashMap::new();
     for b in products.iter().filter_map(brand) {
         *counts.entry(b.to_lowercase()).or_default() += 1;
     }
-    let mut brands: Vec<String> = counts.into_iter().filter(|(_, c)| *c >= 2).map(|(b, _)| b).collect();
+    counts
+}
+
+/// Every category of the training products, sorted.
+fn categories(products: &[Product]) -> Vec<String> {
+    products.iter().filter_map(|p| p.category.clone()).collect::<std::collections::BTreeSet<_>>().into_iter().collect()
+}
+
+/// Brands seen at least twice in training (sorted) and every category.
+fn details_featurizer(products: &[Product]) -> Featurizer {
+    let mut brands: Vec<String> = brand_counts(products).into_iter().filter(|(_, c)| *c >= 2).map(|(b, _)| b).collect();
     brands.sort();
-    let categories: Vec<String> = products
-        .iter()
-        .filter_map(|p| p.category.clone())
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    Featurizer::Details { brands, categories }
+    Featurizer::Details { brands, categories: categories(products) }
 }
 
 /// Document frequency of each term.
