@@ -16,10 +16,28 @@ pub type Sparse = Vec<(u32, f32)>;
 /// Words as scikit-learn's default token pattern sees them: 2+ word
 /// characters, lowercased.
 pub fn words(text: &str) -> Vec<String> {
-    static RE: OnceLock<Regex> = OnceLock::new();
-    let re = RE.get_or_init(|| Regex::new(r"\b\w\w+\b").expect("valid regex"));
     let lower = text.to_lowercase();
-    re.find_iter(&lower).map(|m| m.as_str().to_string()).collect()
+    word_regex().find_iter(&lower).map(|m| m.as_str().to_string()).collect()
+}
+
+fn word_regex() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| Regex::new(r"\b\w\w+\b").expect("valid regex"))
+}
+
+/// `text` with every occurrence of `word` (as [`words`] finds it,
+/// lowercased) taken out; the rest of the text unchanged.
+pub fn without_word(text: &str, word: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut last = 0;
+    for m in word_regex().find_iter(text) {
+        if m.as_str().to_lowercase() == word {
+            out.push_str(&text[last..m.start()]);
+            last = m.end();
+        }
+    }
+    out.push_str(&text[last..]);
+    out
 }
 
 /// Words, then (when `bigrams`) every pair of neighbouring words.
@@ -124,6 +142,15 @@ pub fn year_first_available(p: &Product) -> Option<f64> {
 /// Number of leading dense features of [`Featurizer::Details`].
 pub const DETAILS_DENSE: usize = 9;
 
+/// What one feature of a linear model stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeatureLabel {
+    /// A word, or two neighbouring words joined by a space.
+    Term(String),
+    /// A field of the product's details (weight, brand...).
+    Field(String),
+}
+
 /// Turns a product and its prepared text into features.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Featurizer {
@@ -215,6 +242,35 @@ impl Featurizer {
                 }
                 f.sort_by_key(|(i, _)| *i);
                 f
+            }
+        }
+    }
+
+    /// What feature `i` stands for: a term of the text, or a field of the
+    /// product (a value and its missing-value flag share one field name).
+    pub fn feature_label(&self, i: usize) -> FeatureLabel {
+        let field = |s: &str| FeatureLabel::Field(s.to_string());
+        let one_hot = |dense: usize, brands: &[String], categories: &[String]| match i - dense {
+            b if b < brands.len() => FeatureLabel::Field(format!("brand: {}", brands[b])),
+            c => FeatureLabel::Field(format!("category: {}", categories.get(c - brands.len()).map_or("?", |s| s))),
+        };
+        match self {
+            Featurizer::Hand { brands, categories, .. } => match i {
+                0 => field("text length"),
+                1 | 2 => field("weight"),
+                3 | 4 => field("best-sellers rank"),
+                _ => one_hot(HAND_DENSE, brands, categories),
+            },
+            Featurizer::Details { brands, categories } => match i {
+                0 => field("has details"),
+                1 | 2 => field("weight"),
+                3 | 4 => field("volume"),
+                5 | 6 => field("best-sellers rank"),
+                7 | 8 => field("year first available"),
+                _ => one_hot(DETAILS_DENSE, brands, categories),
+            },
+            Featurizer::Bow { vocab } | Featurizer::Tfidf { vocab, .. } => {
+                FeatureLabel::Term(vocab.get(i).cloned().unwrap_or_default())
             }
         }
     }

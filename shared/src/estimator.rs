@@ -330,7 +330,7 @@ impl Estimator {
         Ok(Estimator { kind, prep, predictor, log_range, file })
     }
 
-    fn neural(&self) -> Option<&NeuralPricer> {
+    pub(crate) fn neural(&self) -> Option<&NeuralPricer> {
         match &self.predictor {
             Predictor::Neural(n) => Some(n),
             Predictor::Stack(s) => s.neural.as_ref(),
@@ -351,30 +351,26 @@ impl Estimator {
     /// Estimates many products, running the encoder on batches of [`BATCH`].
     /// One product's failure (e.g. an empty description) leaves the others' estimates.
     pub fn estimate_batch(&self, products: &[Product]) -> Vec<Result<Estimate, Error>> {
-        products
-            .iter()
-            .zip(self.member_values(products))
-            .map(|(p, v)| {
-                let v = v?;
-                Ok(match &self.predictor {
-                    Predictor::Constant(c) => with_range(*c, self.log_range),
-                    Predictor::Linear(m) => {
-                        with_range(m.price(p, &text::model_input(p, self.prep.budget())?), self.log_range)
-                    }
-                    Predictor::Neural(_) => {
-                        let o = v.head.ok_or_else(|| Error::Model("no encoder output".into()))?;
-                        neural_estimate(o[0], &o, 1.0)
-                    }
-                    Predictor::Stack(s) => {
-                        let blended = s.blend(&v.values);
-                        match v.head {
-                            Some(o) => neural_estimate(blended, &o, s.band_scale),
-                            None => with_range(blended.exp_m1().max(0.0), self.log_range),
-                        }
-                    }
-                })
-            })
-            .collect()
+        products.iter().zip(self.member_values(products)).map(|(p, v)| self.estimate_from(p, v?)).collect()
+    }
+
+    /// The estimate of a product whose member values are computed.
+    pub(crate) fn estimate_from(&self, p: &Product, v: MemberValues) -> Result<Estimate, Error> {
+        Ok(match &self.predictor {
+            Predictor::Constant(c) => with_range(*c, self.log_range),
+            Predictor::Linear(m) => with_range(m.price(p, &text::model_input(p, self.prep.budget())?), self.log_range),
+            Predictor::Neural(_) => {
+                let o = v.head.ok_or_else(|| Error::Model("no encoder output".into()))?;
+                neural_estimate(o[0], &o, 1.0)
+            }
+            Predictor::Stack(s) => {
+                let blended = s.blend(&v.values);
+                match v.head {
+                    Some(o) => neural_estimate(blended, &o, s.band_scale),
+                    None => with_range(blended.exp_m1().max(0.0), self.log_range),
+                }
+            }
+        })
     }
 
     /// Each product's stack member values and encoder outputs, the encoder run
@@ -392,7 +388,9 @@ impl Estimator {
         out
     }
 
-    fn chunk_values(
+    /// Member values of products whose model inputs are given (the encoder
+    /// run on them as one batch).
+    pub(crate) fn chunk_values(
         &self,
         ps: &[Product],
         inputs: Vec<Result<String, Error>>,

@@ -13,6 +13,72 @@ pub mod keys {
     pub const TEMPERATURE: &str = "pricer.knn.temperature";
     pub const VECTORS: &str = "knn.vectors";
     pub const LOG_PRICES: &str = "knn.log_prices";
+    /// The indexed items' titles, one per line (comparables to show).
+    pub const TITLES: &str = "pricer.knn.titles";
+    /// The distinct category names of the indexed items.
+    pub const CATEGORY_NAMES: &str = "pricer.knn.category_names";
+    /// Per item: 1 + its category's position in the names, 0 for none.
+    pub const CATEGORIES: &str = "knn.categories";
+}
+
+/// Longest title kept in the index, in characters: enough to recognise a
+/// product, and a bound on what the file stores per item.
+pub const MAX_TITLE_CHARS: usize = 100;
+
+/// What a person sees of an indexed item: its title and category.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ItemLabels {
+    pub titles: Vec<String>,
+    pub category_names: Vec<String>,
+    /// Per item: 1 + index into `category_names`, 0 for none.
+    pub categories: Vec<u16>,
+}
+
+impl ItemLabels {
+    /// Labels for items given as (title, category): titles on one line, cut
+    /// to [`MAX_TITLE_CHARS`] at a word boundary (with "…").
+    pub fn new<'a>(items: impl IntoIterator<Item = (&'a str, Option<&'a str>)>) -> Self {
+        let mut labels = ItemLabels::default();
+        for (title, category) in items {
+            labels.titles.push(short_title(title));
+            let c = match category {
+                None => 0,
+                Some(c) => match labels.category_names.iter().position(|n| n == c) {
+                    Some(i) => i + 1,
+                    None => {
+                        labels.category_names.push(c.to_string());
+                        labels.category_names.len()
+                    }
+                },
+            };
+            labels.categories.push(c.min(u16::MAX as usize) as u16);
+        }
+        labels
+    }
+
+    pub fn category(&self, item: usize) -> Option<&str> {
+        let c = *self.categories.get(item)? as usize;
+        self.category_names.get(c.checked_sub(1)?).map(String::as_str)
+    }
+}
+
+/// A title as the index keeps it: whitespace and control characters as
+/// single spaces, at most [`MAX_TITLE_CHARS`] characters.
+pub fn short_title(title: &str) -> String {
+    let one_line: String = title
+        .split(|c: char| c.is_whitespace() || c.is_control())
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    if one_line.chars().count() <= MAX_TITLE_CHARS {
+        return one_line;
+    }
+    let cut: String = one_line.chars().take(MAX_TITLE_CHARS - 1).collect();
+    let cut = match cut.rfind(' ') {
+        Some(i) if i > MAX_TITLE_CHARS / 2 => cut[..i].to_string(),
+        _ => cut,
+    };
+    format!("{cut}…")
 }
 
 /// Unit-length embeddings of training items with their log(1 + price).
@@ -27,6 +93,9 @@ pub struct Knn {
     /// Softmax temperature over cosine similarities: small values trust the
     /// closest neighbours most.
     pub temperature: f32,
+    /// Titles and categories of the items (files written before comparables
+    /// were shown have none).
+    pub labels: Option<Box<ItemLabels>>,
 }
 
 /// One neighbour: its row in the index and its cosine similarity.
@@ -40,6 +109,20 @@ pub struct Neighbour {
 pub fn normalized(v: &[f32]) -> Vec<f32> {
     let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
     if norm > 0.0 { v.iter().map(|x| x / norm).collect() } else { v.to_vec() }
+}
+
+/// Dot product in eight independent lanes, so the compiler can keep them in
+/// SIMD registers (a single running sum forces one addition after another).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            lanes[i] += x[i] * y[i];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
 }
 
 impl Knn {
@@ -58,7 +141,21 @@ impl Knn {
             )));
         }
         let vectors = vectors.chunks(dim).flat_map(normalized).collect();
-        Ok(Self { vectors, log_prices, dim, k, temperature })
+        Ok(Self { vectors, log_prices, dim, k, temperature, labels: None })
+    }
+
+    /// The index with each item's title and category (in the vectors' order).
+    pub fn with_labels(mut self, labels: ItemLabels) -> Result<Self, Error> {
+        if labels.titles.len() != self.len() || labels.categories.len() != self.len() {
+            return Err(Error::Model(format!(
+                "{} titles and {} categories for {} indexed items",
+                labels.titles.len(),
+                labels.categories.len(),
+                self.len()
+            )));
+        }
+        self.labels = Some(Box::new(labels));
+        Ok(self)
     }
 
     pub fn len(&self) -> usize {
@@ -79,7 +176,7 @@ impl Knn {
         let q = normalized(query);
         let mut best: Vec<Neighbour> = Vec::with_capacity(k + 1);
         for (index, row) in self.vectors.chunks_exact(self.dim).enumerate() {
-            let similarity: f32 = row.iter().zip(&q).map(|(a, b)| a * b).sum();
+            let similarity = dot(row, &q);
             if best.len() < k || similarity > best[best.len() - 1].similarity {
                 let at = best.partition_point(|n| n.similarity >= similarity);
                 best.insert(at, Neighbour { index, similarity });
@@ -112,6 +209,10 @@ impl Knn {
         w.add_tensor(keys::VECTORS, QTensor::quantize(&t, dtype)?);
         w.add_f32(keys::LOG_PRICES, &self.log_prices)?;
         w.set_u32(keys::K, self.k as u32).set_f64(keys::TEMPERATURE, self.temperature as f64);
+        if let Some(l) = &self.labels {
+            w.set_str(keys::TITLES, &l.titles.join("\n")).set_strs(keys::CATEGORY_NAMES, &l.category_names);
+            w.add_f32(keys::CATEGORIES, &l.categories.iter().map(|c| *c as f32).collect::<Vec<_>>())?;
+        }
         Ok(())
     }
 
@@ -132,7 +233,28 @@ impl Knn {
         let vectors = f.tensor_f32(keys::VECTORS)?;
         let k = f.u32(keys::K)? as usize;
         let temperature = f.f64(keys::TEMPERATURE)? as f32;
-        Knn::new(&vectors, log_prices, dim, k, temperature).map_err(|e| Error::ModelFile(e.to_string()))
+        let knn = Knn::new(&vectors, log_prices, dim, k, temperature).map_err(|e| Error::ModelFile(e.to_string()))?;
+        let Some(text) = f.opt_str(keys::TITLES) else { return Ok(knn) };
+        let titles: Vec<String> = if n == 0 { vec![] } else { text.split('\n').map(str::to_string).collect() };
+        let category_names = f.strs(keys::CATEGORY_NAMES)?;
+        let categories: Vec<u16> = f
+            .tensor_f32(keys::CATEGORIES)?
+            .into_iter()
+            .map(|c| {
+                let c = c as usize;
+                if c <= category_names.len() { Ok(c as u16) } else { Err(c) }
+            })
+            .collect::<Result<_, _>>()
+            .map_err(|c| {
+                Error::ModelFile(format!("item category {c} is not one of the {} names", category_names.len()))
+            })?;
+        knn.with_labels(ItemLabels { titles, category_names, categories })
+            .map_err(|e| Error::ModelFile(format!("neighbour index: {e}")))
+    }
+
+    /// The neighbours' prices in dollars, each with its similarity.
+    pub fn price(&self, index: usize) -> f64 {
+        (self.log_prices[index] as f64).exp_m1().max(0.0)
     }
 }
 
@@ -189,5 +311,37 @@ mod tests {
         let q = &vectors[2 * dim..3 * dim];
         assert_eq!(back.nearest(q, 1)[0].index, 2);
         assert!((back.log_estimate(q) - knn.log_estimate(q)).abs() < 0.1);
+    }
+
+    #[test]
+    fn titles_and_categories_round_trip_and_bad_ones_are_refused() {
+        let items =
+            [("Red <b>kettle</b>", Some("Appliances")), ("Blue\nmug", None), ("Green kettle", Some("Appliances"))];
+        let labels = ItemLabels::new(items.iter().map(|(t, c)| (*t, *c)));
+        assert_eq!(labels.titles, vec!["Red <b>kettle</b>", "Blue mug", "Green kettle"]);
+        assert_eq!(
+            (labels.category(0), labels.category(1), labels.category(2)),
+            (Some("Appliances"), None, Some("Appliances"))
+        );
+        let v = [1.0, 0.0, 0.0, 1.0, 0.7, 0.7];
+        let knn = Knn::new(&v, vec![1.0, 2.0, 3.0], 2, 2, 0.1).unwrap();
+        assert!(knn.clone().with_labels(ItemLabels::new([("one", None)])).is_err(), "one title for three items");
+        let knn = knn.with_labels(labels.clone()).unwrap();
+        let mut w = ModelWriter::new("test");
+        knn.write(&mut w).unwrap();
+        let back = Knn::read(&ModelFile::from_bytes(&w.to_bytes().unwrap()).unwrap()).unwrap();
+        assert_eq!(back.labels.as_deref(), Some(&labels));
+        // A category number past the names is a damaged file, not a panic later.
+        let mut w = ModelWriter::new("test");
+        knn.write(&mut w).unwrap();
+        w.add_f32(keys::CATEGORIES, &[1.0, 0.0, 9.0]).unwrap();
+        let err = Knn::read(&ModelFile::from_bytes(&w.to_bytes().unwrap()).unwrap()).unwrap_err().to_string();
+        assert!(err.contains("category 9"), "{err}");
+        // So is a title count that does not match the index.
+        let mut w = ModelWriter::new("test");
+        knn.write(&mut w).unwrap();
+        w.set_str(keys::TITLES, "only one");
+        let err = Knn::read(&ModelFile::from_bytes(&w.to_bytes().unwrap()).unwrap()).unwrap_err().to_string();
+        assert!(err.contains("1 titles"), "{err}");
     }
 }

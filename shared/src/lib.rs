@@ -10,6 +10,7 @@
 pub mod baselines;
 pub mod bert;
 pub mod estimator;
+pub mod explain;
 pub mod fused;
 pub mod knn;
 pub mod metrics;

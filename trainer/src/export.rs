@@ -11,7 +11,7 @@ use candle_core::{DType, Device, Tensor};
 use pricer::baselines::LinearModel;
 use pricer::bert::QUANTILES;
 use pricer::estimator::{Member, Predictor, Prep, Stack, keys};
-use pricer::knn::Knn;
+use pricer::knn::{ItemLabels, Knn};
 use pricer::metrics::Summary;
 use pricer::model_file::{ModelFile, ModelWriter};
 use pricer::{Estimator, Product};
@@ -185,7 +185,9 @@ pub fn run(args: &ExportArgs) -> Result<()> {
     let stack = if stacked {
         let knn = if args.knn > 0 {
             let (vectors, log_prices, dim) = neighbour_vectors(&rw, args, &ds)?;
-            Some(Knn::new(&vectors, log_prices, dim, args.knn, args.knn_temperature)?)
+            // Titles and categories, so an estimate can show its comparables.
+            let labels = ItemLabels::new(ds.train.iter().map(|p| (p.title.as_str(), p.category.as_deref())));
+            Some(Knn::new(&vectors, log_prices, dim, args.knn, args.knn_temperature)?.with_labels(labels)?)
         } else {
             None
         };

@@ -2,7 +2,10 @@
 
 use crate::chat::ChatArgs;
 use crate::eval::Pricer;
-use anyhow::Result;
+use anyhow::{Result, bail};
+use pricer::Estimator;
+use pricer::estimator::Predictor;
+use pricer::explain::{ExplainOptions, Explanation, TOP_WORDS};
 use pricer::readers::parse_json_record;
 use pricer::{Estimate, Product};
 use std::io::{BufRead, Write};
@@ -17,12 +20,35 @@ pub struct PredictArgs {
     /// A product as text: title on the first line, then its description.
     /// Without it, products are read as JSON Lines from stdin.
     pub text: Option<String>,
+    /// Also say why: the typical price, the words and details that raised
+    /// or lowered the estimate, and comparable training items.
+    #[arg(long)]
+    pub explain: bool,
+    /// List the K training items nearest to each product, with their prices
+    /// (models with a neighbour index; 5 with --explain unless given).
+    #[arg(long, value_name = "K")]
+    pub neighbours: Option<usize>,
+    /// With --explain: how many of the most influential words are taken out
+    /// of the text one at a time to measure the encoder's share (one encoder
+    /// pass each).
+    #[arg(long, default_value_t = 6, value_name = "N")]
+    pub occlude: usize,
     #[command(flatten)]
     pub chat: ChatArgs,
 }
 
 pub fn run(args: &PredictArgs) -> Result<()> {
     let mut model = Pricer::open(&args.model, &args.chat)?;
+    if args.explain || args.neighbours.is_some() {
+        let Pricer::File(est) = &model else {
+            bail!("--explain and --neighbours need a model file: a chat model gives no reasons to show");
+        };
+        let opts = ExplainOptions {
+            comparables: args.neighbours.unwrap_or(5),
+            occlude: if args.explain { args.occlude } else { 0 },
+        };
+        return explain_all(est, args, opts);
+    }
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     if let Some(text) = &args.text {
@@ -62,6 +88,78 @@ pub fn run(args: &PredictArgs) -> Result<()> {
         }
     }
     flush(&mut pending, &mut out)
+}
+
+/// `predict --explain` / `--neighbours`: one JSON line per product.
+fn explain_all(est: &Estimator, args: &PredictArgs, opts: ExplainOptions) -> Result<()> {
+    if opts.comparables > 0 && !has_comparables(est) {
+        bail!("{} has no titled neighbour index to list comparables from (export with --knn K)", args.model.display());
+    }
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let one = |line: Option<u64>, p: Result<Product, String>, out: &mut dyn Write| -> Result<bool> {
+        let answer = p.and_then(|p| est.explain(&p, opts).map_err(|e| e.to_string()));
+        let ok = answer.is_ok();
+        let mut obj = match answer {
+            Ok(x) => explanation_json(&x, args.explain),
+            Err(err) => serde_json::json!({"error": err}),
+        };
+        if let Some(n) = line {
+            obj["line"] = n.into();
+        }
+        writeln!(out, "{obj}")?;
+        Ok(ok)
+    };
+    if let Some(text) = &args.text {
+        if !one(None, Ok(Product::from_free_text(text)), &mut out)? {
+            std::process::exit(1);
+        }
+        return Ok(());
+    }
+    for (i, line) in std::io::stdin().lock().lines().enumerate() {
+        let n = i as u64 + 1;
+        match line {
+            Ok(l) if l.trim().is_empty() => continue,
+            Ok(l) => one(Some(n), parse_json_record(&l), &mut out)?,
+            Err(e) => one(Some(n), Err(format!("cannot read line: {e}")), &mut out)?,
+        };
+    }
+    Ok(())
+}
+
+fn has_comparables(est: &Estimator) -> bool {
+    matches!(&est.predictor, Predictor::Stack(s) if s.knn.as_ref().is_some_and(|k| k.labels.is_some()))
+}
+
+/// An explanation as the page shows it: the estimate, then (with `reasons`)
+/// the typical price, the words that raised and lowered it most, the details
+/// and the rest, then the comparables.
+pub fn explanation_json(x: &Explanation, reasons: bool) -> serde_json::Value {
+    let e = &x.estimate;
+    let mut obj = serde_json::json!({"price": round2(e.price), "low": round2(e.low), "high": round2(e.high)});
+    let part = |a: &pricer::explain::Attribution| {
+        serde_json::json!({"label": a.label, "weight": round4(a.weight), "encoder": round4(a.encoder),
+                           "percent": round2(100.0 * a.weight.exp_m1())})
+    };
+    if reasons {
+        obj["typical"] = round2(x.typical).into();
+        obj["words"] = x.top_words(TOP_WORDS).into_iter().map(part).collect();
+        obj["details"] = x.details.iter().map(part).collect();
+        obj["rest"] = round4(x.rest).into();
+    }
+    obj["comparables"] = x
+        .comparables
+        .iter()
+        .map(|c| {
+            serde_json::json!({"title": c.title, "category": c.category, "price": round2(c.price),
+                               "similarity": round4(c.similarity as f64)})
+        })
+        .collect();
+    obj
+}
+
+fn round4(x: f64) -> f64 {
+    (x * 1e4).round() / 1e4
 }
 
 fn answer_json(line: Option<u64>, answer: Result<Estimate, String>) -> serde_json::Value {

@@ -2,6 +2,8 @@
 //! runs the model, as JSON text. The page never runs the model itself, so it
 //! never freezes.
 
+pub use pricer::explain::Comparable;
+use pricer::explain::{Explanation, TOP_WORDS};
 use serde::{Deserialize, Serialize};
 
 /// Page to worker.
@@ -40,6 +42,12 @@ pub enum Reply {
         id: u64,
         result: Result<EstimateView, String>,
     },
+    /// The estimate's reasons with the encoder's share of each word measured
+    /// (sent after the estimate, unless a newer request came first).
+    Why {
+        id: u64,
+        result: Result<Why, String>,
+    },
     BatchProgress {
         done: usize,
     },
@@ -59,6 +67,38 @@ pub struct EstimateView {
     pub truncated: bool,
     /// Characters of the text the model actually read.
     pub prepared_chars: usize,
+    /// The nearest training items, from the same encoder pass as the estimate.
+    pub comparables: Vec<Comparable>,
+    /// Why: at first from the linear members alone (`complete` false).
+    pub why: Why,
+}
+
+/// The words and details that moved an estimate (see `pricer::explain`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Why {
+    /// The price of a product the model knows nothing particular about.
+    pub typical: f64,
+    /// The words that raised the estimate most, then those that lowered it
+    /// most: (word, log-space weight).
+    pub words: Vec<(String, f64)>,
+    /// Details fields (brand, weight...) with their weights.
+    pub details: Vec<(String, f64)>,
+    /// What the encoder and neighbours read from the text as a whole.
+    pub rest: f64,
+    /// The encoder's share of the most influential words is included.
+    pub complete: bool,
+}
+
+impl Why {
+    pub fn from_explanation(x: &Explanation, complete: bool) -> Why {
+        Why {
+            typical: x.typical,
+            words: x.top_words(TOP_WORDS).into_iter().map(|a| (a.label.clone(), a.weight)).collect(),
+            details: x.details.iter().map(|a| (a.label.clone(), a.weight)).collect(),
+            rest: x.rest,
+            complete,
+        }
+    }
 }
 
 /// One line of a batch: an estimate or the reason there is none.

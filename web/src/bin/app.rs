@@ -4,7 +4,7 @@
 use leptos::prelude::*;
 use pricer::estimator::keys;
 use pricer::metrics::Grade;
-use pricer_web::{BatchRow, EstimateView, ModelCard, Reply, Request};
+use pricer_web::{BatchRow, Comparable, EstimateView, ModelCard, Reply, Request, Why};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use web_sys::{MessageEvent, Worker};
@@ -140,6 +140,19 @@ fn App() -> impl IntoView {
                     busy.set(false);
                 }
             }
+            Reply::Why { id, result: r } => {
+                if id == result_id.get_untracked() {
+                    result.update(|shown| {
+                        if let Some(Ok(e)) = shown {
+                            match r {
+                                Ok(why) => e.why = why,
+                                // The first reasons stay; only the encoder's share is missing.
+                                Err(_) => e.why.complete = true,
+                            }
+                        }
+                    });
+                }
+            }
             Reply::BatchProgress { done } => batch_done.set(Some(done)),
             Reply::BatchDone { rows } => {
                 batch_done.set(None);
@@ -263,6 +276,8 @@ fn App() -> impl IntoView {
                                 {deal.map(|d| view! { <p id="deal">{d}</p> })}
                                 <p class="meta" id="took">{format!("Estimated in {:.0} ms", e.millis)}</p>
                                 {e.truncated.then(|| view! { <p class="note" id="truncated">{format!("The text was long: the model read its first {} characters, as the command line does.", e.prepared_chars)}</p> })}
+                                {why_view(e.why.clone(), e.price)}
+                                {comparables_view(e.comparables.clone())}
                             </div>
                         }.into_any()
                     }
@@ -285,6 +300,61 @@ fn App() -> impl IntoView {
         </main>
         <footer>"Pricer estimates from text alone; check before you buy."</footer>
     }
+}
+
+/// Percent change of a log(1 + price) weight: +12%.
+fn percent(weight: f64) -> String {
+    format!("{:+.0}%", 100.0 * weight.exp_m1())
+}
+
+/// The words and details that raised and lowered the estimate.
+fn why_view(w: Why, price: f64) -> impl IntoView {
+    let row = |class: &'static str, label: String, weight: f64| {
+        let dir = if weight >= 0.0 { "up" } else { "down" };
+        let word = (class == "word").then(|| label.clone());
+        view! {
+            <li class=format!("{class} {dir}") data-weight=format!("{weight:.4}") data-word=word>
+                <span class="label">{label}</span>" "<span class="pct">{percent(weight)}</span>
+            </li>
+        }
+    };
+    let words = w.words.into_iter().map(|(l, v)| row("word", l, v)).collect_view();
+    let details = w.details.into_iter().map(|(l, v)| row("detail", l, v)).collect_view();
+    view! {
+        <div class="why" id="why" data-complete=w.complete.to_string() data-typical=format!("{:.2}", w.typical)>
+            <h3>"Why this price"</h3>
+            <p class="why-sum">{format!("From {} typical to {}. The words that raised and lowered it most:", dollars(w.typical), dollars(price))}</p>
+            <ul class="reasons">
+                {words}
+                {details}
+                <li class="rest" data-weight=format!("{:.4}", w.rest)>
+                    <span class="label">"the text as a whole (encoder and neighbours)"</span>" "<span class="pct">{percent(w.rest)}</span>
+                </li>
+            </ul>
+            {(!w.complete).then(|| view! { <p class="note" id="why-pending">"Measuring how much the encoder reads into each word…"</p> })}
+        </div>
+    }
+}
+
+/// The training items most like the product, with their prices.
+fn comparables_view(items: Vec<Comparable>) -> impl IntoView {
+    (!items.is_empty()).then(|| {
+        view! {
+            <div class="comparables">
+                <h3>"Comparable products"</h3>
+                <ol id="comparables">
+                    {items.into_iter().map(|c| view! {
+                        <li data-price=format!("{:.2}", c.price) data-similarity=format!("{:.3}", c.similarity)>
+                            <span class="title">{c.title}</span>
+                            {c.category.map(|cat| view! { <span class="category">{cat.replace('_', " ")}</span> })}
+                            <strong class="cprice">{dollars(c.price)}</strong>
+                            <span class="similarity">{format!("{:.0}% alike", 100.0 * c.similarity.max(0.0))}</span>
+                        </li>
+                    }).collect_view()}
+                </ol>
+            </div>
+        }
+    })
 }
 
 fn csv_field(s: &str) -> String {

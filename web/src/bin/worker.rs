@@ -4,10 +4,11 @@
 
 use js_sys::{Reflect, Uint8Array};
 use pricer::estimator::keys;
+use pricer::explain::ExplainOptions;
 use pricer::readers::{Format, read_products};
 use pricer::{Estimator, Product};
-use pricer_web::{BatchRow, EstimateView, MAX_INPUT_CHARS, ModelCard, Reply, Request, TestSplit};
-use std::cell::RefCell;
+use pricer_web::{BatchRow, EstimateView, MAX_INPUT_CHARS, ModelCard, Reply, Request, TestSplit, Why};
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
@@ -130,19 +131,23 @@ async fn load(url: String, model: Rc<RefCell<Option<Estimator>>>) {
     }
 }
 
+/// The text the worker reads: at most [`MAX_INPUT_CHARS`] characters, and whether it was cut.
+fn cut_input(text: &str) -> (&str, bool) {
+    match text.char_indices().nth(MAX_INPUT_CHARS) {
+        Some((i, _)) => (&text[..i], true),
+        None => (text, false),
+    }
+}
+
+/// The estimate with its comparables and the linear members' reasons, from
+/// one encoder pass.
 fn estimate(est: &Estimator, text: &str) -> Result<EstimateView, String> {
     let start = now_ms();
-    let mut cut = false;
-    let text = match text.char_indices().nth(MAX_INPUT_CHARS) {
-        Some((i, _)) => {
-            cut = true;
-            &text[..i]
-        }
-        None => text,
-    };
+    let (text, cut) = cut_input(text);
     let product = Product::from_free_text(text);
     let prepared = est.prepare(&product).map_err(|e| e.to_string())?;
-    let e = est.estimate(&product).map_err(|e| e.to_string())?;
+    let x = est.explain(&product, ExplainOptions { occlude: 0, ..Default::default() }).map_err(|e| e.to_string())?;
+    let e = x.estimate;
     Ok(EstimateView {
         price: e.price,
         low: e.low,
@@ -150,7 +155,18 @@ fn estimate(est: &Estimator, text: &str) -> Result<EstimateView, String> {
         millis: now_ms() - start,
         truncated: cut || prepared.truncated,
         prepared_chars: prepared.text.chars().count(),
+        comparables: x.comparables.clone(),
+        why: Why::from_explanation(&x, false),
     })
+}
+
+/// The reasons with the encoder's share of the most influential words (one
+/// encoder pass per word taken out).
+fn why(est: &Estimator, text: &str) -> Result<Why, String> {
+    let product = Product::from_free_text(cut_input(text).0);
+    let x =
+        est.explain(&product, ExplainOptions { comparables: 0, ..Default::default() }).map_err(|e| e.to_string())?;
+    Ok(Why::from_explanation(&x, true))
 }
 
 fn batch(est: &Estimator, name: &str, content: String) -> Vec<BatchRow> {
@@ -189,6 +205,8 @@ fn batch(est: &Estimator, name: &str, content: String) -> Vec<BatchRow> {
 fn main() {
     console_error_panic_hook::set_once();
     let model: Rc<RefCell<Option<Estimator>>> = Rc::new(RefCell::new(None));
+    // The newest estimate request: reasons for older ones are not computed.
+    let latest = Rc::new(Cell::new(0u64));
     let onmessage = Closure::<dyn FnMut(MessageEvent)>::new(move |msg: MessageEvent| {
         let Some(text) = msg.data().as_string() else { return };
         let request: Request = match serde_json::from_str(&text) {
@@ -198,11 +216,27 @@ fn main() {
         match request {
             Request::Load { url } => wasm_bindgen_futures::spawn_local(load(url, model.clone())),
             Request::Estimate { id, text } => {
+                latest.set(id);
                 let result = match model.borrow().as_ref() {
                     Some(est) => estimate(est, &text),
                     None => Err("the model is not loaded yet".into()),
                 };
+                let ok = result.is_ok();
                 send(&Reply::Estimate { id, result });
+                if ok {
+                    // The slower reasons wait a turn of the event loop, so a
+                    // newer request (the user typing on) goes first and this one is dropped.
+                    let (model, latest) = (model.clone(), latest.clone());
+                    let later = Closure::once_into_js(move || {
+                        if latest.get() != id {
+                            return;
+                        }
+                        if let Some(est) = model.borrow().as_ref() {
+                            send(&Reply::Why { id, result: why(est, &text) });
+                        }
+                    });
+                    let _ = scope().set_timeout_with_callback_and_timeout_and_arguments_0(later.unchecked_ref(), 0);
+                }
             }
             Request::Batch { name, content } => {
                 let rows = match model.borrow().as_ref() {
