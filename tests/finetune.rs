@@ -184,6 +184,54 @@ fn train_kill_resume_export_eval_predict() {
     // The range is calibrated on validation: about 80% of its prices inside.
     let coverage = info["pricer.test.coverage_pct"].as_f64().unwrap();
     assert!((50.0..=100.0).contains(&coverage), "{info}");
+    // Explanations: comparables with their titles and prices, words whose
+    // shares add up with the typical price and the rest to the estimate.
+    let text = "Acme Premium Refrigerator\nA big fridge for the family.";
+    let out = pricer_ok(&["predict", "--model", ens.to_str().unwrap(), "--explain", "--neighbours", "4", text]);
+    let x: Value = serde_json::from_str(out.trim()).unwrap();
+    let near = x["comparables"].as_array().unwrap();
+    assert_eq!(near.len(), 4, "{x}");
+    let train_titles = std::fs::read_to_string(s.data.join("train.jsonl")).unwrap();
+    for c in near {
+        let title = c["title"].as_str().unwrap();
+        assert!(train_titles.contains(&format!("\"title\":\"{title}\"")), "{title} is a training item's title");
+        assert!(c["price"].as_f64().unwrap() > 0.0 && c["similarity"].as_f64().unwrap() <= 1.0 + 1e-6);
+    }
+    let sims: Vec<f64> = near.iter().map(|c| c["similarity"].as_f64().unwrap()).collect();
+    assert!(sims.windows(2).all(|w| w[0] >= w[1]), "most similar first: {sims:?}");
+    let words = x["words"].as_array().unwrap();
+    assert!(!words.is_empty() && words.len() <= 10, "{x}");
+    // Shown: the largest raising and lowering words; all words with the details and rest add up.
+    let shown: f64 = words.iter().map(|w| w["weight"].as_f64().unwrap()).sum();
+    assert!(shown.is_finite() && x["typical"].as_f64().unwrap() > 0.0, "{x}");
+    let same = pricer_ok(&["predict", "--model", ens.to_str().unwrap(), text]);
+    let e: Value = serde_json::from_str(same.trim()).unwrap();
+    assert_eq!(e["price"], x["price"], "explaining does not change the estimate");
+    // JSONL in, one explanation per line, a bad line reported in place.
+    let mut child = std::process::Command::new(pricer_bin())
+        .args(["predict", "--model", ens.to_str().unwrap(), "--neighbours", "2"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"{\"title\": \"Acme Stapler\"}\nnot json\n").unwrap();
+    let out = String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap();
+    let lines: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert_eq!(lines[0]["comparables"].as_array().unwrap().len(), 2);
+    assert!(lines[0].get("words").is_none(), "--neighbours alone lists comparables only");
+    assert!(lines[1]["error"].is_string() && lines[1]["line"] == 2, "{out}");
+    // The measures: a row per test split with its coverage and the lookup time.
+    let out =
+        pricer_ok(&["comparables", "--model", ens.to_str().unwrap(), "--data", s.data.to_str().unwrap(), "--k", "3"]);
+    assert!(out.contains("index: ") && out.contains("| test | 30 |") && out.contains(" ms |"), "{out}");
+    // A model without a neighbour index has no comparables to list or measure.
+    let out = pricer(&["predict", "--model", q8.to_str().unwrap(), "--neighbours", "3", text]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no titled neighbour index"), "{out:?}");
+    let out = pricer(&["comparables", "--model", q8.to_str().unwrap(), "--data", s.data.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("only a stack"), "{out:?}");
+
     // A second export of the run reuses the training items' vectors.
     let again = s.root.join("again.gguf");
     let out =

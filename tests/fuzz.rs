@@ -9,6 +9,7 @@
 //!     PRICER_FUZZ_EXECS=1000000 cargo test --release --test fuzz -- --nocapture
 //! and findings are kept below as regression inputs once fixed.
 
+use pricer::explain::ExplainOptions;
 use pricer::readers::{Format, read_products};
 use pricer::text::{Budget, prepare};
 use pricer::{Estimator, Product, TextTokenizer};
@@ -199,10 +200,34 @@ fn fuzz_model_file_loader() {
         pricer_ok(&[&args[..], &extra[..]].concat());
         seeds.push(std::fs::read(out).unwrap());
     }
+    // A stack with a tiny encoder and a titled neighbour index (comparables).
+    let base = dir.path().join("base");
+    pricer_ok(&["init-base", "--tokenizer", tok_s, "--out", base.to_str().unwrap(), "--layers", "1", "--hidden", "16"]);
+    let run = dir.path().join("run");
+    let run_s = run.to_str().unwrap();
+    pricer_ok(&[
+        "train",
+        "--kind",
+        "minilm",
+        "--base",
+        base.to_str().unwrap(),
+        "--data",
+        cur_s,
+        "--out",
+        run_s,
+        "--epochs",
+        "1",
+        "--max-tokens",
+        "24",
+    ]);
+    let stack = dir.path().join("stack.gguf");
+    pricer_ok(&["export", run_s, "--out", stack.to_str().unwrap(), "--knn", "3", "--quant", "f32"]);
+    seeds.push(std::fs::read(stack).unwrap());
     let product = Product::from_free_text("Premium Cordless Drill\nBuilt from durable materials.");
     fuzz("model", &seeds, 14, |b| {
         if let Ok(model) = Estimator::from_bytes(b) {
             let _ = model.estimate(&product);
+            let _ = model.explain(&product, ExplainOptions { comparables: 3, occlude: 2 });
         }
     });
 }

@@ -1,7 +1,9 @@
 //! The pipeline end to end through the CLI: curate a catalogue, train
 //! baselines, evaluate them, predict, and refuse damaged model files.
 
-use pricer_tests::{pricer, pricer_ok, shared_data, write_fixture, write_more_fixture, write_tiny_tokenizer};
+use pricer_tests::{
+    pricer, pricer_bin, pricer_ok, shared_data, write_fixture, write_more_fixture, write_tiny_tokenizer,
+};
 use serde_json::Value;
 use std::path::Path;
 
@@ -375,4 +377,16 @@ fn tfidf_ridge_on_real_amazon_items() {
     let c = eval_json(&model, &cur.join("test-course.jsonl"));
     let course_mae = c["mae"].as_f64().unwrap();
     assert!((70.0..120.0).contains(&course_mae) && course_mae > mae, "{c}");
+}
+
+#[test]
+fn explanations_need_a_model_file() {
+    // A chat model gives a number, no reasons: refused before any request.
+    let out = std::process::Command::new(pricer_bin())
+        .env("PRICER_CHAT_URL", "http://127.0.0.1:9/v1")
+        .args(["predict", "--model", "chat:any", "--explain", "Stapler"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("need a model file"), "{out:?}");
 }

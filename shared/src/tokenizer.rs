@@ -29,7 +29,9 @@ impl TextTokenizer {
         // The tokenizers crate panics (an `expect` in its decoder's
         // deserializer) on some malformed JSON: check the syntax first, so a
         // damaged file is an error, not a crash (found by tests/fuzz.rs).
-        serde_json::from_str::<serde::de::IgnoredAny>(json)
+        let value: serde_json::Value =
+            serde_json::from_str(json).map_err(|e| Error::Tokenizer(format!("not a valid tokenizer.json: {e}")))?;
+        check_templates(&value["post_processor"])
             .map_err(|e| Error::Tokenizer(format!("not a valid tokenizer.json: {e}")))?;
         let mut inner = tokenizers::Tokenizer::from_bytes(json.as_bytes())
             .map_err(|e| Error::Tokenizer(format!("not a valid tokenizer.json: {e}")))?;
@@ -128,6 +130,29 @@ impl TextTokenizer {
 impl std::fmt::Debug for TextTokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "TextTokenizer({} tokens)", self.inner.get_vocab_size(true))
+    }
+}
+
+/// Every special token a template post-processor places must be one it
+/// defines: the tokenizers crate indexes its map without checking and
+/// panics at the first encode otherwise (found by tests/fuzz.rs).
+fn check_templates(processor: &serde_json::Value) -> Result<(), String> {
+    match processor["type"].as_str() {
+        Some("TemplateProcessing") => {
+            let defined = &processor["special_tokens"];
+            for template in ["single", "pair"] {
+                for piece in processor[template].as_array().into_iter().flatten() {
+                    if let Some(id) = piece["SpecialToken"]["id"].as_str()
+                        && defined.get(id).is_none()
+                    {
+                        return Err(format!("the {template} template places {id:?}, which it does not define"));
+                    }
+                }
+            }
+            Ok(())
+        }
+        Some("Sequence") => processor["processors"].as_array().into_iter().flatten().try_for_each(check_templates),
+        _ => Ok(()),
     }
 }
 

@@ -175,6 +175,130 @@ test("the page prices products like the CLI, privately, and survives bad input",
   }
 });
 
+// Estimates `text` and waits for its reasons with the encoder's share measured.
+async function explained(page, text) {
+  const e = await estimate(page, text);
+  await page.waitForSelector("#why[data-complete=true]", { timeout: 30000 });
+  const words = await page.$$eval("#why li[data-word]", (lis) => lis.map((l) => [l.dataset.word, Number(l.dataset.weight)]));
+  const comparables = await page.$$eval("#comparables li", (lis) => lis.map((l) => ({
+    title: l.querySelector(".title").textContent, price: Number(l.dataset.price), similarity: Number(l.dataset.similarity) })));
+  return { ...e, words: Object.fromEntries(words), comparables };
+}
+
+// `pricer predict --explain` on the same text.
+function cliExplain(text, model, extra = []) {
+  const out = execFileSync(pricer,
+    ["predict", "--model", model || path.join(dist, "models/default.gguf"), "--explain", ...extra, text], { encoding: "utf8" });
+  return JSON.parse(out.trim());
+}
+
+test("every estimate shows comparables and the words that moved it, as the CLI does", async () => {
+  const { server, url } = await serve(dist);
+  const { context, page } = await openPage(url);
+  try {
+    await ready(page);
+    const plain = "Stapler\nA small office stapler.";
+    const a = await explained(page, plain);
+    // Five comparables, most similar first, each with a price; the same as the CLI's.
+    assert.equal(a.comparables.length, 5);
+    for (let i = 1; i < 5; i++) assert.ok(a.comparables[i - 1].similarity >= a.comparables[i].similarity);
+    for (const c of a.comparables) assert.ok(c.price > 0 && c.title.length > 0, JSON.stringify(c));
+    const cli = cliExplain(plain);
+    assert.deepEqual(a.comparables.map((c) => c.title), cli.comparables.map((c) => c.title));
+    assert.deepEqual(Object.keys(a.words).sort(), cli.words.map((w) => w.label).sort());
+    for (const w of cli.words) assert.ok(Math.abs(a.words[w.label] - w.weight) < 2e-3, `${w.label}: ${a.words[w.label]} vs ${w.weight}`);
+    const typical = Number(await page.getAttribute("#why", "data-typical"));
+    assert.ok(Math.abs(typical - cli.typical) < 0.01 * cli.typical);
+    assert.match(await page.textContent(".why-sum"), /^From \$[\d,.]+ typical to \$[\d,.]+\./);
+    // A premium word raises the estimate and is shown as raising it.
+    const b = await explained(page, "Stapler Professional\nA small office stapler.");
+    assert.ok(b.price > a.price, `${b.price} > ${a.price}`);
+    assert.ok(b.words.professional > 0, JSON.stringify(b.words));
+    assert.ok(await page.$("#why li.word.up[data-word=professional]"));
+  } finally {
+    await context.close();
+    server.close();
+  }
+});
+
+// Titles no page should trust: markup, right-to-left text with a bidi
+// override, and one far longer than the index keeps.
+const HOSTILE = [
+  (i) => `<img src=x onerror="window.pwned=1"> Blender ${i} <b>bold</b>`,
+  (i) => `خلاط كهربائي \u202eBlender ${i} reversed`,
+  (i) => `Blender ${i} ` + "extra long title words ".repeat(20),
+];
+
+// A tiny stack (random 2-layer encoder, briefly trained, neighbour index)
+// whose training items all carry hostile titles, made with the CLI.
+function tinyHostileModel() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "pricer-hostile-"));
+  const vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "blender", "kettle", "steel", "electric", "for", "the",
+    "kitchen", "with", "glass", "jar", "extra", "long", "title", "words", "reversed", "bold", "img", "src", "onerror",
+    ...Array.from({ length: 10 }, (_, d) => [String(d), `##${d}`]).flat(), ".", ",", "<", ">", "=", "\"", "/"];
+  const id = (t) => vocab.indexOf(t);
+  const tokenizer = {
+    version: "1.0", truncation: null, padding: null, added_tokens: [],
+    normalizer: { type: "BertNormalizer", clean_text: true, handle_chinese_chars: true, strip_accents: null, lowercase: true },
+    pre_tokenizer: { type: "BertPreTokenizer" },
+    post_processor: { type: "TemplateProcessing",
+      single: [{ SpecialToken: { id: "[CLS]", type_id: 0 } }, { Sequence: { id: "A", type_id: 0 } }, { SpecialToken: { id: "[SEP]", type_id: 0 } }],
+      pair: [{ Sequence: { id: "A", type_id: 0 } }, { Sequence: { id: "B", type_id: 1 } }],
+      special_tokens: { "[CLS]": { id: "[CLS]", ids: [id("[CLS]")], tokens: ["[CLS]"] }, "[SEP]": { id: "[SEP]", ids: [id("[SEP]")], tokens: ["[SEP]"] } } },
+    decoder: { type: "WordPiece", prefix: "##", cleanup: true },
+    model: { type: "WordPiece", unk_token: "[UNK]", continuing_subword_prefix: "##", max_input_chars_per_word: 100,
+      vocab: Object.fromEntries(vocab.map((w, i) => [w, i])) },
+  };
+  const tok = path.join(dir, "tokenizer.json");
+  fs.writeFileSync(tok, JSON.stringify(tokenizer));
+  const records = Array.from({ length: 90 }, (_, i) => JSON.stringify({
+    title: HOSTILE[i % 3](i), main_category: "Appliances", price: 20 + (i % 7) * 15,
+    description: [`Electric blender for the kitchen with a glass jar, ${i % 5 + 1} speeds.`],
+    features: [`Steel blades ${i}`], details: {},
+  }));
+  const raw = path.join(dir, "raw.jsonl");
+  fs.writeFileSync(raw, records.join("\n") + "\n");
+  const run = (args) => execFileSync(pricer, args, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+  const at = (p) => path.join(dir, p);
+  run(["curate", "--input", raw, "--tokenizer", tok, "--max-tokens", "32", "--min-chars", "20", "--out", at("data")]);
+  run(["init-base", "--tokenizer", tok, "--out", at("base")]);
+  run(["train", "--kind", "minilm", "--base", at("base"), "--data", at("data"), "--out", at("run"), "--epochs", "1",
+    "--batch", "8", "--max-tokens", "32"]);
+  run(["export", at("run"), "--out", at("tiny.gguf"), "--knn", "3"]);
+  return at("tiny.gguf");
+}
+
+test("hostile titles among the comparables are shown as text", async () => {
+  const model = tinyHostileModel();
+  const { server, url } = await serve(dist, { "models/default.gguf": fs.readFileSync(model) });
+  const { context, page } = await openPage(url);
+  try {
+    await ready(page);
+    // One query near each kind of title: its comparables carry that kind.
+    const queries = [
+      [HOSTILE[0](3), (t) => t.startsWith('<img src=x onerror="window.pwned=1"> Blender') && t.endsWith("<b>bold</b>")],
+      [HOSTILE[1](1), (t) => t.includes("\u202eBlender") && t.startsWith("خلاط")],
+      [HOSTILE[2](5), (t) => t.startsWith("Blender") && t.endsWith("…") && [...t].length <= 100],
+    ];
+    for (const [query, looksRight] of queries) {
+      const x = await explained(page, query);
+      assert.equal(x.comparables.length, 5);
+      // Titles the CLI lists from the model's stored ones, character for character, as text. These
+      // items are near-copies of each other (similarities within 1e-3), so the browser's float
+      // order may swap neighbours 5 and 6: every title must be among the CLI's ten nearest.
+      const cli = cliExplain(query, model, ["--neighbours", "10"]).comparables.map((c) => c.title);
+      for (const c of x.comparables) assert.ok(cli.includes(c.title), `${c.title} not in ${JSON.stringify(cli)}`);
+      assert.ok(x.comparables.some((c) => looksRight(c.title)), JSON.stringify(x.comparables));
+    }
+    assert.equal(await page.evaluate(() => window.pwned), undefined);
+    assert.equal(await page.$("main img"), null);
+    assert.equal(await page.$("#comparables b"), null);
+  } finally {
+    await context.close();
+    server.close();
+  }
+});
+
 test("a damaged model file shows a clear error and a retry that recovers", async () => {
   const good = fs.readFileSync(path.join(dist, "models/default.gguf"));
   const overrides = { "models/default.gguf": good.subarray(0, Math.floor(good.length / 2)) };

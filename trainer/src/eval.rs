@@ -214,7 +214,7 @@ pub fn compare(args: &CompareArgs) -> Result<()> {
 }
 
 /// A curate directory's test (or validation) split files, by split name.
-fn split_files(dir: &Path, validation: bool) -> Result<Vec<(String, PathBuf)>> {
+pub fn split_files(dir: &Path, validation: bool) -> Result<Vec<(String, PathBuf)>> {
     let want = if validation { "validation" } else { "test" };
     let mut files: Vec<(String, PathBuf)> = std::fs::read_dir(dir)
         .with_context(|| format!("cannot list {}", dir.display()))?
@@ -252,6 +252,19 @@ struct Reading {
 }
 
 /// Estimates every priced item of one file, printing a row per item when asked.
+/// The priced products of a data file (malformed lines skipped with a count on stderr).
+pub fn priced_products(data: &Path) -> Result<Vec<Product>> {
+    let mut tally = Tally::default();
+    let mut products = Vec::new();
+    for_each_product(data, false, &mut tally, |p, _| {
+        if p.price.is_some() {
+            products.push(p);
+        }
+        Ok(())
+    })?;
+    Ok(products)
+}
+
 fn evaluate(model: &mut Pricer, data: &Path, read: Reading, print_rows: bool) -> Result<Evaluated> {
     let color = print_rows && std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let limit = read.limit.unwrap_or(usize::MAX);

@@ -2,6 +2,7 @@
 
 mod bench;
 mod chat;
+mod comparables;
 mod curate;
 mod data;
 mod embed;
@@ -49,6 +50,9 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Write the encoder's pooled vector of every item as a NumPy matrix (.npy).
     Embed(embed::EmbedArgs),
+    /// Measure a model's comparable products on each test split: price-range
+    /// coverage, their median's error, lookup and explanation time, index size.
+    Comparables(comparables::ComparablesArgs),
 }
 
 /// Keeps freed memory in the process: candle allocates a fresh tensor for
@@ -100,6 +104,7 @@ fn main() {
         Command::InitBase(a) => init_base::run(a),
         Command::Info(a) => info::run(a),
         Command::Embed(a) => embed::run(a),
+        Command::Comparables(a) => comparables::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
