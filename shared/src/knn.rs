@@ -174,7 +174,8 @@ impl Knn {
     /// most similar first.
     pub fn nearest(&self, query: &[f32], k: usize) -> Vec<Neighbour> {
         let q = normalized(query);
-        let mut best: Vec<Neighbour> = Vec::with_capacity(k + 1);
+        // `k` may come from a file: never reserve more than the index holds.
+        let mut best: Vec<Neighbour> = Vec::with_capacity(k.min(self.len()) + 1);
         for (index, row) in self.vectors.chunks_exact(self.dim).enumerate() {
             let similarity = dot(row, &q);
             if best.len() < k || similarity > best[best.len() - 1].similarity {
@@ -275,6 +276,8 @@ mod tests {
         assert_eq!(near.iter().map(|n| n.index).collect::<Vec<_>>(), vec![0, 3, 1]);
         assert!((near[0].similarity - 1.0 / 1.01f32.sqrt()).abs() < 1e-6);
         assert_eq!(knn.nearest(&[1.0, 0.0], 10).len(), 4);
+        // A k read from a damaged file reserves no more than the index (found by tests/fuzz.rs).
+        assert_eq!(knn.nearest(&[1.0, 0.0], usize::MAX).len(), 4);
     }
 
     #[test]

@@ -28,6 +28,9 @@ pub struct ModelFile {
     pub tensors: HashMap<String, std::sync::Arc<QTensor>>,
 }
 
+/// Largest tensor a model file may hold, in elements (4 GiB as f32).
+const MAX_TENSOR_ELEMENTS: usize = 1 << 30;
+
 fn bad(msg: impl std::fmt::Display) -> Error {
     Error::ModelFile(msg.to_string())
 }
@@ -57,6 +60,15 @@ impl ModelFile {
         let mut tensors = HashMap::new();
         let mut crc = crc32fast::Hasher::new();
         for name in names {
+            // Shapes whose element count overflows would read a few bytes
+            // and then dequantize into an impossible allocation (found by tests/fuzz.rs).
+            let info = &content.tensor_infos[name];
+            let elements = info.shape.dims().iter().try_fold(1usize, |n, d| n.checked_mul(*d));
+            let block = info.ggml_dtype.block_size();
+            match elements {
+                Some(n) if n <= MAX_TENSOR_ELEMENTS && n.is_multiple_of(block) => {}
+                _ => return Err(bad(format!("tensor {name}: impossible shape {:?}", info.shape.dims()))),
+            }
             let t = content
                 .tensor(&mut cursor, name, &Device::Cpu)
                 .map_err(|e| bad(format!("tensor {name}: {e} (is the file truncated?)")))?;

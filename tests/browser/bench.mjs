@@ -1,6 +1,8 @@
 // The page's performance in headless Chromium on this machine: wasm and
 // model sizes, cold start (navigation to the first estimate, empty cache,
-// localhost), and warm estimate latency (p50, p95) for a ~128-token product.
+// localhost), warm estimate latency (p50, p95) for a ~128-token product, and
+// the time from the click until the reasons are complete (the encoder's share
+// of the most influential words measured, `#why[data-complete=true]`).
 // A benchmark, not a test: prints a table. Usage: node bench.mjs [RUNS]
 import http from "node:http";
 import fs from "node:fs";
@@ -47,15 +49,21 @@ await page.click("#estimate");
 await page.waitForSelector("#price");
 const cold = Date.now() - t0;
 const times = [];
+const whyTimes = [];
 for (let i = 0; i < runs; i++) {
   const before = await page.getAttribute("#result", "data-id");
   await page.fill("#description", product + " " + i);
+  const start = Date.now();
   await page.click("#estimate");
   await page.waitForFunction((b) => document.querySelector("#result")?.dataset.id !== b, before);
   times.push(Number((await page.textContent("#took")).match(/([\d.]+) ms/)[1]));
+  if (await page.$("#why")) {
+    await page.waitForSelector("#why[data-complete=true]", { timeout: 60000 });
+    whyTimes.push(Date.now() - start);
+  }
 }
-times.sort((a, b) => a - b);
-const q = (p) => times[Math.min(times.length - 1, Math.floor(p * times.length))];
+const quantile = (xs, p) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(p * xs.length))];
+const q = (p) => quantile(times, p);
 const version = browser.version();
 await browser.close();
 server.close();
@@ -66,6 +74,7 @@ const rows = [
   ["model ready after navigation", `${loaded} ms`],
   ["cold start: navigation to first estimate", `${cold} ms`],
   [`warm estimate p50 / p95 (${runs} runs, in the worker)`, `${q(0.5)} ms / ${q(0.95)} ms`],
+  ...(whyTimes.length ? [[`click to complete reasons p50 / p95 (page)`, `${quantile(whyTimes, 0.5)} ms / ${quantile(whyTimes, 0.95)} ms`]] : []),
 ];
 console.log(`Chromium ${version}, ${url}`);
 for (const [k, v] of rows) console.log(`| ${k} | ${v} |`);
