@@ -90,14 +90,20 @@ pub fn run(args: &ComparablesArgs) -> Result<()> {
         for p in sample {
             est.explain(p, ExplainOptions::default())?;
         }
-        let explain_ms = 1e3 * start.elapsed().as_secs_f64() / sample.len().max(1) as f64;
+        let explain = match sample.len() {
+            0 => "not timed".to_string(),
+            len => format!(
+                "{:.0} ms ({} words occluded)",
+                1e3 * start.elapsed().as_secs_f64() / len as f64,
+                ExplainOptions::default().occlude
+            ),
+        };
         println!(
-            "| {split} | {n} | {:.1}% | ${:.2} | ${:.2} | {:.2} ms | {explain_ms:.0} ms ({} words occluded) |",
+            "| {split} | {n} | {:.1}% | ${:.2} | ${:.2} | {:.2} ms | {explain} |",
             100.0 * within as f64 / n as f64,
             median_err / n as f64,
             model_err / n as f64,
             1e3 * lookup.as_secs_f64() / n as f64,
-            ExplainOptions::default().occlude
         );
     }
     Ok(())
