@@ -221,6 +221,37 @@ test("every estimate shows comparables and the words that moved it, as the CLI d
   }
 });
 
+test("the page estimates as the user types, once the text rests", async () => {
+  const { server, url } = await serve(dist);
+  const { context, page } = await openPage(url);
+  try {
+    await ready(page);
+    await explained(page, "Stapler\nA small office stapler.");
+    const before = Number(await page.getAttribute("#result", "data-id"));
+    const typed = "Cordless drill 20V\nTwo batteries and a charger";
+    await page.fill("#description", "");
+    await page.type("#description", typed, { delay: 15 });
+    // No click: one estimate starts when typing pauses, for the whole text.
+    await page.waitForFunction((b) => Number(document.querySelector("#result")?.dataset.id) > b, before, { timeout: 30000 });
+    await page.waitForSelector("#why[data-complete=true]", { timeout: 30000 });
+    await new Promise((r) => setTimeout(r, 800));
+    assert.equal(Number(await page.getAttribute("#result", "data-id")), before + 1, "one request for the whole typing");
+    const shown = Number(await page.getAttribute("#price", "data-price"));
+    assert.ok(close(shown, cliPredict(typed).price), `page ${shown} vs CLI`);
+    // The time from request to screen is recorded beside the worker's own.
+    const ms = Number(await page.getAttribute("#took", "data-shown-ms"));
+    assert.ok(ms > 0 && ms < 30000, `${ms}`);
+    // Clearing the text starts nothing and shows no hint (that is for a click).
+    await page.fill("#description", "");
+    await new Promise((r) => setTimeout(r, 800));
+    assert.equal(await page.$("#hint"), null);
+    assert.equal(Number(await page.getAttribute("#result", "data-id")), before + 1);
+  } finally {
+    await context.close();
+    server.close();
+  }
+});
+
 // Titles no page should trust: markup, right-to-left text with a bidi
 // override, and one far longer than the index keeps.
 const HOSTILE = [

@@ -9,6 +9,13 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use web_sys::{MessageEvent, Worker};
 
+/// How long the text must rest before an estimate starts by itself.
+const TYPING_PAUSE_MS: u64 = 350;
+
+fn now_ms() -> f64 {
+    web_sys::window().and_then(|w| w.performance()).map(|p| p.now()).unwrap_or_else(js_sys::Date::now)
+}
+
 /// Where the default model lives, relative to the page.
 const MODEL_PATH: &str = "models/default.gguf";
 
@@ -103,6 +110,12 @@ fn App() -> impl IntoView {
     let batch_rows = RwSignal::new(None::<Vec<BatchRow>>);
     let batch_done = RwSignal::new(None::<usize>);
     let batch_name = RwSignal::new(String::new());
+    // As-you-type: the pending debounced estimate, the text last sent, and
+    // when each request left (for the click-to-shown time).
+    let typing = StoredValue::new_local(None::<leptos::leptos_dom::helpers::TimeoutHandle>);
+    let last_sent = StoredValue::new(String::new());
+    let sent_at = StoredValue::new((0u64, 0.0f64));
+    let shown_ms = RwSignal::new(None::<f64>);
 
     let worker = match start_worker() {
         Ok(w) => StoredValue::new_local(Some(w)),
@@ -135,6 +148,8 @@ fn App() -> impl IntoView {
             Reply::LoadFailed { message } => load.set(LoadState::Failed(message)),
             Reply::Estimate { id, result: r } => {
                 if id == next_id.get_untracked() {
+                    let (sent_id, at) = sent_at.get_value();
+                    shown_ms.set((sent_id == id).then(|| now_ms() - at));
                     result_id.set(id);
                     result.set(Some(r));
                     busy.set(false);
@@ -168,6 +183,11 @@ fn App() -> impl IntoView {
     on_message.forget();
 
     let estimate = move || {
+        typing.update_value(|pending| {
+            if let Some(h) = pending.take() {
+                h.clear();
+            }
+        });
         let t = text.get_untracked();
         if t.trim().is_empty() {
             hint.set(Some(
@@ -180,7 +200,33 @@ fn App() -> impl IntoView {
         busy.set(true);
         let id = next_id.get_untracked() + 1;
         next_id.set(id);
+        last_sent.set_value(t.clone());
+        sent_at.set_value((id, now_ms()));
         send(Request::Estimate { id, text: t });
+    };
+    // Estimates as the user types: once the text rests for a moment, and
+    // only when it changed since the last estimate.
+    let on_type = move |value: String| {
+        text.set(value);
+        typing.update_value(|pending| {
+            if let Some(h) = pending.take() {
+                h.clear();
+            }
+        });
+        let handle = leptos::leptos_dom::helpers::set_timeout_with_handle(
+            move || {
+                typing.set_value(None);
+                let t = text.get_untracked();
+                if matches!(load.get_untracked(), LoadState::Ready { .. })
+                    && !t.trim().is_empty()
+                    && t != last_sent.get_value()
+                {
+                    estimate();
+                }
+            },
+            std::time::Duration::from_millis(TYPING_PAUSE_MS),
+        );
+        typing.set_value(handle.ok());
     };
     let ready = move || matches!(load.get(), LoadState::Ready { .. });
 
@@ -242,7 +288,7 @@ fn App() -> impl IntoView {
                     <label for="description">"Product: title on the first line, then its description"</label>
                     <textarea id="description" rows="8" placeholder="Stainless steel blender, 1200 W\nCrushes ice, six speeds, 64 oz pitcher..."
                         prop:value=move || text.get()
-                        on:input=move |ev| text.set(event_target_value(&ev))></textarea>
+                        on:input=move |ev| on_type(event_target_value(&ev))></textarea>
                     <div class="row">
                         <label for="listed">"Listed price, if you have one (is it a deal?)"</label>
                         <input id="listed" type="number" min="0" step="0.01" inputmode="decimal" placeholder="e.g. 79.99"
@@ -274,7 +320,12 @@ fn App() -> impl IntoView {
                                     {format!("Likely between {} and {}", dollars(e.low), dollars(e.high))}
                                 </p>
                                 {deal.map(|d| view! { <p id="deal">{d}</p> })}
-                                <p class="meta" id="took">{format!("Estimated in {:.0} ms", e.millis)}</p>
+                                <p class="meta" id="took" data-shown-ms=move || shown_ms.get().map(|m| format!("{m:.0}"))>
+                                    {move || match shown_ms.get() {
+                                        Some(m) => format!("Estimated in {:.0} ms (on screen {:.0} ms after the request)", e.millis, m),
+                                        None => format!("Estimated in {:.0} ms", e.millis),
+                                    }}
+                                </p>
                                 {e.truncated.then(|| view! { <p class="note" id="truncated">{format!("The text was long: the model read its first {} characters, as the command line does.", e.prepared_chars)}</p> })}
                                 {why_view(e.why.clone(), e.price)}
                                 {comparables_view(e.comparables.clone())}

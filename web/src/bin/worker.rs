@@ -202,11 +202,19 @@ fn batch(est: &Estimator, name: &str, content: String) -> Vec<BatchRow> {
     rows
 }
 
+/// Runs `f` after the messages already queued (a zero-delay timeout).
+fn later(f: impl FnOnce() + 'static) {
+    let f = Closure::once_into_js(f);
+    let _ = scope().set_timeout_with_callback_and_timeout_and_arguments_0(f.unchecked_ref(), 0);
+}
+
 fn main() {
     console_error_panic_hook::set_once();
     let model: Rc<RefCell<Option<Estimator>>> = Rc::new(RefCell::new(None));
     // The newest estimate request: reasons for older ones are not computed.
     let latest = Rc::new(Cell::new(0u64));
+    // The estimate request waiting for its turn.
+    let pending: Rc<RefCell<Option<(u64, String)>>> = Rc::new(RefCell::new(None));
     let onmessage = Closure::<dyn FnMut(MessageEvent)>::new(move |msg: MessageEvent| {
         let Some(text) = msg.data().as_string() else { return };
         let request: Request = match serde_json::from_str(&text) {
@@ -216,27 +224,32 @@ fn main() {
         match request {
             Request::Load { url } => wasm_bindgen_futures::spawn_local(load(url, model.clone())),
             Request::Estimate { id, text } => {
+                // Only the newest request is worth an answer (the user typing
+                // on): it waits a turn of the event loop, and requests that
+                // arrived meanwhile replace it.
                 latest.set(id);
-                let result = match model.borrow().as_ref() {
-                    Some(est) => estimate(est, &text),
-                    None => Err("the model is not loaded yet".into()),
-                };
-                let ok = result.is_ok();
-                send(&Reply::Estimate { id, result });
-                if ok {
-                    // The slower reasons wait a turn of the event loop, so a
-                    // newer request (the user typing on) goes first and this one is dropped.
-                    let (model, latest) = (model.clone(), latest.clone());
-                    let later = Closure::once_into_js(move || {
-                        if latest.get() != id {
-                            return;
-                        }
-                        if let Some(est) = model.borrow().as_ref() {
-                            send(&Reply::Why { id, result: why(est, &text) });
-                        }
-                    });
-                    let _ = scope().set_timeout_with_callback_and_timeout_and_arguments_0(later.unchecked_ref(), 0);
-                }
+                *pending.borrow_mut() = Some((id, text));
+                let (model, latest, pending) = (model.clone(), latest.clone(), pending.clone());
+                later(move || {
+                    let Some((id, text)) = pending.borrow_mut().take() else { return };
+                    let result = match model.borrow().as_ref() {
+                        Some(est) => estimate(est, &text),
+                        None => Err("the model is not loaded yet".into()),
+                    };
+                    let ok = result.is_ok();
+                    send(&Reply::Estimate { id, result });
+                    if ok {
+                        // The slower reasons wait another turn: a newer request goes first and this one is dropped.
+                        later(move || {
+                            if latest.get() != id {
+                                return;
+                            }
+                            if let Some(est) = model.borrow().as_ref() {
+                                send(&Reply::Why { id, result: why(est, &text) });
+                            }
+                        });
+                    }
+                });
             }
             Request::Batch { name, content } => {
                 let rows = match model.borrow().as_ref() {
