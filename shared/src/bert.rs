@@ -59,6 +59,12 @@ impl Config {
 pub trait Weights {
     /// A dense tensor of the given shape.
     fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor>;
+
+    /// Whether the matrix `name` is stored as 8-bit values, so inference may
+    /// multiply in int8 ([`crate::int8`]) at no further loss of its weights.
+    fn is_8bit(&self, _name: &str) -> bool {
+        false
+    }
 }
 
 impl Weights for candle_nn::VarBuilder<'_> {
@@ -72,14 +78,22 @@ impl Weights for candle_nn::VarBuilder<'_> {
 pub struct Linear {
     weight: Tensor,
     bias: Tensor,
+    /// The same layer in int8, for inference from a file of 8-bit weights.
+    int8: Option<std::sync::Arc<crate::int8::Int8Linear>>,
 }
 
 impl Linear {
     pub fn load(w: &dyn Weights, name: &str, d_in: usize, d_out: usize) -> Result<Self> {
-        Ok(Self {
-            weight: w.get(&format!("{name}.weight"), &[d_out, d_in])?,
-            bias: w.get(&format!("{name}.bias"), &[d_out])?,
-        })
+        let wname = format!("{name}.weight");
+        let weight = w.get(&wname, &[d_out, d_in])?;
+        let bias = w.get(&format!("{name}.bias"), &[d_out])?;
+        let int8 = if w.is_8bit(&wname) {
+            let flat = weight.flatten_all()?.to_vec1::<f32>()?;
+            Some(std::sync::Arc::new(crate::int8::Int8Linear::new(&flat, bias.to_vec1::<f32>()?, d_out, d_in)))
+        } else {
+            None
+        };
+        Ok(Self { weight, bias, int8 })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -87,6 +101,12 @@ impl Linear {
         let dims = x.dims().to_vec();
         let d_in = dims[dims.len() - 1];
         let rows = x.elem_count() / d_in;
+        if let Some(q) = &self.int8 {
+            let y = q.forward(&x.flatten_all()?.to_vec1::<f32>()?, rows);
+            let mut out_dims = dims;
+            *out_dims.last_mut().expect("non-empty dims") = q.out_features();
+            return Tensor::from_vec(y, out_dims, x.device());
+        }
         let y = x.reshape((rows, d_in))?.matmul(&self.weight.t()?)?;
         let mut out_dims = dims;
         *out_dims.last_mut().expect("non-empty dims") = self.weight.dim(0)?;
@@ -211,6 +231,9 @@ impl Layer {
     /// `mask_bias`: `[b, 1, 1, t]`, 0 for tokens and a large negative for padding.
     fn forward(&self, x: &Tensor, mask_bias: &Tensor, dropout: &mut Option<&mut Dropout>) -> Result<Tensor> {
         let (b, t, h) = x.dims3()?;
+        if dropout.is_none() && self.query.int8.is_some() && self.key.int8.is_some() && self.value.int8.is_some() {
+            return self.forward_8bit(x, mask_bias);
+        }
         let hd = h / self.heads;
         let split = |y: Tensor| -> Result<Tensor> { y.reshape((b, t, self.heads, hd))?.transpose(1, 2)?.contiguous() };
         let q = split(self.query.forward(x)?)?;
@@ -224,6 +247,22 @@ impl Layer {
         let f = crate::fused::gelu(&self.intermediate.forward(&x)?)?;
         let f = drop(self.output.forward(&f)?, dropout)?;
         self.out_norm.forward(&(f + x)?)
+    }
+}
+
+impl Layer {
+    /// Inference from 8-bit weights: int8 projections and an attention whose
+    /// sums run in a fixed order, the same bits natively and in the browser.
+    fn forward_8bit(&self, x: &Tensor, mask_bias: &Tensor) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let flat = |y: Tensor| -> Result<Vec<f32>> { y.flatten_all()?.to_vec1::<f32>() };
+        let (q, k, v) = (self.query.forward(x)?, self.key.forward(x)?, self.value.forward(x)?);
+        let shape = q.shape().clone();
+        let ctx = crate::int8::attention(&flat(q)?, &flat(k)?, &flat(v)?, &flat(mask_bias.clone())?, b, t, self.heads);
+        let a = self.attn_out.forward(&Tensor::from_vec(ctx, shape, x.device())?)?;
+        let x = self.attn_norm.forward(&(a + x)?)?;
+        let f = crate::fused::gelu(&self.intermediate.forward(&x)?)?;
+        self.out_norm.forward(&(self.output.forward(&f)? + x)?)
     }
 }
 

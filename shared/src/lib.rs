@@ -12,6 +12,7 @@ pub mod bert;
 pub mod estimator;
 pub mod explain;
 pub mod fused;
+pub mod int8;
 pub mod knn;
 pub mod metrics;
 pub mod model_file;

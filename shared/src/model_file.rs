@@ -279,6 +279,10 @@ impl crate::bert::Weights for ModelFile {
         }
         t.dequantize(&Device::Cpu)
     }
+
+    fn is_8bit(&self, name: &str) -> bool {
+        self.tensors.get(name).is_some_and(|t| t.dtype() == candle_core::quantized::GgmlDType::Q8_0)
+    }
 }
 
 #[cfg(test)]
