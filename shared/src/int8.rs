@@ -67,7 +67,31 @@ impl Int8Linear {
             std::borrow::Cow::Owned(w)
         };
         let mut y = vec![0f32; rows * out];
-        let xrow = |r: usize| &xq[r.min(rows - 1) * width..(r.min(rows - 1) + 1) * width];
+        // Natively, rows are split over the cores (each value is computed the
+        // same way whatever the split); the browser's worker has one thread.
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(16);
+            if threads > 1 && rows >= 8 {
+                let per = rows.div_ceil(threads).next_multiple_of(2);
+                std::thread::scope(|sc| {
+                    for (i, part) in y.chunks_mut(per * out).enumerate() {
+                        let (xq, xs, wq) = (&xq, &xs, &wq);
+                        sc.spawn(move || self.block(xq, xs, wq, width, i * per, part));
+                    }
+                });
+                return y;
+            }
+        }
+        self.block(&xq, &xs, &wq, width, 0, &mut y);
+        y
+    }
+
+    /// Output rows `first..` (as many as `y` holds) from quantized inputs.
+    fn block(&self, xq: &[i16], xs: &[f32], wq: &[i16], width: usize, first: usize, y: &mut [f32]) {
+        let (out, rows) = (self.out, y.len() / self.out);
+        let last = first + rows - 1;
+        let xrow = |r: usize| &xq[r.min(last) * width..(r.min(last) + 1) * width];
         let wrow = |o: usize| &wq[o.min(out - 1) * width..(o.min(out - 1) + 1) * width];
         // Blocks of 4 outputs x 2 rows: the 4 weight rows stay in L1 while
         // every input row passes (out of range indices repeat the last row
@@ -75,16 +99,15 @@ impl Int8Linear {
         for o in (0..out).step_by(4) {
             let w4 = [wrow(o), wrow(o + 1), wrow(o + 2), wrow(o + 3)];
             for r in (0..rows).step_by(2) {
-                let d = dot2x4([xrow(r), xrow(r + 1)], w4);
+                let d = dot2x4([xrow(first + r), xrow(first + r + 1)], w4);
                 for (i, dr) in d.iter().enumerate().take(rows - r) {
                     let yr = &mut y[(r + i) * out..(r + i + 1) * out];
                     for (j, dv) in dr.iter().enumerate().take(out - o) {
-                        yr[o + j] = *dv as f32 * xs[r + i] * self.scale[o + j] + self.bias[o + j];
+                        yr[o + j] = *dv as f32 * xs[first + r + i] * self.scale[o + j] + self.bias[o + j];
                     }
                 }
             }
         }
-        y
     }
 }
 
@@ -193,7 +216,8 @@ mod tests {
 
     #[test]
     fn matches_f32_within_int8_rounding() {
-        for (rows, inp, out) in [(3, 384, 10), (1, 20, 7), (5, 1536, 384), (2, 8, 4)] {
+        // Row counts past 8 take the threaded path natively.
+        for (rows, inp, out) in [(3, 384, 10), (1, 20, 7), (5, 1536, 384), (2, 8, 4), (37, 64, 9)] {
             let (w, x, b) = (data(out * inp, 1), data(rows * inp, 2), data(out, 3));
             let got = Int8Linear::new(&w, b.clone(), out, inp).forward(&x, rows);
             for r in 0..rows {
@@ -205,6 +229,17 @@ mod tests {
                     assert!((g - want).abs() < bound, "{rows}x{inp}x{out} [{r},{o}]: {g} vs {want}");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn every_row_gets_the_same_bits_alone_or_in_a_threaded_batch() {
+        let (rows, inp, out) = (37, 64, 9);
+        let (w, x) = (data(out * inp, 7), data(rows * inp, 8));
+        let lin = Int8Linear::new(&w, data(out, 9), out, inp);
+        let all = lin.forward(&x, rows);
+        for r in 0..rows {
+            assert_eq!(lin.forward(&x[r * inp..(r + 1) * inp], 1), all[r * out..(r + 1) * out]);
         }
     }
 
