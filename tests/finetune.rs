@@ -226,6 +226,20 @@ fn train_kill_resume_export_eval_predict() {
     let out =
         pricer_ok(&["comparables", "--model", ens.to_str().unwrap(), "--data", s.data.to_str().unwrap(), "--k", "3"]);
     assert!(out.contains("index: ") && out.contains("| test | 30 |") && out.contains(" ms |"), "{out}");
+    // A shorter input for the encoder: the curated texts are cut again; bad budgets are refused.
+    let test_s = test.to_str().unwrap();
+    let cut = |n: &str, m: &Path| {
+        pricer(&["eval", "--model", m.to_str().unwrap(), "--data", test_s, "--json", "--max-tokens", n])
+    };
+    let short = cut("8", &ens);
+    assert!(short.status.success(), "{short:?}");
+    let short: Value = serde_json::from_str(String::from_utf8_lossy(&short.stdout).trim()).unwrap();
+    assert_eq!(short["n"], 30);
+    assert_ne!(short["mae"], eval(&ens)["mae"], "8 tokens must change what the encoder reads");
+    for n in ["0", "999"] {
+        let out = cut(n, &ens);
+        assert!(String::from_utf8_lossy(&out.stderr).contains("reads 1 to 48"), "--max-tokens {n}: {out:?}");
+    }
     // A model without a neighbour index has no comparables to list or measure.
     let out = pricer(&["predict", "--model", q8.to_str().unwrap(), "--neighbours", "3", text]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("no titled neighbour index"), "{out:?}");

@@ -124,6 +124,10 @@ fn curate_train_eval_predict_on_a_synthetic_catalogue() {
 
     // The per-item report.
     let model = dir.path().join("tfidf-ridge.gguf");
+    // Curated without a tokenizer, its texts cannot be cut to a token budget.
+    let args = ["eval", "--model", model.to_str().unwrap(), "--data", test.to_str().unwrap(), "--max-tokens", "8"];
+    let out = pricer(&args);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs a model with a tokenizer"), "{out:?}");
     let rep = dir.path().join("eval-report");
     let out = pricer_ok(&[
         "eval",

@@ -75,11 +75,11 @@ impl Weights for candle_nn::VarBuilder<'_> {
 
 /// `y = x W^T + b`.
 #[derive(Debug, Clone)]
-pub struct Linear {
-    weight: Tensor,
-    bias: Tensor,
-    /// The same layer in int8, for inference from a file of 8-bit weights.
-    int8: Option<std::sync::Arc<crate::int8::Int8Linear>>,
+pub enum Linear {
+    /// f32 weights (training, and files stored in f16 or f32).
+    Dense { weight: Tensor, bias: Tensor },
+    /// Inference from a file of 8-bit weights, in int8 (no f32 copy kept).
+    Int8(std::sync::Arc<crate::int8::Int8Linear>),
 }
 
 impl Linear {
@@ -87,30 +87,34 @@ impl Linear {
         let wname = format!("{name}.weight");
         let weight = w.get(&wname, &[d_out, d_in])?;
         let bias = w.get(&format!("{name}.bias"), &[d_out])?;
-        let int8 = if w.is_8bit(&wname) {
-            let flat = weight.flatten_all()?.to_vec1::<f32>()?;
-            Some(std::sync::Arc::new(crate::int8::Int8Linear::new(&flat, bias.to_vec1::<f32>()?, d_out, d_in)))
-        } else {
-            None
-        };
-        Ok(Self { weight, bias, int8 })
+        if !w.is_8bit(&wname) {
+            return Ok(Linear::Dense { weight, bias });
+        }
+        let flat = weight.flatten_all()?.to_vec1::<f32>()?;
+        Ok(Linear::Int8(std::sync::Arc::new(crate::int8::Int8Linear::new(&flat, bias.to_vec1::<f32>()?, d_out, d_in))))
+    }
+
+    fn is_int8(&self) -> bool {
+        matches!(self, Linear::Int8(_))
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        // Fold leading dims so one 2-D matmul does the work.
-        let dims = x.dims().to_vec();
+        // Fold leading dims so one 2-D product does the work.
+        let mut dims = x.dims().to_vec();
         let d_in = dims[dims.len() - 1];
         let rows = x.elem_count() / d_in;
-        if let Some(q) = &self.int8 {
-            let y = q.forward(&x.flatten_all()?.to_vec1::<f32>()?, rows);
-            let mut out_dims = dims;
-            *out_dims.last_mut().expect("non-empty dims") = q.out_features();
-            return Tensor::from_vec(y, out_dims, x.device());
+        match self {
+            Linear::Int8(q) => {
+                let y = q.forward(&x.flatten_all()?.to_vec1::<f32>()?, rows);
+                *dims.last_mut().expect("non-empty dims") = q.out_features();
+                Tensor::from_vec(y, dims, x.device())
+            }
+            Linear::Dense { weight, bias } => {
+                let y = x.reshape((rows, d_in))?.matmul(&weight.t()?)?;
+                *dims.last_mut().expect("non-empty dims") = weight.dim(0)?;
+                y.reshape(dims)?.broadcast_add(bias)
+            }
         }
-        let y = x.reshape((rows, d_in))?.matmul(&self.weight.t()?)?;
-        let mut out_dims = dims;
-        *out_dims.last_mut().expect("non-empty dims") = self.weight.dim(0)?;
-        y.reshape(out_dims)?.broadcast_add(&self.bias)
     }
 }
 
@@ -231,7 +235,7 @@ impl Layer {
     /// `mask_bias`: `[b, 1, 1, t]`, 0 for tokens and a large negative for padding.
     fn forward(&self, x: &Tensor, mask_bias: &Tensor, dropout: &mut Option<&mut Dropout>) -> Result<Tensor> {
         let (b, t, h) = x.dims3()?;
-        if dropout.is_none() && self.query.int8.is_some() && self.key.int8.is_some() && self.value.int8.is_some() {
+        if dropout.is_none() && self.query.is_int8() && self.key.is_int8() && self.value.is_int8() {
             return self.forward_8bit(x, mask_bias);
         }
         let hd = h / self.heads;

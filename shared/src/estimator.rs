@@ -354,8 +354,9 @@ impl Estimator {
         products.iter().zip(self.member_values(products)).map(|(p, v)| self.estimate_from(p, v?)).collect()
     }
 
-    /// The estimate of a product whose member values are computed.
-    pub(crate) fn estimate_from(&self, p: &Product, v: MemberValues) -> Result<Estimate, Error> {
+    /// The estimate of a product whose member values are computed (what
+    /// [`Estimator::member_values`] gave for it).
+    pub fn estimate_from(&self, p: &Product, v: MemberValues) -> Result<Estimate, Error> {
         Ok(match &self.predictor {
             Predictor::Constant(c) => with_range(*c, self.log_range),
             Predictor::Linear(m) => with_range(m.price(p, &text::model_input(p, self.prep.budget())?), self.log_range),

@@ -234,7 +234,7 @@ impl Estimator {
                 let inputs: Vec<Result<String, Error>> = batch.iter().map(|w| Ok(without_word(&input, w))).collect();
                 let repeated = vec![p.clone(); batch.len()];
                 for (w, v) in batch.iter().zip(self.chunk_values(&repeated, inputs)?) {
-                    // A text that is only this word cannot lose it: no share.
+                    // A text the encoder cannot read without the word gets no share for it.
                     let Ok(v) = v else { continue };
                     let delta = whole - blend.encoder_part(self, &v);
                     match words_out.iter_mut().find(|a| &a.label == w) {

@@ -29,6 +29,15 @@ pub fn exp_f32(x: f32) -> f32 {
     p * f32::from_bits(((n as i32 + 127) as u32) << 23)
 }
 
+/// Softmax of one row, in place, with [`exp_f32`] and sums in a fixed order
+/// (the fused op and the int8 attention both call it).
+pub fn softmax_in_place(row: &mut [f32]) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    row.iter_mut().for_each(|v| *v = exp_f32(*v - max));
+    let inv = 1.0 / row.iter().sum::<f32>();
+    row.iter_mut().for_each(|v| *v *= inv);
+}
+
 /// erf for f32 (Abramowitz and Stegun 7.1.26: within 1.5e-7 absolute, 1e-6 in
 /// f32 arithmetic), branch-free.
 #[inline(always)]
@@ -108,13 +117,8 @@ impl CustomOp1 for Softmax {
         let mut y = vec![0f32; x.len()];
         for_parts(&mut y, n, |at, part| {
             for (xr, yr) in x[at..at + part.len()].chunks_exact(n).zip(part.chunks_exact_mut(n)) {
-                let max = xr.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                for (o, &v) in yr.iter_mut().zip(xr) {
-                    *o = exp_f32(v - max);
-                }
-                let sum: f32 = yr.iter().sum();
-                let inv = 1.0 / sum;
-                yr.iter_mut().for_each(|o| *o *= inv);
+                yr.copy_from_slice(xr);
+                softmax_in_place(yr);
             }
         });
         Ok((CpuStorage::F32(y), l.shape().clone()))

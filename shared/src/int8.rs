@@ -145,14 +145,9 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], bias: &[f32], b: usize, t: usi
                         *sj += qd * kj;
                     }
                 }
-                let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                for sj in s.iter_mut() {
-                    *sj = crate::fused::exp_f32(*sj - max);
-                }
-                let inv = 1.0 / s.iter().sum::<f32>();
+                crate::fused::softmax_in_place(&mut s);
                 let o = &mut out[at(i, h)..at(i, h) + hd];
-                for (j, &sj) in s.iter().enumerate() {
-                    let w = sj * inv;
+                for (j, &w) in s.iter().enumerate() {
                     for (od, vd) in o.iter_mut().zip(&v[at(j, h)..at(j, h) + hd]) {
                         *od += w * vd;
                     }

@@ -65,10 +65,11 @@ pub fn run(args: &ComparablesArgs) -> Result<()> {
         let (mut within, mut median_err, mut model_err, mut n) = (0usize, 0.0f64, 0.0f64, 0usize);
         let mut lookup = std::time::Duration::ZERO;
         for chunk in products.chunks(pricer::estimator::BATCH) {
-            let estimates = est.estimate_batch(chunk);
-            for ((p, v), e) in chunk.iter().zip(est.member_values(chunk)).zip(estimates) {
-                let (Ok(v), Ok(e)) = (v, e) else { continue };
-                let pooled = v.pooled.context("the encoder gave no pooled vector")?;
+            // One encoder pass per product: the estimate from the same member values.
+            for (p, v) in chunk.iter().zip(est.member_values(chunk)) {
+                let Ok(v) = v else { continue };
+                let pooled = v.pooled.clone().context("the encoder gave no pooled vector")?;
+                let Ok(e) = est.estimate_from(p, v) else { continue };
                 let start = Instant::now();
                 let near = comparables(knn, &pooled, args.k);
                 lookup += start.elapsed();

@@ -141,8 +141,13 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         if n == 0 || n > est.prep.max_tokens {
             bail!("--max-tokens {n}: the model reads 1 to {} tokens", est.prep.max_tokens);
         }
+        // Curated items carry text already cut to the model's budget: it is
+        // cut again by the model's tokenizer, so a model without one cannot.
+        let Some(tok) = est.prep.tokenizer.clone() else {
+            bail!("--max-tokens needs a model with a tokenizer (an encoder or a stack with one)")
+        };
         est.prep.max_tokens = n;
-        tokenizer = est.prep.tokenizer.clone();
+        tokenizer = Some(tok);
     }
     let read = Reading { limit: args.limit, strict: args.strict, cut: tokenizer.as_ref().zip(args.max_tokens) };
     if !args.data.is_dir() {

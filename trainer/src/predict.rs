@@ -31,7 +31,7 @@ pub struct PredictArgs {
     /// With --explain: how many of the most influential words are taken out
     /// of the text one at a time to measure the encoder's share (one encoder
     /// pass each).
-    #[arg(long, default_value_t = 6, value_name = "N")]
+    #[arg(long, default_value_t = ExplainOptions::default().occlude, value_name = "N")]
     pub occlude: usize,
     #[command(flatten)]
     pub chat: ChatArgs,
