@@ -154,15 +154,21 @@ impl Dropout {
     }
 
     pub fn apply(&mut self, x: &Tensor) -> Result<Tensor> {
+        match self.mask(x.elem_count()) {
+            None => Ok(x.clone()),
+            Some(mask) => x.mul(&Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?),
+        }
+    }
+
+    /// The next `n` mask values (0, or 1 / (1 - p) for kept values); `None`
+    /// when nothing is dropped.
+    pub fn mask(&mut self, n: usize) -> Option<Vec<f32>> {
         if self.p <= 0.0 {
-            return Ok(x.clone());
+            return None;
         }
         let threshold = (self.p as f64 * u32::MAX as f64) as u32;
         let scale = 1.0 / (1.0 - self.p);
-        let mask: Vec<f32> =
-            (0..x.elem_count()).map(|_| if self.rng.next_u32() >= threshold { scale } else { 0.0 }).collect();
-        let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
-        x.mul(&mask)
+        Some((0..n).map(|_| if self.rng.next_u32() >= threshold { scale } else { 0.0 }).collect())
     }
 }
 
@@ -234,18 +240,21 @@ impl Layer {
 
     /// `mask_bias`: `[b, 1, 1, t]`, 0 for tokens and a large negative for padding.
     fn forward(&self, x: &Tensor, mask_bias: &Tensor, dropout: &mut Option<&mut Dropout>) -> Result<Tensor> {
-        let (b, t, h) = x.dims3()?;
         if dropout.is_none() && self.query.is_int8() && self.key.is_int8() && self.value.is_int8() {
             return self.forward_8bit(x, mask_bias);
         }
-        let hd = h / self.heads;
-        let split = |y: Tensor| -> Result<Tensor> { y.reshape((b, t, self.heads, hd))?.transpose(1, 2)?.contiguous() };
-        let q = split(self.query.forward(x)?)?;
-        let k = split(self.key.forward(x)?)?;
-        let v = split(self.value.forward(x)?)?;
-        let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?.broadcast_add(mask_bias)?;
-        let probs = crate::fused::softmax_last_dim(&scores)?;
-        let ctx = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((b, t, h))?;
+        if let Some(params) = self.dense_params().filter(|_| crate::fused::fused(x)) {
+            let n = x.elem_count();
+            // Drawn in the order the primitive path below draws them.
+            let masks = match dropout {
+                Some(d) => [d.mask(n), d.mask(n)],
+                None => [None, None],
+            };
+            let eps = self.attn_norm.eps;
+            return crate::fused_layer::layer(x, params, mask_bias, self.heads, eps, masks);
+        }
+        let (q, k, v) = (self.query.forward(x)?, self.key.forward(x)?, self.value.forward(x)?);
+        let ctx = crate::fused::attention(&q, &k, &v, mask_bias, self.heads)?;
         let a = drop(self.attn_out.forward(&ctx)?, dropout)?;
         let x = self.attn_norm.forward(&(a + x)?)?;
         let f = crate::fused::gelu(&self.intermediate.forward(&x)?)?;
@@ -255,6 +264,23 @@ impl Layer {
 }
 
 impl Layer {
+    /// The parameters in [`crate::fused_layer::PARAMS`] order, when every
+    /// projection is dense.
+    fn dense_params(&self) -> Option<[&Tensor; 16]> {
+        fn d(l: &Linear) -> Option<(&Tensor, &Tensor)> {
+            match l {
+                Linear::Dense { weight, bias } => Some((weight, bias)),
+                Linear::Int8(_) => None,
+            }
+        }
+        let (q, k, v, o) = (d(&self.query)?, d(&self.key)?, d(&self.value)?, d(&self.attn_out)?);
+        let (i, out) = (d(&self.intermediate)?, d(&self.output)?);
+        let (n1, n2) = (&self.attn_norm, &self.out_norm);
+        Some([
+            q.0, q.1, k.0, k.1, v.0, v.1, o.0, o.1, &n1.weight, &n1.bias, i.0, i.1, out.0, out.1, &n2.weight, &n2.bias,
+        ])
+    }
+
     /// Inference from 8-bit weights: int8 projections and an attention whose
     /// sums run in a fixed order, the same bits natively and in the browser.
     fn forward_8bit(&self, x: &Tensor, mask_bias: &Tensor) -> Result<Tensor> {

@@ -10,7 +10,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, D, DType, Layout,
 /// CPU training and inference, natively and in the browser (where the fast
 /// exp and erf below are what makes them pay: candle's primitive versions call
 /// libm once per value, a third of the encoder's time in the worker).
-fn fused(t: &Tensor) -> bool {
+pub(crate) fn fused(t: &Tensor) -> bool {
     t.device().is_cpu() && t.dtype() == DType::F32
 }
 
@@ -26,16 +26,63 @@ pub fn exp_f32(x: f32) -> f32 {
     let n = (x * std::f32::consts::LOG2_E + 0.5).floor();
     let r = x - n * LN2_HI - n * LN2_LO;
     let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    // 2^n: n (an integer in [-126, 127]) sits in the low mantissa bits of
+    // n + 1.5 * 2^23; integer ops on those bits vectorise, where `n as i32`
+    // (saturating) made every lane a scalar conversion.
+    let n_bits = (n + 12_582_912.0).to_bits().wrapping_sub(0x4B40_0000);
+    p * f32::from_bits(n_bits.wrapping_add(127) << 23)
 }
 
-/// Softmax of one row, in place, with [`exp_f32`] and sums in a fixed order
-/// (the fused op and the int8 attention both call it).
+/// Softmax of one row, in place, with [`exp_f32`] and sums in index order:
+/// the int8 attention's arithmetic, the same bits natively and in the
+/// browser, which the shipped model's stored test figures were computed with.
 pub fn softmax_in_place(row: &mut [f32]) {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     row.iter_mut().for_each(|v| *v = exp_f32(*v - max));
     let inv = 1.0 / row.iter().sum::<f32>();
     row.iter_mut().for_each(|v| *v *= inv);
+}
+
+/// [`softmax_in_place`] with the maximum and the sum in eight lanes: it
+/// vectorises (training's attention; 2x faster than the scalar sums).
+pub fn softmax_lanes_in_place(row: &mut [f32]) {
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let mut chunks = row.chunks_exact(8);
+    for c in &mut chunks {
+        lanes.iter_mut().zip(c).for_each(|(m, &v)| *m = if v > *m { v } else { *m });
+    }
+    let max = chunks.remainder().iter().chain(&lanes).fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+    row.iter_mut().for_each(|v| *v = exp_f32(*v - max));
+    let inv = 1.0 / sum_lanes(row);
+    row.iter_mut().for_each(|v| *v *= inv);
+}
+
+/// Sum in eight interleaved lanes, then the lanes and the tail in a fixed
+/// order: it vectorises, and gives the same bits natively and in the browser.
+#[inline]
+pub fn sum_lanes(x: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    let mut chunks = x.chunks_exact(8);
+    for c in &mut chunks {
+        lanes.iter_mut().zip(c).for_each(|(s, &v)| *s += v);
+    }
+    let l = lanes;
+    ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7])) + chunks.remainder().iter().sum::<f32>()
+}
+
+/// Dot product in eight lanes, like [`sum_lanes`].
+#[inline]
+pub fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    let (mut ca, mut cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for i in 0..8 {
+            lanes[i] += x[i] * y[i];
+        }
+    }
+    let l = lanes;
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7])) + tail
 }
 
 /// erf for f32 (Abramowitz and Stegun 7.1.26: within 1.5e-7 absolute, 1e-6 in
@@ -76,7 +123,7 @@ pub fn gelu(x: &Tensor) -> Result<Tensor> {
 /// values: natively one part per core for large tensors (candle's own ops
 /// are threaded too), in one part in the browser's single thread.
 #[cfg_attr(target_arch = "wasm32", allow(unused_variables))]
-fn for_parts(out: &mut [f32], row: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+pub fn for_parts(out: &mut [f32], row: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
     #[cfg(not(target_arch = "wasm32"))]
     {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(16);
@@ -96,7 +143,7 @@ fn for_parts(out: &mut [f32], row: usize, f: impl Fn(usize, &mut [f32]) + Sync) 
 }
 
 /// The f32 values of a contiguous CPU tensor's storage.
-fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
+pub(crate) fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
     let CpuStorage::F32(data) = s else { bail!("fused ops take f32") };
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&data[a..b]),
@@ -118,7 +165,7 @@ impl CustomOp1 for Softmax {
         for_parts(&mut y, n, |at, part| {
             for (xr, yr) in x[at..at + part.len()].chunks_exact(n).zip(part.chunks_exact_mut(n)) {
                 yr.copy_from_slice(xr);
-                softmax_in_place(yr);
+                softmax_lanes_in_place(yr);
             }
         });
         Ok((CpuStorage::F32(y), l.shape().clone()))
@@ -144,7 +191,7 @@ impl CustomOp2 for SoftmaxBwd {
         for_parts(&mut dx, n, |at, part| {
             let (y, g) = (&y[at..at + part.len()], &g[at..at + part.len()]);
             for ((yr, gr), dr) in y.chunks_exact(n).zip(g.chunks_exact(n)).zip(part.chunks_exact_mut(n)) {
-                let dot: f32 = yr.iter().zip(gr).map(|(a, b)| a * b).sum();
+                let dot = dot_lanes(yr, gr);
                 for ((d, &yv), &gv) in dr.iter_mut().zip(yr).zip(gr) {
                     *d = yv * (gv - dot);
                 }
@@ -205,12 +252,28 @@ struct LayerNorm {
     eps: f64,
 }
 
-/// Mean and 1 / standard deviation of one row (accumulated in f64).
-fn moments(row: &[f32], eps: f64) -> (f32, f32) {
+/// Mean and 1 / standard deviation of one row, accumulated in f64 in index
+/// order (the layer norm op: inference, and the shipped model's figures).
+pub(crate) fn moments(row: &[f32], eps: f64) -> (f32, f32) {
     let n = row.len() as f64;
     let mean = row.iter().map(|&v| v as f64).sum::<f64>() / n;
     let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
     (mean as f32, (1.0 / (var + eps).sqrt()) as f32)
+}
+
+/// [`moments`] in f32, two passes in eight lanes: it vectorises (training's
+/// fused layer and every layer norm's backward).
+pub(crate) fn moments_lanes(row: &[f32], eps: f64) -> (f32, f32) {
+    let n = row.len() as f32;
+    let mean = sum_lanes(row) / n;
+    let mut lanes = [0f32; 8];
+    let mut chunks = row.chunks_exact(8);
+    for c in &mut chunks {
+        lanes.iter_mut().zip(c).for_each(|(s, &v)| *s += (v - mean) * (v - mean));
+    }
+    let tail: f32 = chunks.remainder().iter().map(|&v| (v - mean) * (v - mean)).sum();
+    let var = (sum_lanes(&lanes) + tail) / n;
+    (mean, (1.0 / (var as f64 + eps).sqrt()) as f32)
 }
 
 impl CustomOp3 for LayerNorm {
@@ -256,29 +319,281 @@ impl CustomOp3 for LayerNorm {
         let xs = x.flatten_all()?.to_vec1::<f32>()?;
         let ws = w.to_vec1::<f32>()?;
         let gs = grad.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-        let (mut dx, mut dw, mut db) = (vec![0f32; xs.len()], vec![0f32; n], vec![0f32; n]);
-        let mut xhat = vec![0f32; n];
-        for ((xr, gr), dr) in xs.chunks_exact(n).zip(gs.chunks_exact(n)).zip(dx.chunks_exact_mut(n)) {
-            let (mean, rstd) = moments(xr, self.eps);
-            let (mut sum_d, mut sum_dx) = (0f32, 0f32);
-            for i in 0..n {
-                xhat[i] = (xr[i] - mean) * rstd;
-                let d = gr[i] * ws[i];
-                sum_d += d;
-                sum_dx += d * xhat[i];
-                dw[i] += gr[i] * xhat[i];
-                db[i] += gr[i];
-            }
-            let (mean_d, mean_dx) = (sum_d / n as f32, sum_dx / n as f32);
-            for i in 0..n {
-                dr[i] = rstd * (gr[i] * ws[i] - mean_d - xhat[i] * mean_dx);
-            }
-        }
+        let (mut dw, mut db) = (vec![0f32; n], vec![0f32; n]);
+        let dx = crate::fused_layer::norm_backward(&xs, &ws, &gs, self.eps, &mut dw, &mut db);
         let dev = x.device();
         Ok((
             Some(Tensor::from_vec(dx, x.shape(), dev)?),
             Some(Tensor::from_vec(dw, n, dev)?),
             Some(Tensor::from_vec(db, n, dev)?),
+        ))
+    }
+}
+
+/// Multi-head scaled dot-product attention of `[b, t, h]` projections with an
+/// additive key mask `[b, 1, 1, t]`: the context `[b, t, h]`. Fused on the CPU:
+/// every (batch, head) pair is two small products and a softmax on one core,
+/// read in place from the projections (no head split, no copies), where
+/// candle's batched matmul runs the 192 pairs of a 16-text batch one after the
+/// other, each spread over the cores with a barrier between. The backward
+/// recomputes the probabilities rather than keeping them.
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask_bias: &Tensor, heads: usize) -> Result<Tensor> {
+    let (b, t, h) = q.dims3()?;
+    if heads == 0 || h % heads != 0 {
+        bail!("attention: hidden size {h} does not split into {heads} heads");
+    }
+    if !fused(q) {
+        let hd = h / heads;
+        let split = |y: &Tensor| -> Result<Tensor> { y.reshape((b, t, heads, hd))?.transpose(1, 2)?.contiguous() };
+        let scores = (split(q)?.matmul(&split(k)?.t()?)? / (hd as f64).sqrt())?.broadcast_add(mask_bias)?;
+        let probs = softmax_last_dim(&scores)?;
+        return probs.matmul(&split(v)?)?.transpose(1, 2)?.contiguous()?.reshape((b, t, h));
+    }
+    let mask = mask_bias.flatten_all()?.to_vec1::<f32>()?;
+    if mask.len() != b * t {
+        bail!("attention: mask of {} values for {b} texts of {t} tokens", mask.len());
+    }
+    q.contiguous()?.apply_op3(&k.contiguous()?, &v.contiguous()?, Attention { heads, mask })
+}
+
+/// A strided f32 matrix inside a slice: element (r, c) at `at + r * rs + c * cs`.
+#[derive(Clone, Copy)]
+pub(crate) struct Mat<'a> {
+    pub(crate) data: &'a [f32],
+    pub(crate) at: usize,
+    pub(crate) rs: usize,
+    pub(crate) cs: usize,
+    pub(crate) rows: usize,
+    pub(crate) cols: usize,
+}
+
+impl<'a> Mat<'a> {
+    pub(crate) fn t(self) -> Self {
+        Mat { rs: self.cs, cs: self.rs, rows: self.cols, cols: self.rows, ..self }
+    }
+
+    /// Whether every element lies inside `data`.
+    fn in_bounds(&self) -> bool {
+        self.rows == 0
+            || self.cols == 0
+            || self.at + (self.rows - 1) * self.rs + (self.cols - 1) * self.cs < self.data.len()
+    }
+}
+
+/// `dst[r * dst_rs + c] = scale * (a b)[r][c]` (plus the old value when
+/// `accumulate`), single-threaded, with gemm's SIMD kernels.
+pub(crate) fn matmul(dst: &mut [f32], dst_rs: usize, a: Mat, b: Mat, scale: f32, accumulate: bool) {
+    matmul_threads(dst, dst_rs, a, b, scale, accumulate, 1)
+}
+
+/// [`matmul`] spread over `threads` cores (natively; one in the browser).
+pub(crate) fn matmul_threads(
+    dst: &mut [f32],
+    dst_rs: usize,
+    a: Mat,
+    b: Mat,
+    scale: f32,
+    accumulate: bool,
+    threads: usize,
+) {
+    let (m, n, k) = (a.rows, b.cols, a.cols);
+    assert!(a.cols == b.rows && a.in_bounds() && b.in_bounds(), "matmul: operands out of shape");
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!((m - 1) * dst_rs + n <= dst.len() && dst_rs >= n, "matmul: destination too small");
+    if k == 0 {
+        if !accumulate {
+            dst.chunks_mut(dst_rs).take(m).for_each(|r| r[..n].fill(0.0));
+        }
+        return;
+    }
+    // SAFETY: gemm reads lhs at a.at + i * a.rs + l * a.cs for i < m, l < k,
+    // rhs at b.at + l * b.rs + j * b.cs for l < k, j < n, and writes dst at
+    // i * dst_rs + j: `in_bounds` and the destination assert above put every
+    // such index inside its slice (strides are non-negative), the destination
+    // rows do not overlap (dst_rs >= n), and the `&mut` excludes aliasing
+    // with the inputs. With several threads gemm splits the destination into
+    // disjoint blocks and joins them before returning.
+    #[cfg(not(target_arch = "wasm32"))]
+    let parallelism = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+    #[cfg(target_arch = "wasm32")]
+    let parallelism = {
+        let _ = threads;
+        gemm::Parallelism::None
+    };
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            accumulate,
+            a.data.as_ptr().add(a.at),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr().add(b.at),
+            b.cs as isize,
+            b.rs as isize,
+            1.0,
+            scale,
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    }
+}
+
+/// Runs `f(first batch, [parts])` on whole batches of `t * h` values, each
+/// output split the same way: natively one slice of batches per core.
+#[cfg_attr(target_arch = "wasm32", allow(unused_variables))]
+fn for_batches<const N: usize>(outs: [&mut [f32]; N], per_batch: usize, f: impl Fn(usize, [&mut [f32]; N]) + Sync) {
+    let batches = outs[0].len() / per_batch.max(1);
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(16).min(batches);
+        if threads > 1 {
+            let per = batches.div_ceil(threads);
+            let mut parts: Vec<[&mut [f32]; N]> = (0..threads).map(|_| std::array::from_fn(|_| &mut [][..])).collect();
+            for (i, out) in outs.into_iter().enumerate() {
+                for (j, chunk) in out.chunks_mut(per * per_batch).enumerate() {
+                    parts[j][i] = chunk;
+                }
+            }
+            std::thread::scope(|s| {
+                for (j, part) in parts.into_iter().enumerate() {
+                    let f = &f;
+                    s.spawn(move || f(j * per, part));
+                }
+            });
+            return;
+        }
+    }
+    f(0, outs)
+}
+
+pub(crate) struct Attention {
+    pub(crate) heads: usize,
+    /// Additive key mask, `[b * t]`.
+    pub(crate) mask: Vec<f32>,
+}
+
+impl Attention {
+    /// The attention probabilities of text `bi`, head `hi` into `p` (`t * t`).
+    fn probs(&self, q: &[f32], k: &[f32], (bi, hi): (usize, usize), (t, h): (usize, usize), p: &mut [f32]) {
+        let d = h / self.heads;
+        let at = bi * t * h + hi * d;
+        let qm = Mat { data: q, at, rs: h, cs: 1, rows: t, cols: d };
+        let km = Mat { data: k, at, rs: h, cs: 1, rows: t, cols: d };
+        matmul(p, t, qm, km.t(), 1.0 / (d as f32).sqrt(), false);
+        let mask = &self.mask[bi * t..(bi + 1) * t];
+        for row in p.chunks_exact_mut(t) {
+            row.iter_mut().zip(mask).for_each(|(s, m)| *s += m);
+            softmax_lanes_in_place(row);
+        }
+    }
+
+    /// The context `[b, t, h]` of projections `q`, `k`, `v` (each `[b, t, h]`).
+    pub(crate) fn forward(&self, q: &[f32], k: &[f32], v: &[f32], (b, t, h): (usize, usize, usize)) -> Vec<f32> {
+        let d = h / self.heads;
+        let mut ctx = vec![0f32; b * t * h];
+        for_batches([&mut ctx], t * h, |first, [out]| {
+            let mut p = vec![0f32; t * t];
+            for (i, out) in out.chunks_mut(t * h).enumerate() {
+                for hi in 0..self.heads {
+                    self.probs(q, k, (first + i, hi), (t, h), &mut p);
+                    let vm = Mat { data: v, at: (first + i) * t * h + hi * d, rs: h, cs: 1, rows: t, cols: d };
+                    let pm = Mat { data: &p, at: 0, rs: t, cs: 1, rows: t, cols: t };
+                    matmul(&mut out[hi * d..], h, pm, vm, 1.0, false);
+                }
+            }
+        });
+        ctx
+    }
+
+    /// Gradients of `q`, `k` and `v` from the context's gradient `g`.
+    pub(crate) fn backward(
+        &self,
+        qs: &[f32],
+        ks: &[f32],
+        vs: &[f32],
+        gs: &[f32],
+        (b, t, h): (usize, usize, usize),
+    ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let d = h / self.heads;
+        let n = b * t * h;
+        let (mut dq, mut dk, mut dv) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
+        let scale = 1.0 / (d as f32).sqrt();
+        for_batches([&mut dq, &mut dk, &mut dv], t * h, |first, [dq, dk, dv]| {
+            let (mut p, mut dp) = (vec![0f32; t * t], vec![0f32; t * t]);
+            for i in 0..dq.len() / (t * h) {
+                let bi = first + i;
+                for hi in 0..self.heads {
+                    let (at, local) = (bi * t * h + hi * d, i * t * h + hi * d);
+                    let view = |data| Mat { data, at, rs: h, cs: 1, rows: t, cols: d };
+                    self.probs(qs, ks, (bi, hi), (t, h), &mut p);
+                    let pm = Mat { data: &p, at: 0, rs: t, cs: 1, rows: t, cols: t };
+                    // dV = P^T dC; dP = dC V^T; dS = P (dP - rowsum(dP P)) / sqrt(d).
+                    matmul(&mut dv[local..], h, pm.t(), view(gs), 1.0, false);
+                    matmul(&mut dp, t, view(gs), view(vs).t(), 1.0, false);
+                    for (pr, dr) in p.chunks_exact(t).zip(dp.chunks_exact_mut(t)) {
+                        let dot = dot_lanes(pr, dr);
+                        dr.iter_mut().zip(pr).for_each(|(g, &pv)| *g = pv * (*g - dot) * scale);
+                    }
+                    // dQ = dS K; dK = dS^T Q.
+                    let ds = Mat { data: &dp, at: 0, rs: t, cs: 1, rows: t, cols: t };
+                    matmul(&mut dq[local..], h, ds, view(ks), 1.0, false);
+                    matmul(&mut dk[local..], h, ds.t(), view(qs), 1.0, false);
+                }
+            }
+        });
+        (dq, dk, dv)
+    }
+}
+
+impl CustomOp3 for Attention {
+    fn name(&self) -> &'static str {
+        "fused-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (q, k, v) = (slice(s1, l1)?, slice(s2, l2)?, slice(s3, l3)?);
+        let (b, t, h) = l1.shape().dims3()?;
+        if l2.dims() != l1.dims() || l3.dims() != l1.dims() || self.mask.len() != b * t {
+            bail!("attention: q {:?}, k {:?}, v {:?}, mask {}", l1.dims(), l2.dims(), l3.dims(), self.mask.len());
+        }
+        let ctx = self.forward(q, k, v, (b, t, h));
+        Ok((CpuStorage::F32(ctx), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        _ctx: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (b, t, h) = q.dims3()?;
+        let cpu = |x: &Tensor| -> Result<Vec<f32>> { x.contiguous()?.flatten_all()?.to_vec1::<f32>() };
+        let (dq, dk, dv) = self.backward(&cpu(q)?, &cpu(k)?, &cpu(v)?, &cpu(grad)?, (b, t, h));
+        let dev = q.device();
+        let shape = (b, t, h);
+        Ok((
+            Some(Tensor::from_vec(dq, shape, dev)?),
+            Some(Tensor::from_vec(dk, shape, dev)?),
+            Some(Tensor::from_vec(dv, shape, dev)?),
         ))
     }
 }
@@ -396,5 +711,53 @@ mod tests {
         assert_eq!(exp_f32(-1e4), exp_f32(-87.0), "clamped, never NaN or negative");
         assert!(erf_f32(0.0).abs() < 1e-6);
         assert!((erf_f32(-10.0) + 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn attention_matches_candle_in_values_and_gradients() {
+        // Ragged masks (padding at the end of some texts), two and three heads,
+        // sizes above and below the threaded split.
+        for (b, t, h, heads) in [(3, 5, 8, 2), (5, 17, 24, 3), (1, 4, 6, 3)] {
+            let q = Var::from_tensor(&values(&[b, t, h], 21).affine(0.3, 0.0).unwrap()).unwrap();
+            let k = Var::from_tensor(&values(&[b, t, h], 22).affine(0.3, 0.0).unwrap()).unwrap();
+            let v = Var::from_tensor(&values(&[b, t, h], 23)).unwrap();
+            let mask: Vec<f32> = (0..b * t).map(|i| if i % t >= t - (i / t) % 3 { -1e4 } else { 0.0 }).collect();
+            let mask = Tensor::from_vec(mask, (b, 1, 1, t), &Device::Cpu).unwrap();
+            let g = values(&[b, t, h], 24);
+            let ours = attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), &mask, heads).unwrap();
+            let hd = h / heads;
+            let split =
+                |y: &Tensor| y.reshape((b, t, heads, hd)).unwrap().transpose(1, 2).unwrap().contiguous().unwrap();
+            let scores = (split(q.as_tensor()).matmul(&split(k.as_tensor()).t().unwrap()).unwrap()
+                / (hd as f64).sqrt())
+            .unwrap()
+            .broadcast_add(&mask)
+            .unwrap();
+            let probs = candle_nn::ops::softmax(&scores, D::Minus1).unwrap();
+            let theirs = probs
+                .matmul(&split(v.as_tensor()))
+                .unwrap()
+                .transpose(1, 2)
+                .unwrap()
+                .contiguous()
+                .unwrap()
+                .reshape((b, t, h))
+                .unwrap();
+            assert!(rel_diff(&ours, &theirs) < 1e-5, "{}", rel_diff(&ours, &theirs));
+            let go = (ours * &g).unwrap().sum_all().unwrap().backward().unwrap();
+            let gt = (theirs * &g).unwrap().sum_all().unwrap().backward().unwrap();
+            for x in [&q, &k, &v] {
+                let d = rel_diff(go.get(x).unwrap(), gt.get(x).unwrap());
+                assert!(d < 1e-4, "({b}, {t}, {h}, {heads}): {d}");
+            }
+        }
+    }
+
+    #[test]
+    fn attention_refuses_heads_that_do_not_divide_the_width() {
+        let x = values(&[1, 3, 8], 1);
+        let mask = Tensor::zeros((1, 1, 1, 3), DType::F32, &Device::Cpu).unwrap();
+        let err = attention(&x, &x, &x, &mask, 3).unwrap_err().to_string();
+        assert!(err.contains("does not split into 3 heads"), "{err}");
     }
 }

@@ -12,6 +12,7 @@ pub mod bert;
 pub mod estimator;
 pub mod explain;
 pub mod fused;
+pub mod fused_layer;
 pub mod int8;
 pub mod knn;
 pub mod metrics;
