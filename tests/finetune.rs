@@ -207,6 +207,18 @@ fn train_kill_resume_export_eval_predict() {
     let same = pricer_ok(&["predict", "--model", ens.to_str().unwrap(), text]);
     let e: Value = serde_json::from_str(same.trim()).unwrap();
     assert_eq!(e["price"], x["price"], "explaining does not change the estimate");
+    // The first estimate (words and details alone), and its accuracy on the test items.
+    let first = x["first"].as_f64().unwrap();
+    assert!(first > 0.0 && first != x["price"].as_f64().unwrap(), "{x}");
+    let firsts =
+        pricer_ok(&["eval", "--model", ens.to_str().unwrap(), "--data", test.to_str().unwrap(), "--json", "--first"]);
+    let firsts: Value = serde_json::from_str(firsts.trim()).unwrap();
+    assert_eq!(firsts["n"], 30);
+    assert_ne!(firsts["mae"], ens_s["mae"], "{firsts} is not the full estimate");
+    for m in [&q8, &lin] {
+        let out = pricer(&["eval", "--model", m.to_str().unwrap(), "--data", test.to_str().unwrap(), "--first"]);
+        assert!(String::from_utf8_lossy(&out.stderr).contains("--first needs a stack"), "{out:?}");
+    }
     // JSONL in, one explanation per line, a bad line reported in place.
     let mut child = std::process::Command::new(pricer_bin())
         .args(["predict", "--model", ens.to_str().unwrap(), "--neighbours", "2"])

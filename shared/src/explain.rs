@@ -56,6 +56,9 @@ pub struct Explanation {
     pub rest: f64,
     /// The nearest training items, most similar first.
     pub comparables: Vec<Comparable>,
+    /// What the words and details alone say ([`Estimator::first_estimate`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first: Option<f64>,
 }
 
 /// Words shown each way (raising, lowering) by the page and the CLI.
@@ -263,7 +266,34 @@ impl Estimator {
             (Some(knn), Some(pooled)) if opts.comparables > 0 => comparables(knn, pooled, opts.comparables),
             _ => vec![],
         };
-        Ok(Explanation { estimate, typical: typical.exp_m1().max(0.0), words: words_out, details, rest, comparables })
+        let first = self.first_estimate(p)?;
+        Ok(Explanation {
+            estimate,
+            typical: typical.exp_m1().max(0.0),
+            words: words_out,
+            details,
+            rest,
+            comparables,
+            first,
+        })
+    }
+
+    /// A first estimate from the linear members alone (words and details),
+    /// the encoder's and neighbours' shares held at the training mean log
+    /// price: well under a millisecond, so the page shows it while the
+    /// encoder runs. `None` for a model that is not a stack of an encoder and
+    /// linear members (its full estimate is as quick, or there is nothing to
+    /// say before the encoder has read the text).
+    pub fn first_estimate(&self, p: &Product) -> Result<Option<f64>, Error> {
+        let Some(neural) = self.neural() else { return Ok(None) };
+        let blend = self.blend_of(p);
+        if !matches!(self.predictor, Predictor::Stack(_)) || blend.linear.is_empty() {
+            return Ok(None);
+        }
+        let input = text::model_input(p, self.prep.budget())?;
+        let linear: f64 = blend.linear.iter().map(|(lin, w)| w * lin.log_price(p, &input)).sum();
+        let log = blend.constant + (blend.encoder + blend.knn) * neural.target_mean + linear;
+        Ok(Some(log.exp_m1().max(0.0)))
     }
 }
 
@@ -413,7 +443,7 @@ mod tests {
     }
 
     /// A stack of a tiny random encoder, its head and a titled neighbour index.
-    fn neural_stack(members: Vec<Member>, weights: Vec<f64>) -> Estimator {
+    fn neural_stack(members: Vec<Member>, weights: Vec<f64>, linear: Vec<(String, LinearModel)>) -> Estimator {
         let vocab = [
             "[PAD]", "[UNK]", "[CLS]", "[SEP]", "steel", "blender", "usb", "cable", "gold", "ring", "pack", "of", "12",
         ];
@@ -439,7 +469,7 @@ mod tests {
         let labels = ItemLabels::new(titles.iter().map(|t| (*t, Some("Appliances"))));
         let knn =
             Knn::new(&vectors, vec![3.0, 2.0, 5.0], cfg.hidden_size, 2, 0.1).unwrap().with_labels(labels).unwrap();
-        let stack = Stack { neural: None, knn: Some(knn), linear: vec![], members, weights, band_scale: 1.0 };
+        let stack = Stack { neural: None, knn: Some(knn), linear, members, weights, band_scale: 1.0 };
         stack.write(&mut w).unwrap();
         w.set_str(keys::BERT_CONFIG, &serde_json::to_string(&cfg).unwrap())
             .set_f64(keys::TARGET_MEAN, 3.5)
@@ -450,7 +480,7 @@ mod tests {
 
     #[test]
     fn occlusion_measures_what_taking_a_word_out_changes() {
-        let est = neural_stack(vec![Member::Encoder, Member::Neighbours], vec![0.6, 0.4, 0.2]);
+        let est = neural_stack(vec![Member::Encoder, Member::Neighbours], vec![0.6, 0.4, 0.2], vec![]);
         let p = Product::from_free_text("steel blender usb cable");
         let x = est.explain(&p, ExplainOptions { comparables: 2, occlude: 8 }).unwrap();
         assert!((x.total() - x.estimate.price.ln_1p()).abs() < 1e-6, "{x:?}");
@@ -479,6 +509,44 @@ mod tests {
         let plain = est.explain(&p, ExplainOptions { comparables: 0, occlude: 0 }).unwrap();
         assert!(plain.words.is_empty() && plain.comparables.is_empty());
         assert!((plain.rest - (x.estimate.price.ln_1p() - x.typical.ln_1p())).abs() < 1e-6);
+    }
+
+    #[test]
+    fn the_first_estimate_holds_the_encoder_at_its_mean_and_reads_the_words() {
+        let words = bow(&["gold", "steel"], vec![2.0, 0.5], 1.0);
+        let members = vec![
+            Member::Encoder,
+            Member::Neighbours,
+            Member::Linear("words".into()),
+            Member::WithDetails(Box::new(Member::Encoder)),
+            Member::HasDetails,
+        ];
+        let est = neural_stack(members, vec![0.5, 0.3, 0.4, 0.2, 0.6, 0.1], vec![("words".into(), words)]);
+        let p = Product::from_free_text("gold ring\nsteel");
+        // The full blend with the encoder's and neighbours' values at the
+        // training mean (3.5), the gated copy at 0 without details.
+        let Predictor::Stack(s) = &est.predictor else { unreachable!() };
+        let mut v = est.member_values(std::slice::from_ref(&p)).remove(0).unwrap().values;
+        v[0] = 3.5;
+        v[1] = 3.5;
+        let want = s.blend(&v).exp_m1();
+        let first = est.first_estimate(&p).unwrap().unwrap();
+        assert!((first / want - 1.0).abs() < 1e-9, "{first} vs {want}");
+        // words: 1.0 + 2.0 (gold) + 0.5 (steel), stored as f16, at weight 0.4.
+        let by_hand = (0.5 * 3.5 + 0.3 * 3.5 + 0.4 * 3.5 + 0.1f64).exp_m1();
+        assert!((first / by_hand - 1.0).abs() < 1e-3, "{first} vs {by_hand}");
+        // With details the gated encoder copy and the flag count too.
+        let mut with = p.clone();
+        with.details = serde_json::from_str(r#"{"Brand": "Acme"}"#).unwrap();
+        let by_hand = (0.5 * 3.5 + 0.3 * 3.5 + 0.4 * 3.5 + 0.2 * 3.5 + 0.6 + 0.1f64).exp_m1();
+        let first = est.first_estimate(&with).unwrap().unwrap();
+        assert!((first / by_hand - 1.0).abs() < 1e-3, "{first} vs {by_hand}");
+        // The explanation carries it; models without linear members or an encoder have none.
+        assert_eq!(est.explain(&p, ExplainOptions::default()).unwrap().first, est.first_estimate(&p).unwrap());
+        let plain = neural_stack(vec![Member::Encoder], vec![1.0, 0.0], vec![]);
+        assert_eq!(plain.first_estimate(&p).unwrap(), None);
+        assert_eq!(linear_stack().first_estimate(&p).unwrap(), None);
+        assert!(est.first_estimate(&Product::from_free_text("")).is_err(), "an empty product is an error");
     }
 
     #[test]

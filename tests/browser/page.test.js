@@ -209,6 +209,13 @@ test("every estimate shows comparables and the words that moved it, as the CLI d
     for (const w of cli.words) assert.ok(Math.abs(a.words[w.label] - w.weight) < 2e-3, `${w.label}: ${a.words[w.label]} vs ${w.weight}`);
     const typical = Number(await page.getAttribute("#why", "data-typical"));
     assert.ok(Math.abs(typical - cli.typical) < 0.01 * cli.typical);
+    // The words and details alone gave a first estimate, on screen before the
+    // full one, equal to the CLI's.
+    const firstPrice = Number(await page.getAttribute("#first-shown", "data-price"));
+    assert.ok(Math.abs(firstPrice - cli.first) <= 0.005 * cli.first + 0.01, `${firstPrice} vs ${cli.first}`);
+    const firstMs = Number(await page.getAttribute("#first-shown", "data-shown-ms"));
+    const fullMs = Number(await page.getAttribute("#took", "data-shown-ms"));
+    assert.ok(firstMs >= 0 && firstMs <= fullMs, `first on screen after ${firstMs} ms, full after ${fullMs} ms`);
     assert.match(await page.textContent(".why-sum"), /^From \$[\d,.]+ typical to \$[\d,.]+\./);
     // A premium word raises the estimate and is shown as raising it.
     const b = await explained(page, "Stapler Professional\nA small office stapler.");

@@ -39,6 +39,11 @@ pub struct EvalArgs {
     /// made for), to measure what a shorter, faster input costs in accuracy.
     #[arg(long, value_name = "N")]
     pub max_tokens: Option<usize>,
+    /// Evaluate the first estimate instead: the linear members alone, the
+    /// encoder's and neighbours' shares at the training mean (what the page
+    /// shows while the encoder runs). A stack of an encoder and linear members.
+    #[arg(long, conflicts_with = "max_tokens")]
+    pub first: bool,
     #[command(flatten)]
     pub chat: ChatArgs,
 }
@@ -68,6 +73,8 @@ pub struct CompareArgs {
 /// What `--model` names: a model file, or a chat model asked through the network.
 pub enum Pricer {
     File(Box<Estimator>),
+    /// A model file's first estimates (`eval --first`).
+    First(Box<Estimator>),
     Chat(Box<ChatPricer>),
 }
 
@@ -82,7 +89,7 @@ impl Pricer {
 
     pub fn kind(&self) -> &str {
         match self {
-            Pricer::File(e) => &e.kind,
+            Pricer::File(e) | Pricer::First(e) => &e.kind,
             Pricer::Chat(_) => "chat",
         }
     }
@@ -92,6 +99,14 @@ impl Pricer {
     pub fn estimate_all(&mut self, products: &[Product]) -> Result<Vec<Result<Estimate, String>>> {
         Ok(match self {
             Pricer::File(e) => e.estimate_batch(products).into_iter().map(|r| r.map_err(|e| e.to_string())).collect(),
+            Pricer::First(e) => products
+                .iter()
+                .map(|p| match e.first_estimate(p) {
+                    Ok(Some(price)) => Ok(Estimate { price, low: price, high: price }),
+                    Ok(None) => Err("the model gives no first estimate".to_string()),
+                    Err(e) => Err(e.to_string()),
+                })
+                .collect(),
             Pricer::Chat(c) => c
                 .price_all(products)?
                 .into_iter()
@@ -148,6 +163,13 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         };
         est.prep.max_tokens = n;
         tokenizer = Some(tok);
+    }
+    if args.first {
+        let Pricer::File(est) = model else { bail!("--first needs a model file") };
+        if est.first_estimate(&Product::from_free_text("a product")).map_or(true, |f| f.is_none()) {
+            bail!("--first needs a stack of an encoder and linear members (this model is {:?})", est.kind);
+        }
+        model = Pricer::First(est);
     }
     let read = Reading { limit: args.limit, strict: args.strict, cut: tokenizer.as_ref().zip(args.max_tokens) };
     if !args.data.is_dir() {

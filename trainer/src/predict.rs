@@ -132,7 +132,7 @@ fn has_comparables(est: &Estimator) -> bool {
 }
 
 /// An explanation as the page shows it: the estimate, then (with `reasons`)
-/// the typical price, the words that raised and lowered it most, the details
+/// the first estimate (words and details alone, where the model has one), the typical price, the words that raised and lowered it most, the details
 /// and the rest, then the comparables.
 pub fn explanation_json(x: &Explanation, reasons: bool) -> serde_json::Value {
     let e = &x.estimate;
@@ -142,6 +142,9 @@ pub fn explanation_json(x: &Explanation, reasons: bool) -> serde_json::Value {
                            "percent": round2(100.0 * a.weight.exp_m1())})
     };
     if reasons {
+        if let Some(first) = x.first {
+            obj["first"] = round2(first).into();
+        }
         obj["typical"] = round2(x.typical).into();
         obj["words"] = x.top_words(TOP_WORDS).into_iter().map(part).collect();
         obj["details"] = x.details.iter().map(part).collect();

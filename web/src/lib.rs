@@ -38,6 +38,12 @@ pub enum Reply {
     LoadFailed {
         message: String,
     },
+    /// What the words and details alone say, sent before the encoder runs
+    /// (models that are a stack of an encoder and linear members).
+    First {
+        id: u64,
+        price: f64,
+    },
     Estimate {
         id: u64,
         result: Result<EstimateView, String>,

@@ -116,6 +116,9 @@ fn App() -> impl IntoView {
     let last_sent = StoredValue::new(String::new());
     let sent_at = StoredValue::new((0u64, 0.0f64));
     let shown_ms = RwSignal::new(None::<f64>);
+    // The first estimate (words and details alone) of a request: id, price,
+    // and when it reached the screen after the request.
+    let first = RwSignal::new(None::<(u64, f64, Option<f64>)>);
 
     let worker = match start_worker() {
         Ok(w) => StoredValue::new_local(Some(w)),
@@ -146,6 +149,12 @@ fn App() -> impl IntoView {
                 load.set(LoadState::Ready { cached });
             }
             Reply::LoadFailed { message } => load.set(LoadState::Failed(message)),
+            Reply::First { id, price } => {
+                if id == next_id.get_untracked() {
+                    let (sent_id, at) = sent_at.get_value();
+                    first.set(Some((id, price, (sent_id == id).then(|| now_ms() - at))));
+                }
+            }
             Reply::Estimate { id, result: r } => {
                 if id == next_id.get_untracked() {
                     let (sent_id, at) = sent_at.get_value();
@@ -304,6 +313,12 @@ fn App() -> impl IntoView {
                     }).collect_view()}
                 </div>
                 {move || hint.get().map(|h| view! { <p class="hint" id="hint">{h}</p> })}
+                {move || first.get().filter(|(id, _, _)| *id != result_id.get()).map(|(_, price, _)| view! {
+                    <p class="first" id="first" aria-live="polite" data-price=format!("{price:.2}")>
+                        "First estimate from the words and details: "<strong>{dollars(price)}</strong>
+                        " (the model is still reading the whole text)"
+                    </p>
+                })}
                 {move || result.get().map(|r| match r {
                     Ok(e) => {
                         let deal = listed.get().trim().parse::<f64>().ok().filter(|p| *p > 0.0).map(|p| {
@@ -326,6 +341,14 @@ fn App() -> impl IntoView {
                                         None => format!("Estimated in {:.0} ms", e.millis),
                                     }}
                                 </p>
+                                {move || first.get().filter(|(id, _, _)| *id == result_id.get()).map(|(_, price, ms)| view! {
+                                    <p class="meta" id="first-shown" data-price=format!("{price:.2}") data-shown-ms=ms.map(|m| format!("{m:.0}"))>
+                                        {match ms {
+                                            Some(m) => format!("First estimate from the words and details alone: {}, on screen {m:.0} ms after the request", dollars(price)),
+                                            None => format!("First estimate from the words and details alone: {}", dollars(price)),
+                                        }}
+                                    </p>
+                                })}
                                 {e.truncated.then(|| view! { <p class="note" id="truncated">{format!("The text was long: the model read its first {} characters, as the command line does.", e.prepared_chars)}</p> })}
                                 {why_view(e.why.clone(), e.price)}
                                 {comparables_view(e.comparables.clone())}

@@ -232,6 +232,12 @@ fn main() {
                 let (model, latest, pending) = (model.clone(), latest.clone(), pending.clone());
                 later(move || {
                     let Some((id, text)) = pending.borrow_mut().take() else { return };
+                    // The page shows the linear members' answer while the encoder runs.
+                    if let Some(est) = model.borrow().as_ref()
+                        && let Ok(Some(price)) = est.first_estimate(&Product::from_free_text(cut_input(&text).0))
+                    {
+                        send(&Reply::First { id, price });
+                    }
                     let result = match model.borrow().as_ref() {
                         Some(est) => estimate(est, &text),
                         None => Err("the model is not loaded yet".into()),
