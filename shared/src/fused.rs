@@ -1,8 +1,9 @@
-//! Fused CPU ops with their own backward: the attention's softmax, the layer
-//! norm and GELU, each one pass over memory forward and one or two backward,
-//! where candle's differentiable versions chain a dozen primitive ops (and
-//! candle's own fused ones have no backward). Other devices and dtypes take
-//! the primitive path, so CUDA training is unchanged.
+//! Fused CPU ops with their own backward: the softmax, the layer norm, GELU
+//! and multi-head attention, each one pass over memory forward and one or two
+//! backward, where candle's differentiable versions chain a dozen primitive
+//! ops (and candle's own fused ones have no backward). Other devices and
+//! dtypes take the primitive path, so CUDA training is unchanged. The whole
+//! encoder layer as one op is `fused_layer.rs`, built from the pieces here.
 
 use candle_core::cpu::erf::erf_f64;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, D, DType, Layout, Result, Shape, Tensor, bail};
