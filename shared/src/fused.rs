@@ -343,6 +343,9 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask_bias: &Tensor, heads: 
     if heads == 0 || h % heads != 0 {
         bail!("attention: hidden size {h} does not split into {heads} heads");
     }
+    if b == 0 || t == 0 {
+        bail!("attention: empty input of shape ({b}, {t}, {h})");
+    }
     if !fused(q) {
         let hd = h / heads;
         let split = |y: &Tensor| -> Result<Tensor> { y.reshape((b, t, heads, hd))?.transpose(1, 2)?.contiguous() };

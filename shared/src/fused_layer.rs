@@ -51,6 +51,9 @@ pub fn layer(
     dropout: [Option<Vec<f32>>; 2],
 ) -> Result<Tensor> {
     let (b, t, h) = x.dims3()?;
+    if b == 0 || t == 0 || h == 0 {
+        bail!("fused layer: empty input of shape ({b}, {t}, {h})");
+    }
     let f = params[11].elem_count();
     let want = sizes(h, f);
     for ((p, &n), name) in params.iter().zip(&want).zip(PARAMS) {
@@ -462,5 +465,8 @@ mod tests {
         assert!(err.contains("does not split into 3 heads"), "{err}");
         let err = layer(&x, p, &mask, 2, 1e-12, [Some(vec![1.0; 5]), None]).unwrap_err().to_string();
         assert!(err.contains("dropout masks"), "{err}");
+        let empty = Tensor::zeros((1, 0, 4), candle_core::DType::F32, &Device::Cpu).unwrap();
+        let err = layer(&empty, p, &mask, 2, 1e-12, [None, None]).unwrap_err().to_string();
+        assert!(err.contains("empty input"), "{err}");
     }
 }
