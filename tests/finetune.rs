@@ -321,6 +321,31 @@ fn frozen_mode_trains_only_the_head() {
 }
 
 #[test]
+fn bench_times_each_part_of_a_training_step() {
+    let s = setup();
+    let base = s.base.to_str().unwrap();
+    let out = pricer_ok(&["bench", "--base", base, "--seq", "8,16", "--batch", "2", "--steps", "2", "--json"]);
+    let rows: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), 2, "{out}");
+    for (row, seq) in rows.iter().zip([8, 16]) {
+        assert_eq!(row["seq"], seq);
+        assert_eq!(row["batch"], 2);
+        let ms = |k: &str| row[k].as_f64().unwrap_or_else(|| panic!("no {k} in {row}"));
+        for k in ["step_forward_ms", "step_backward_ms", "step_optimizer_ms"] {
+            assert!(ms(k) > 0.0, "{row}");
+        }
+        // The parts are the step: examples/s follows from their sum (within the timer's overhead).
+        let step_s = (ms("step_forward_ms") + ms("step_backward_ms") + ms("step_optimizer_ms")) / 1e3;
+        let rate = ms("train_ex_s");
+        assert!(rate > 0.0 && rate <= 1.01 * 2.0 / step_s, "{row}");
+    }
+    let table = pricer_ok(&["bench", "--base", base, "--seq", "8", "--batch", "2", "--steps", "1"]);
+    assert!(table.contains("fwd ms/step") && table.contains("opt ms/step"), "{table}");
+    let out = pricer(&["bench", "--base", s.root.to_str().unwrap(), "--steps", "1"]);
+    assert!(!out.status.success() && !out.stderr.is_empty(), "a folder without a base model: {out:?}");
+}
+
+#[test]
 fn bad_training_inputs_fail_with_clear_messages() {
     let s = setup();
     let out = pricer(&["train", "--kind", "minilm", "--data", s.data.to_str().unwrap(), "--out", "x"]);

@@ -44,29 +44,45 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         .collect();
     let mut opt = AdamW::new(vars, 0.01)?;
     if !args.json {
-        println!("{:>6} {:>6} {:>14} {:>14}", "seq", "batch", "train ex/s", "forward ex/s");
+        println!(
+            "{:>6} {:>6} {:>14} {:>14} {:>12} {:>12} {:>12}",
+            "seq", "batch", "train ex/s", "forward ex/s", "fwd ms/step", "bwd ms/step", "opt ms/step"
+        );
     }
     for &seq in &args.seq {
         for &batch in &args.batch {
-            let ids: Vec<u32> = (0..batch * seq).map(|i| 1000 + (i as u32 * 7919) % 20000).collect();
+            let ids = synthetic_ids(batch * seq, cfg.vocab_size);
             let ids = Tensor::from_vec(ids, (batch, seq), &dev)?;
             let mask = Tensor::ones((batch, seq), DType::U32, &dev)?;
             let y = Tensor::zeros(batch, DType::F32, &dev)?;
-            let mut step = |n: u64| -> Result<()> {
+            // Seconds of each part of a step: forward with the loss, backward,
+            // gradient norm and optimizer (each synchronised, so a GPU's queue
+            // does not move time from one part to the next).
+            let mut parts = [0f64; 3];
+            let mut step = |n: u64, parts: &mut [f64; 3]| -> Result<()> {
+                let t0 = Instant::now();
                 let mut d = Dropout::new(0.1, n);
                 let loss = price_loss(&model.forward(&ids, &mask, Some(&mut d))?, &y)?;
+                dev.synchronize()?;
+                let t1 = Instant::now();
                 let grads = loss.backward()?;
+                dev.synchronize()?;
+                let t2 = Instant::now();
                 let _ = grad_norm(&grads, &opt.vars)?;
                 opt.step(&grads, 1e-5, 1.0)?;
                 dev.synchronize()?;
+                parts[0] += (t1 - t0).as_secs_f64();
+                parts[1] += (t2 - t1).as_secs_f64();
+                parts[2] += t2.elapsed().as_secs_f64();
                 Ok(())
             };
-            step(0)?;
+            step(0, &mut [0f64; 3])?;
             let t = Instant::now();
             for n in 0..args.steps {
-                step(n as u64 + 1)?;
+                step(n as u64 + 1, &mut parts)?;
             }
             let train = (args.steps * batch) as f64 / t.elapsed().as_secs_f64();
+            let [fwd_ms, bwd_ms, opt_ms] = parts.map(|s| 1e3 * s / args.steps.max(1) as f64);
             let t = Instant::now();
             for _ in 0..args.steps {
                 let _ = model.forward(&ids, &mask, None)?.to_device(&candle_core::Device::Cpu)?;
@@ -75,14 +91,24 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             if args.json {
                 println!(
                     "{}",
-                    serde_json::json!({"seq": seq, "batch": batch, "train_ex_s": train, "forward_ex_s": fwd, "device": args.device})
+                    serde_json::json!({"seq": seq, "batch": batch, "train_ex_s": train, "forward_ex_s": fwd,
+                                       "step_forward_ms": fwd_ms, "step_backward_ms": bwd_ms,
+                                       "step_optimizer_ms": opt_ms, "device": args.device})
                 );
             } else {
-                println!("{seq:>6} {batch:>6} {train:>14.1} {fwd:>14.1}");
+                println!("{seq:>6} {batch:>6} {train:>14.1} {fwd:>14.1} {fwd_ms:>12.0} {bwd_ms:>12.0} {opt_ms:>12.0}");
             }
         }
     }
     Ok(())
+}
+
+/// Token ids of a synthetic batch: for a BERT-sized vocabulary the ids
+/// scripts/bench_torch.py feeds PyTorch (1000 + i * 7919 mod 20000), for a
+/// smaller one the same walk within its ids.
+fn synthetic_ids(n: usize, vocab: usize) -> Vec<u32> {
+    let (first, span) = if vocab >= 21_000 { (1000, 20_000) } else { (vocab.min(5), vocab.saturating_sub(5).max(1)) };
+    (0..n).map(|i| (first + (i * 7919) % span) as u32).collect()
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -113,7 +139,7 @@ pub fn check_device(args: &CheckDeviceArgs) -> Result<()> {
     let run = |d: &candle_core::Device| -> Result<StepResult> {
         let varmap = candle_nn::VarMap::new();
         let model = PriceModel::load(&TrainableWeights::new(&varmap, pretrained.clone(), 0, d), &cfg)?;
-        let ids: Vec<u32> = (0..args.batch * args.seq).map(|i| 1000 + (i as u32 * 7919) % 20000).collect();
+        let ids = synthetic_ids(args.batch * args.seq, cfg.vocab_size);
         let ids = Tensor::from_vec(ids, (args.batch, args.seq), d)?;
         // Ragged lengths, so padding and the attention mask are exercised too.
         let mask: Vec<u32> = (0..args.batch)
