@@ -278,6 +278,15 @@ impl Estimator {
         })
     }
 
+    /// Whether [`Estimator::first_estimate`] answers: a stack with an encoder
+    /// and at least one linear member.
+    pub fn gives_first_estimate(&self) -> bool {
+        match &self.predictor {
+            Predictor::Stack(s) => s.neural.is_some() && !s.linear.is_empty(),
+            _ => false,
+        }
+    }
+
     /// A first estimate from the linear members alone (words and details),
     /// the encoder's and neighbours' shares held at the training mean log
     /// price: well under a millisecond, so the page shows it while the
@@ -285,11 +294,8 @@ impl Estimator {
     /// linear members (its full estimate is as quick, or there is nothing to
     /// say before the encoder has read the text).
     pub fn first_estimate(&self, p: &Product) -> Result<Option<f64>, Error> {
-        let Some(neural) = self.neural() else { return Ok(None) };
+        let Some(neural) = self.neural().filter(|_| self.gives_first_estimate()) else { return Ok(None) };
         let blend = self.blend_of(p);
-        if !matches!(self.predictor, Predictor::Stack(_)) || blend.linear.is_empty() {
-            return Ok(None);
-        }
         let input = text::model_input(p, self.prep.budget())?;
         let linear: f64 = blend.linear.iter().map(|(lin, w)| w * lin.log_price(p, &input)).sum();
         let log = blend.constant + (blend.encoder + blend.knn) * neural.target_mean + linear;

@@ -603,14 +603,23 @@ impl CustomOp3 for Attention {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use candle_core::{Device, Var};
 
-    fn rel_diff(a: &Tensor, b: &Tensor) -> f32 {
+    /// Largest |a - b| over largest |b|.
+    pub(crate) fn rel_diff(a: &Tensor, b: &Tensor) -> f32 {
         let d = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
         let m = b.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap().max(1e-6);
         d / m
+    }
+
+    /// For each of `vars`, the relative difference between the gradients of
+    /// sum(ours * g) and of sum(theirs * g).
+    fn grad_diffs(ours: Tensor, theirs: Tensor, g: &Tensor, vars: &[&Var]) -> Vec<f32> {
+        let go = (ours * g).unwrap().sum_all().unwrap().backward().unwrap();
+        let gt = (theirs * g).unwrap().sum_all().unwrap().backward().unwrap();
+        vars.iter().map(|v| rel_diff(go.get(v).unwrap(), gt.get(v).unwrap())).collect()
     }
 
     fn values(shape: &[usize], seed: u32) -> Tensor {
@@ -630,9 +639,7 @@ mod tests {
             let ours = softmax_last_dim(x.as_tensor()).unwrap();
             let theirs = candle_nn::ops::softmax(x.as_tensor(), D::Minus1).unwrap();
             assert!(rel_diff(&ours, &theirs) < 1e-5);
-            let go = (ours * &g).unwrap().sum_all().unwrap().backward().unwrap();
-            let gt = (theirs * &g).unwrap().sum_all().unwrap().backward().unwrap();
-            assert!(rel_diff(go.get(&x).unwrap(), gt.get(&x).unwrap()) < 1e-4);
+            assert!(grad_diffs(ours, theirs, &g, &[&x])[0] < 1e-4);
         }
     }
 
@@ -645,10 +652,7 @@ mod tests {
         let ours = layer_norm(x.as_tensor(), w.as_tensor(), b.as_tensor(), 1e-12).unwrap();
         let theirs = candle_nn::ops::layer_norm_slow(x.as_tensor(), w.as_tensor(), b.as_tensor(), 1e-12).unwrap();
         assert!(rel_diff(&ours, &theirs) < 1e-5, "{}", rel_diff(&ours, &theirs));
-        let go = (ours * &g).unwrap().sum_all().unwrap().backward().unwrap();
-        let gt = (theirs * &g).unwrap().sum_all().unwrap().backward().unwrap();
-        for v in [&x, &w, &b] {
-            let d = rel_diff(go.get(v).unwrap(), gt.get(v).unwrap());
+        for d in grad_diffs(ours, theirs, &g, &[&x, &w, &b]) {
             assert!(d < 1e-4, "{d}");
         }
     }
@@ -660,9 +664,7 @@ mod tests {
         let ours = gelu(x.as_tensor()).unwrap();
         let theirs = x.as_tensor().gelu_erf().unwrap();
         assert!(rel_diff(&ours, &theirs) < 1e-5, "{}", rel_diff(&ours, &theirs));
-        let go = (ours * &g).unwrap().sum_all().unwrap().backward().unwrap();
-        let gt = (theirs * &g).unwrap().sum_all().unwrap().backward().unwrap();
-        let d = rel_diff(go.get(&x).unwrap(), gt.get(&x).unwrap());
+        let d = grad_diffs(ours, theirs, &g, &[&x])[0];
         assert!(d < 1e-4, "{d}");
     }
 
@@ -683,9 +685,7 @@ mod tests {
         ];
         for (ours, theirs) in pairs {
             assert!(rel_diff(&ours, &theirs) < 1e-5, "{}", rel_diff(&ours, &theirs));
-            let go = (ours * &g).unwrap().sum_all().unwrap().backward().unwrap();
-            let gt = (theirs * &g).unwrap().sum_all().unwrap().backward().unwrap();
-            let d = rel_diff(go.get(&x).unwrap(), gt.get(&x).unwrap());
+            let d = grad_diffs(ours, theirs, &g, &[&x])[0];
             assert!(d < 1e-4, "{d}");
         }
     }
@@ -748,10 +748,7 @@ mod tests {
                 .reshape((b, t, h))
                 .unwrap();
             assert!(rel_diff(&ours, &theirs) < 1e-5, "{}", rel_diff(&ours, &theirs));
-            let go = (ours * &g).unwrap().sum_all().unwrap().backward().unwrap();
-            let gt = (theirs * &g).unwrap().sum_all().unwrap().backward().unwrap();
-            for x in [&q, &k, &v] {
-                let d = rel_diff(go.get(x).unwrap(), gt.get(x).unwrap());
+            for d in grad_diffs(ours, theirs, &g, &[&q, &k, &v]) {
                 assert!(d < 1e-4, "({b}, {t}, {h}, {heads}): {d}");
             }
         }

@@ -347,18 +347,13 @@ impl CustomOp2 for FusedLayer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fused::tests::rel_diff;
     use candle_core::{D, Device, Var};
 
     fn values(shape: &[usize], seed: u32, scale: f64) -> Tensor {
         let n: usize = shape.iter().product();
         let v: Vec<f32> = (0..n).map(|i| (((i as u32 * 2654435761u32) ^ seed) % 1000) as f32 / 500.0 - 1.0).collect();
         Tensor::from_vec(v, shape, &Device::Cpu).unwrap().affine(scale, 0.0).unwrap()
-    }
-
-    fn rel_diff(a: &Tensor, b: &Tensor) -> f32 {
-        let d = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-        let m = b.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap().max(1e-6);
-        d / m
     }
 
     /// The same layer from candle's primitive ops.

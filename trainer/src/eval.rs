@@ -166,7 +166,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     }
     if args.first {
         let Pricer::File(est) = model else { bail!("--first needs a model file") };
-        if est.first_estimate(&Product::from_free_text("a product")).map_or(true, |f| f.is_none()) {
+        if !est.gives_first_estimate() {
             bail!("--first needs a stack of an encoder and linear members (this model is {:?})", est.kind);
         }
         model = Pricer::First(est);
