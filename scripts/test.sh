@@ -12,6 +12,7 @@ echo "== format and lints"
 cargo fmt --all -- --check
 cargo clippy --release --all-targets --locked -- -D warnings
 cargo clippy --release --target wasm32-unknown-unknown -p pricer-web --locked -- -D warnings
+cargo clippy --release --target wasm32-unknown-unknown -p pricer-web --features relaxed-simd --locked -- -D warnings
 
 echo "== unit and workspace tests"
 cargo build --release --bins --locked

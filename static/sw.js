@@ -8,7 +8,7 @@ async function precache() {
   const index = await fetch("./", { cache: "no-cache" });
   const html = await index.clone().text();
   await cache.put("./", index);
-  const urls = new Set(["worker.js", "worker_bg.wasm"]);
+  const urls = new Set(["worker.js", "worker_bg.wasm", "worker_relaxed.js", "worker_relaxed_bg.wasm"]);
   for (const m of html.matchAll(/(?:src|href)="([^"#?]+)"/g)) {
     if (!m[1].includes("//") && !m[1].endsWith(".gguf")) urls.add(m[1]);
   }

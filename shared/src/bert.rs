@@ -286,13 +286,20 @@ impl Layer {
     fn forward_8bit(&self, x: &Tensor, mask_bias: &Tensor) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let flat = |y: Tensor| -> Result<Vec<f32>> { y.flatten_all()?.to_vec1::<f32>() };
-        let (q, k, v) = (self.query.forward(x)?, self.key.forward(x)?, self.value.forward(x)?);
-        let shape = q.shape().clone();
-        let ctx = crate::int8::attention(&flat(q)?, &flat(k)?, &flat(v)?, &flat(mask_bias.clone())?, b, t, self.heads);
+        let (Linear::Int8(q), Linear::Int8(k), Linear::Int8(v)) = (&self.query, &self.key, &self.value) else {
+            candle_core::bail!("forward_8bit needs int8 query, key and value projections")
+        };
+        let shape = x.shape().clone();
+        // One quantized copy of the input feeds all three projections.
+        let xq = crate::int8::QuantizedRows::new(&flat(x.clone())?, b * t, x.dim(2)?);
+        let (q, k, v) = (q.forward_quantized(&xq), k.forward_quantized(&xq), v.forward_quantized(&xq));
+        let ctx = crate::int8::attention(&q, &k, &v, &flat(mask_bias.clone())?, b, t, self.heads);
         let a = self.attn_out.forward(&Tensor::from_vec(ctx, shape, x.device())?)?;
         let x = self.attn_norm.forward(&(a + x)?)?;
-        let f = crate::fused::gelu(&self.intermediate.forward(&x)?)?;
-        self.out_norm.forward(&(self.output.forward(&f)? + x)?)
+        let f = self.intermediate.forward(&x)?;
+        let f = crate::fused::gelu(&f)?;
+        let f = self.output.forward(&f)?;
+        self.out_norm.forward(&(f + x)?)
     }
 }
 

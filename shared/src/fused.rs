@@ -34,18 +34,10 @@ pub fn exp_f32(x: f32) -> f32 {
     p * f32::from_bits(n_bits.wrapping_add(127) << 23)
 }
 
-/// Softmax of one row, in place, with [`exp_f32`] and sums in index order:
-/// the int8 attention's arithmetic, the same bits natively and in the
-/// browser, which the shipped model's stored test figures were computed with.
-pub fn softmax_in_place(row: &mut [f32]) {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    row.iter_mut().for_each(|v| *v = exp_f32(*v - max));
-    let inv = 1.0 / row.iter().sum::<f32>();
-    row.iter_mut().for_each(|v| *v *= inv);
-}
-
-/// [`softmax_in_place`] with the maximum and the sum in eight lanes: it
-/// vectorises (training's attention; 2x faster than the scalar sums).
+/// Softmax of one row, in place, with [`exp_f32`], the maximum and the sum
+/// in eight lanes: it vectorises (2x faster than index-order sums) and gives
+/// the same bits natively and in the browser (training's and the int8
+/// attention).
 pub fn softmax_lanes_in_place(row: &mut [f32]) {
     let mut lanes = [f32::NEG_INFINITY; 8];
     let mut chunks = row.chunks_exact(8);

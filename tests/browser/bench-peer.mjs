@@ -4,7 +4,7 @@
 // time (the issue's yardstick). A benchmark, not a test; outside CI.
 //
 // Needs: dist/ (scripts/build-web.sh), the peer (scripts/fetch-peer.sh).
-// Usage: node bench-peer.mjs [RUNS] [ROUNDS]
+// Usage: node bench-peer.mjs [RUNS] [ROUNDS]   (PRICER_PLAIN=1: our plain simd128 worker)
 import http from "node:http";
 import fs from "node:fs";
 import path from "node:path";
@@ -83,11 +83,19 @@ const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || 
 const ours = await serve(dist, false);
 const peer = await serve(peerDir, true, { "/index.html": PEER_PAGE });
 
+// The worker build the page started (worker_relaxed: int8 products with relaxed SIMD).
+let build = "?";
 async function runOurs() {
   const context = await browser.newContext();
   const page = await context.newPage();
+  // PRICER_PLAIN=1: as in a browser without relaxed SIMD (the page's probe fails), the plain simd128 worker.
+  if (process.env.PRICER_PLAIN) await page.addInitScript(() => {
+    const validate = WebAssembly.validate;
+    WebAssembly.validate = (bytes) => (bytes.byteLength === 40 ? false : validate(bytes));
+  });
   await page.goto(ours.url);
   await page.waitForSelector("#status[data-state=ready]", { timeout: 120000 });
+  build = await page.evaluate(() => document.documentElement.dataset.worker);
   const times = [];
   for (let i = -3; i < runs; i++) {
     const before = await page.evaluate(() => document.querySelector("#result")?.dataset.id ?? null);
@@ -120,7 +128,7 @@ for (let round = 1; round <= rounds; round++) {
   const p1 = await runPeer(1);
   const p2 = await runPeer(2);
   const base = q(p1, 0.5);
-  rows.push([round, "Pricer (candle, wasm simd128), estimate in the worker", 1, q(o, 0.5), q(o, 0.95), q(o, 0.5) / base]);
+  rows.push([round, `Pricer (${build}), estimate in the worker`, 1, q(o, 0.5), q(o, 0.95), q(o, 0.5) / base]);
   rows.push([round, "onnxruntime-web 1.30 fp32", 1, base, q(p1, 0.95), 1]);
   rows.push([round, "onnxruntime-web 1.30 fp32", 2, q(p2, 0.5), q(p2, 0.95), q(p2, 0.5) / base]);
 }

@@ -370,3 +370,45 @@ test("a missing model file says so", async () => {
     server.close();
   }
 });
+
+test("the relaxed-SIMD worker runs where the browser has it, and the plain one gives the same bits", async () => {
+  const { server, url } = await serve(dist);
+  const texts = [
+    "Stainless Steel 12-Cup Programmable Coffee Maker\nThermal carafe, brew strength control, 24-hour timer",
+    "Kids Wooden Train Set, 52 pieces\nCompatible with major brands. Ages 3+",
+    "USB-C cable",
+  ];
+  const run = async (plain) => {
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    // An engine without relaxed SIMD: the page's 40-byte probe does not validate.
+    if (plain) await page.addInitScript(() => {
+      const validate = WebAssembly.validate;
+      WebAssembly.validate = (bytes) => (bytes.byteLength === 40 ? false : validate(bytes));
+    });
+    try {
+      await page.goto(url);
+      await ready(page);
+      const build = await page.evaluate(() => document.documentElement.dataset.worker);
+      const prices = [];
+      for (const t of texts) prices.push((await estimate(page, t)).price);
+      return { build, prices };
+    } finally {
+      await context.close();
+    }
+  };
+  try {
+    const relaxed = await run(false);
+    const plain = await run(true);
+    assert.equal(relaxed.build, "worker_relaxed", "Chromium has relaxed SIMD");
+    assert.equal(plain.build, "worker");
+    // Both sum the same integers: the same estimates to the cent, and the CLI's within 0.5%.
+    assert.deepEqual(relaxed.prices, plain.prices);
+    for (const [i, t] of texts.entries()) {
+      const cli = cliPredict(t).price;
+      assert.ok(close(relaxed.prices[i], cli), `${relaxed.prices[i]} vs CLI ${cli}`);
+    }
+  } finally {
+    server.close();
+  }
+});

@@ -2,6 +2,8 @@
 //! runs the model, as JSON text. The page never runs the model itself, so it
 //! never freezes.
 
+pub mod worker;
+
 pub use pricer::explain::Comparable;
 use pricer::explain::{Explanation, TOP_WORDS};
 use serde::{Deserialize, Serialize};
