@@ -122,7 +122,10 @@ fn train_kill_resume_export_eval_predict() {
     let err = pricer(&train_args(&s, killed.to_str().unwrap(), EPOCHS));
     assert!(String::from_utf8_lossy(&err.stderr).contains("--resume"), "refuses to overwrite a run");
 
-    // Export at both precisions; q8_0 stays within 1% of f32.
+    // Export at both precisions; q8_0 stays close to f32. At this tiny width (hidden 32, 4 heads of 8) the
+    // int8 compute's 7-bit inputs and probabilities cost more than in MiniLM (mean 1.6% per estimate there):
+    // here the test MAE moves 6.1% and estimates 1.09% on average (under 3% and 1% with 8-bit inputs and
+    // an f32 attention, before 2026-11-28).
     let q8 = s.root.join("q8.gguf");
     let f32_path = s.root.join("f32.gguf");
     let out = pricer_ok(&["export", full.to_str().unwrap(), "--quant", "q8_0", "--out", q8.to_str().unwrap()]);
@@ -138,12 +141,12 @@ fn train_kill_resume_export_eval_predict() {
     let (a, b) = (eval(&q8), eval(&f32_path));
     assert_eq!(a["n"], 30);
     let rel = (a["mae"].as_f64().unwrap() - b["mae"].as_f64().unwrap()).abs() / b["mae"].as_f64().unwrap();
-    assert!(rel < 0.03, "q8_0 {a} vs f32 {b}");
+    assert!(rel < 0.08, "q8_0 {a} vs f32 {b}");
     // The file's own test metrics are what eval reproduces.
     let info = pricer_ok(&["info", "--model", q8.to_str().unwrap(), "--json"]);
     let info: Value = serde_json::from_str(info.trim()).unwrap();
-    // Per estimate, q8_0 stays within 1% of f32 on average even at this tiny width.
-    assert!(info["pricer.quant.mean_rel_diff_vs_f32"].as_f64().unwrap() < 0.01, "{info}");
+    // Per estimate, q8_0 stays within 1.5% of f32 on average even at this tiny width.
+    assert!(info["pricer.quant.mean_rel_diff_vs_f32"].as_f64().unwrap() < 0.015, "{info}");
     assert!((info["pricer.test.mae"].as_f64().unwrap() - a["mae"].as_f64().unwrap()).abs() < 1e-6, "{info}");
     assert!(info["pricer.test.coverage_pct"].as_f64().unwrap() >= 0.0);
 
