@@ -5,12 +5,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// The `pricer` binary of the same profile as the running test
-/// (`cargo build --release --bins` makes it; the README's test command does).
+/// (`cargo build --release --all-targets` makes it; the README's test command does).
 pub fn pricer_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test> -> target/<profile>/pricer
     let bin = exe.parent().and_then(Path::parent).expect("target dir").join("pricer");
-    assert!(bin.exists(), "{} is missing: run `cargo build --release --bins` first", bin.display());
+    assert!(bin.exists(), "{} is missing: run `cargo build --release --all-targets` first", bin.display());
     bin
 }
 

@@ -1,26 +1,30 @@
 //! Pricer's model crate: the single source of truth shared by the trainer and
 //! the browser.
 //!
-//! The journey of one product, one module per stage:
-//! raw record ([`readers`]) -> [`Product`] -> prepared text ([`text`]) ->
-//! tokens ([`tokenizer`]) -> features or tensors ([`baselines`]) ->
-//! [`Estimate`] ([`estimator`]), scored by [`metrics`]. Every model is one
-//! GGUF file ([`model_file`]).
+//! The journey of one product, one folder per stage:
+//! 1. [`data`]: a raw record ([`readers`]) becomes a [`Product`] ([`product`]),
+//!    its prepared text ([`text`]) and its tokens ([`tokenizer`]).
+//! 2. [`encoder`]: tokens become a pooled vector and the price head's outputs
+//!    ([`bert`]; the same computation fused for CPU training in [`fused`] and
+//!    [`fused_layer`], and in integers for 8-bit files in [`int8`]).
+//! 3. [`members`]: the stack's other members read the same product: linear
+//!    models on words and details ([`baselines`]) and the nearest training
+//!    items ([`knn`]).
+//! 4. [`estimate`]: one GGUF file ([`model_file`]) loaded as an [`Estimator`]
+//!    ([`estimator`]) blends them into an [`Estimate`] (price and range), says
+//!    why ([`explain`]), and is scored by [`metrics`].
+//!
+//! Each stage's modules are also re-exported here (`pricer::readers`...).
 
-pub mod baselines;
-pub mod bert;
-pub mod estimator;
-pub mod explain;
-pub mod fused;
-pub mod fused_layer;
-pub mod int8;
-pub mod knn;
-pub mod metrics;
-pub mod model_file;
-pub mod product;
-pub mod readers;
-pub mod text;
-pub mod tokenizer;
+pub mod data;
+pub mod encoder;
+pub mod estimate;
+pub mod members;
+
+pub use data::{product, readers, text, tokenizer};
+pub use encoder::{bert, fused, fused_layer, int8};
+pub use estimate::{estimator, explain, metrics, model_file};
+pub use members::{baselines, knn};
 
 pub use estimator::{Estimate, Estimator};
 pub use product::{Product, SourceFormat};

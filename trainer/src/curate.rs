@@ -4,7 +4,7 @@
 //! text preparation with a token budget, de-duplication, optional balancing,
 //! then a seeded train / validation / test split and a data report.
 
-use crate::data::{PrepSettings, Tally, for_each_product, load_tokenizer, write_atomic};
+use crate::data::{CuratedItem, PrepSettings, Tally, for_each_product, load_tokenizer, write_atomic};
 use crate::report;
 use anyhow::{Context, Result, bail};
 use pricer::text::{Budget, prepare};
@@ -121,24 +121,6 @@ fn parse_test_group(s: &str) -> Result<TestGroup, String> {
         None => Selector::Input(sel.trim().to_string()),
     };
     Ok(TestGroup { name: name.to_string(), selector })
-}
-
-/// One curated item: the line format of train/validation/test JSONL.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct CuratedItem {
-    pub title: String,
-    /// `None` when the source names no category (and no --category was given).
-    pub category: Option<String>,
-    pub price: f64,
-    /// The prepared model input.
-    pub text: String,
-    pub details: String,
-    /// How the source wrote the record, before preparation (`llm_summary`...).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source_format: Option<SourceFormat>,
-    /// Tokens in `text`, known from its preparation (for the report; not written).
-    #[serde(skip)]
-    pub tokens: Option<usize>,
 }
 
 pub fn run(args: &CurateArgs) -> Result<()> {

@@ -3,12 +3,30 @@
 
 use anyhow::{Context, Result, bail};
 use pricer::readers::{Format, read_products};
-use pricer::{Product, TextTokenizer};
+use pricer::{Product, SourceFormat, TextTokenizer};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+
+/// One curated item: the line format of train/validation/test JSONL.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct CuratedItem {
+    pub title: String,
+    /// `None` when the source names no category (and no --category was given).
+    pub category: Option<String>,
+    pub price: f64,
+    /// The prepared model input.
+    pub text: String,
+    pub details: String,
+    /// How the source wrote the record, before preparation (`llm_summary`...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_format: Option<SourceFormat>,
+    /// Tokens in `text`, known from its preparation (for the report; not written).
+    #[serde(skip)]
+    pub tokens: Option<usize>,
+}
 
 /// What happened to the records of a run, by reason.
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -120,6 +138,9 @@ pub struct DataSet {
     pub tests: Vec<Split>,
     /// Files the data came from, hashed into provenance.
     pub sources: Vec<PathBuf>,
+    /// The data set's name for the model card: the directory's or the file's
+    /// name, never the machine's path.
+    pub name: String,
     pub prep: PrepSettings,
     pub tokenizer: Option<TextTokenizer>,
 }
@@ -162,7 +183,7 @@ pub fn load_data_set(path: &Path, holdout: f64, seed: u64, strict: bool) -> Resu
         };
         let tokenizer = if prep.tokenizer { Some(load_tokenizer(&path.join("tokenizer.json"))?) } else { None };
         let sources = files.into_iter().map(|(_, _, p)| p).collect();
-        Ok(DataSet { train, validation, validation_splits, tests, sources, prep, tokenizer })
+        Ok(DataSet { train, validation, validation_splits, tests, sources, name: file_name(path), prep, tokenizer })
     } else {
         let (mut all, _) = priced_products(path, strict)?;
         if all.len() < 2 {
@@ -178,10 +199,17 @@ pub fn load_data_set(path: &Path, holdout: f64, seed: u64, strict: bool) -> Resu
             validation,
             tests: vec![],
             sources: vec![path.to_path_buf()],
+            name: file_name(path),
             prep: PrepSettings { max_tokens: pricer::text::DEFAULT_MAX_TOKENS, tokenizer: false },
             tokenizer: None,
         })
     }
+}
+
+/// The last part of `path` (`data/all/` gives `all`).
+fn file_name(path: &Path) -> String {
+    let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    abs.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default()
 }
 
 pub fn load_tokenizer(path: &Path) -> Result<TextTokenizer> {

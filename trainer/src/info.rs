@@ -35,6 +35,7 @@ pub fn run(args: &InfoArgs) -> Result<()> {
             size as f64 / (1 << 20) as f64,
             model.file.tensors.len()
         );
+        println!("  trained on {}", pricer::estimator::keys::TrainingData::from_metadata(&meta).trained_on());
         for (k, v) in meta {
             let v: String =
                 if v.chars().count() > 100 { format!("{}...", v.chars().take(100).collect::<String>()) } else { v };

@@ -1,8 +1,7 @@
 //! Reports and charts (SVG via plotters): the data report of `curate` and
 //! the scatter chart of `eval`.
 
-use crate::curate::CuratedItem;
-use crate::data::Tally;
+use crate::data::{CuratedItem, Tally};
 use anyhow::{Context, Result, anyhow};
 use plotters::prelude::*;
 use pricer::metrics::Grade;

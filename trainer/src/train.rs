@@ -319,15 +319,21 @@ pub fn finish(w: &mut ModelWriter, ds: &DataSet, seed: u64) -> Result<()> {
     }
     let argv: Vec<String> = std::env::args().collect();
     w.set_str("pricer.provenance.data_sha256", &sha256_files(&ds.sources)?)
+        .set_str(keys::DATA_SET, &ds.name)
+        // File names only: the card must not show the training machine's paths.
         .set_str(
-            "pricer.provenance.data_files",
-            &ds.sources.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+            keys::DATA_FILES,
+            &ds.sources
+                .iter()
+                .map(|p| p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default())
+                .collect::<Vec<_>>()
+                .join(", "),
         )
         .set_u32("pricer.provenance.seed", seed as u32)
         .set_str("pricer.provenance.command", &argv.join(" "))
         .set_str("pricer.provenance.date", &chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
         .set_str("pricer.provenance.version", env!("CARGO_PKG_VERSION"))
-        .set_f64("pricer.provenance.train_items", ds.train.len() as f64);
+        .set_f64(keys::TRAIN_ITEMS, ds.train.len() as f64);
     let est = Estimator::from_bytes(&w.to_bytes()?)?;
     let mut names = Vec::new();
     for split in &ds.tests {

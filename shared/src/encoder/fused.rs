@@ -7,6 +7,7 @@
 
 use candle_core::cpu::erf::erf_f64;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, D, DType, Layout, Result, Shape, Tensor, bail};
+use std::sync::Mutex;
 
 /// CPU training and inference, natively and in the browser (where the fast
 /// exp and erf below are what makes them pay: candle's primitive versions call
@@ -313,7 +314,7 @@ impl CustomOp3 for LayerNorm {
         let ws = w.to_vec1::<f32>()?;
         let gs = grad.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
         let (mut dw, mut db) = (vec![0f32; n], vec![0f32; n]);
-        let dx = crate::fused_layer::norm_backward(&xs, &ws, &gs, self.eps, &mut dw, &mut db);
+        let dx = norm_backward(&xs, &ws, &gs, self.eps, &mut dw, &mut db);
         let dev = x.device();
         Ok((
             Some(Tensor::from_vec(dx, x.shape(), dev)?),
@@ -592,6 +593,38 @@ impl CustomOp3 for Attention {
             Some(Tensor::from_vec(dv, shape, dev)?),
         ))
     }
+}
+
+/// Gradients of the layer norm from `dy`: `dx` returned, `dw` and `db` written.
+pub(crate) fn norm_backward(x: &[f32], w: &[f32], dy: &[f32], eps: f64, dw: &mut [f32], db: &mut [f32]) -> Vec<f32> {
+    let n = w.len();
+    let mut dx = vec![0f32; x.len()];
+    let sums = Mutex::new((vec![0f32; n], vec![0f32; n]));
+    for_parts(&mut dx, n, |at, part| {
+        let (mut pw, mut pb, mut xhat, mut d) = (vec![0f32; n], vec![0f32; n], vec![0f32; n], vec![0f32; n]);
+        let rows = x[at..at + part.len()].chunks_exact(n).zip(dy[at..].chunks_exact(n));
+        for ((xr, gr), dr) in rows.zip(part.chunks_exact_mut(n)) {
+            let (mean, rstd) = moments_lanes(xr, eps);
+            for i in 0..n {
+                xhat[i] = (xr[i] - mean) * rstd;
+                d[i] = gr[i] * w[i];
+                pw[i] += gr[i] * xhat[i];
+                pb[i] += gr[i];
+            }
+            let (mean_d, mean_dx) = (sum_lanes(&d) / n as f32, dot_lanes(&d, &xhat) / n as f32);
+            for i in 0..n {
+                dr[i] = rstd * (gr[i] * w[i] - mean_d - xhat[i] * mean_dx);
+            }
+        }
+        if let Ok(mut s) = sums.lock() {
+            s.0.iter_mut().zip(&pw).for_each(|(a, b)| *a += b);
+            s.1.iter_mut().zip(&pb).for_each(|(a, b)| *a += b);
+        }
+    });
+    let (sw, sb) = sums.into_inner().unwrap_or_else(|e| e.into_inner());
+    dw.copy_from_slice(&sw);
+    db.copy_from_slice(&sb);
+    dx
 }
 
 #[cfg(test)]

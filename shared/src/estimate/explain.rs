@@ -103,6 +103,87 @@ impl Explanation {
     }
 }
 
+/// An explanation under way ([`Estimator::start_explaining`]): everything
+/// but the encoder's share of the words still to occlude. It holds no borrow
+/// of the model, so it can wait between passes; pass the same model to each
+/// step.
+#[derive(Debug, Clone)]
+pub struct Explaining {
+    product: Product,
+    /// The model input the estimate read.
+    input: String,
+    /// The encoder and neighbour members' share of the whole text's estimate.
+    whole: f64,
+    /// The blended estimate in log(1 + price).
+    log_point: f64,
+    /// ln(1 + typical price).
+    typical: f64,
+    words: Vec<Attribution>,
+    details: Vec<Attribution>,
+    /// Words to take out of the text one at a time, and how many are done.
+    chosen: Vec<String>,
+    done: usize,
+    estimate: Estimate,
+    comparables: Vec<Comparable>,
+    first: Option<f64>,
+}
+
+impl Explaining {
+    /// Words still to occlude (one encoder pass each).
+    pub fn pending(&self) -> usize {
+        self.chosen.len() - self.done
+    }
+
+    /// The estimate itself (known from the start).
+    pub fn estimate(&self) -> &Estimate {
+        &self.estimate
+    }
+
+    /// Measures the encoder's share of up to `n` more words, in one batched
+    /// encoder pass; `est` must be the model that started the explanation.
+    pub fn occlude_next(&mut self, est: &Estimator, n: usize) -> Result<(), Error> {
+        let end = (self.done + n.max(1)).min(self.chosen.len());
+        let batch: Vec<String> = self.chosen[self.done..end].to_vec();
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let blend = est.blend_of(&self.product);
+        let inputs: Vec<Result<String, Error>> = batch.iter().map(|w| Ok(without_word(&self.input, w))).collect();
+        let repeated = vec![self.product.clone(); batch.len()];
+        for (w, v) in batch.iter().zip(est.chunk_values(&repeated, inputs)?) {
+            // A text the encoder cannot read without the word gets no share for it.
+            let Ok(v) = v else { continue };
+            let delta = self.whole - blend.encoder_part(est, &v);
+            match self.words.iter_mut().find(|a| &a.label == w) {
+                Some(a) => {
+                    a.weight += delta;
+                    a.encoder += delta;
+                }
+                None => self.words.push(Attribution { label: w.clone(), weight: delta, encoder: delta }),
+            }
+        }
+        self.done = end;
+        Ok(())
+    }
+
+    /// The explanation as far as it got: words not yet occluded keep their
+    /// linear share, and the encoder's share of them stays in `rest`.
+    pub fn explanation(&self) -> Explanation {
+        let mut words: Vec<Attribution> = self.words.iter().filter(|a| a.weight != 0.0).cloned().collect();
+        words.sort_by(|a, b| b.weight.abs().total_cmp(&a.weight.abs()));
+        let explained = words.iter().chain(&self.details).map(|a| a.weight).sum::<f64>();
+        Explanation {
+            estimate: self.estimate,
+            typical: self.typical.exp_m1().max(0.0),
+            words,
+            details: self.details.clone(),
+            rest: self.log_point - self.typical - explained,
+            comparables: self.comparables.clone(),
+            first: self.first,
+        }
+    }
+}
+
 /// A model seen as `constant + encoder x e + knn x k + sum(w x linear)` for
 /// one product (the has-details gates applied).
 struct Blend<'a> {
@@ -171,6 +252,19 @@ impl Estimator {
     /// Estimates one product and says why: comparables, the words and details
     /// that moved the price, and what the encoder read as a whole.
     pub fn explain(&self, p: &Product, opts: ExplainOptions) -> Result<Explanation, Error> {
+        let mut x = self.start_explaining(p, opts)?;
+        while x.pending() > 0 {
+            x.occlude_next(self, crate::estimator::BATCH)?;
+        }
+        Ok(x.explanation())
+    }
+
+    /// The explanation a step at a time: the estimate, comparables and the
+    /// linear members' exact shares from one encoder pass now, the encoder's
+    /// share of each chosen word later ([`Explaining::occlude_next`]), so a
+    /// caller can stop between passes (the page does when a newer request
+    /// comes).
+    pub fn start_explaining(&self, p: &Product, opts: ExplainOptions) -> Result<Explaining, Error> {
         let input = text::model_input(p, self.prep.budget())?;
         let values = self.chunk_values(std::slice::from_ref(p), vec![Ok(input.clone())])?.remove(0)?;
         let blend = self.blend_of(p);
@@ -217,11 +311,12 @@ impl Estimator {
         let mut words_out: Vec<Attribution> =
             by_word.into_iter().map(|(label, weight)| Attribution { label, weight, encoder: 0.0 }).collect();
 
-        // The encoder's share of the most influential words, by occlusion.
+        // The words whose encoder share is measured by occlusion: the most
+        // influential linear words first, then the title's, then the text's.
+        let mut chosen: Vec<String> = Vec::new();
         if (blend.encoder != 0.0 || blend.knn != 0.0) && opts.occlude > 0 {
             let in_text = words(&input);
             words_out.sort_by(|a, b| b.weight.abs().total_cmp(&a.weight.abs()));
-            let mut chosen: Vec<String> = Vec::new();
             let by_weight = words_out.iter().map(|a| a.label.clone());
             let title_words = words(&p.title);
             for w in by_weight.chain(title_words).chain(in_text.iter().cloned()) {
@@ -232,26 +327,7 @@ impl Estimator {
                     chosen.push(w);
                 }
             }
-            let whole = blend.encoder_part(self, &values);
-            for batch in chosen.chunks(crate::estimator::BATCH) {
-                let inputs: Vec<Result<String, Error>> = batch.iter().map(|w| Ok(without_word(&input, w))).collect();
-                let repeated = vec![p.clone(); batch.len()];
-                for (w, v) in batch.iter().zip(self.chunk_values(&repeated, inputs)?) {
-                    // A text the encoder cannot read without the word gets no share for it.
-                    let Ok(v) = v else { continue };
-                    let delta = whole - blend.encoder_part(self, &v);
-                    match words_out.iter_mut().find(|a| &a.label == w) {
-                        Some(a) => {
-                            a.weight += delta;
-                            a.encoder += delta;
-                        }
-                        None => words_out.push(Attribution { label: w.clone(), weight: delta, encoder: delta }),
-                    }
-                }
-            }
         }
-        words_out.retain(|a| a.weight != 0.0);
-        words_out.sort_by(|a, b| b.weight.abs().total_cmp(&a.weight.abs()));
         let mut details: Vec<Attribution> =
             by_field.into_iter().map(|(label, weight)| Attribution { label, weight, encoder: 0.0 }).collect();
         details.sort_by(|a, b| b.weight.abs().total_cmp(&a.weight.abs()));
@@ -260,19 +336,22 @@ impl Estimator {
             // Nothing to take apart (a constant, or a model of the price itself).
             typical = log_point;
         }
-        let explained = words_out.iter().chain(&details).map(|a| a.weight).sum::<f64>();
-        let rest = log_point - typical - explained;
         let comparables = match (self.knn(), &values.pooled) {
             (Some(knn), Some(pooled)) if opts.comparables > 0 => comparables(knn, pooled, opts.comparables),
             _ => vec![],
         };
         let first = self.first_estimate(p)?;
-        Ok(Explanation {
-            estimate,
-            typical: typical.exp_m1().max(0.0),
+        Ok(Explaining {
+            product: p.clone(),
+            input,
+            whole: blend.encoder_part(self, &values),
+            log_point,
+            typical,
             words: words_out,
             details,
-            rest,
+            chosen,
+            done: 0,
+            estimate,
             comparables,
             first,
         })
@@ -515,6 +594,35 @@ mod tests {
         let plain = est.explain(&p, ExplainOptions { comparables: 0, occlude: 0 }).unwrap();
         assert!(plain.words.is_empty() && plain.comparables.is_empty());
         assert!((plain.rest - (x.estimate.price.ln_1p() - x.typical.ln_1p())).abs() < 1e-6);
+    }
+
+    #[test]
+    fn an_explanation_a_word_at_a_time_adds_up_at_every_step_and_ends_as_the_whole() {
+        let est = neural_stack(vec![Member::Encoder, Member::Neighbours], vec![0.6, 0.4, 0.2], vec![]);
+        let p = Product::from_free_text("steel blender usb cable");
+        let opts = ExplainOptions { comparables: 2, occlude: 3 };
+        let whole = est.explain(&p, opts).unwrap();
+        let mut x = est.start_explaining(&p, opts).unwrap();
+        assert_eq!(x.pending(), 3);
+        assert_eq!(*x.estimate(), whole.estimate);
+        let mut steps = 0;
+        while x.pending() > 0 {
+            // Midway: the parts still add up to the estimate, the rest holding what is not yet measured.
+            let partial = x.explanation();
+            assert!((partial.total() - whole.estimate.price.ln_1p()).abs() < 1e-6, "{partial:?}");
+            assert_eq!(partial.words.len(), steps);
+            x.occlude_next(&est, 1).unwrap();
+            steps += 1;
+        }
+        assert_eq!(steps, 3);
+        let stepped = x.explanation();
+        assert_eq!(stepped.comparables, whole.comparables);
+        assert_eq!(stepped.words.len(), whole.words.len());
+        for (a, b) in stepped.words.iter().zip(&whole.words) {
+            assert_eq!(a.label, b.label);
+            assert!((a.weight - b.weight).abs() < 1e-6, "{a:?} vs {b:?}");
+        }
+        assert!((stepped.rest - whole.rest).abs() < 1e-6);
     }
 
     #[test]

@@ -7,9 +7,7 @@
 //! training and f32 inference; checked against candle's primitive ops in the
 //! tests below (values and gradients).
 
-use crate::fused::{
-    Attention, Mat, dot_lanes, erf_f32, exp_f32, for_parts, matmul_threads, moments_lanes, slice, sum_lanes,
-};
+use crate::fused::{Attention, Mat, erf_f32, exp_f32, for_parts, matmul_threads, moments_lanes, norm_backward, slice};
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Storage, Tensor, bail};
 use std::sync::Mutex;
 
@@ -165,38 +163,6 @@ fn norm_forward(x: &[f32], w: &[f32], b: &[f32], eps: f64) -> Vec<f32> {
         }
     });
     y
-}
-
-/// Gradients of the layer norm from `dy`: `dx` returned, `dw` and `db` written.
-pub(crate) fn norm_backward(x: &[f32], w: &[f32], dy: &[f32], eps: f64, dw: &mut [f32], db: &mut [f32]) -> Vec<f32> {
-    let n = w.len();
-    let mut dx = vec![0f32; x.len()];
-    let sums = Mutex::new((vec![0f32; n], vec![0f32; n]));
-    for_parts(&mut dx, n, |at, part| {
-        let (mut pw, mut pb, mut xhat, mut d) = (vec![0f32; n], vec![0f32; n], vec![0f32; n], vec![0f32; n]);
-        let rows = x[at..at + part.len()].chunks_exact(n).zip(dy[at..].chunks_exact(n));
-        for ((xr, gr), dr) in rows.zip(part.chunks_exact_mut(n)) {
-            let (mean, rstd) = moments_lanes(xr, eps);
-            for i in 0..n {
-                xhat[i] = (xr[i] - mean) * rstd;
-                d[i] = gr[i] * w[i];
-                pw[i] += gr[i] * xhat[i];
-                pb[i] += gr[i];
-            }
-            let (mean_d, mean_dx) = (sum_lanes(&d) / n as f32, dot_lanes(&d, &xhat) / n as f32);
-            for i in 0..n {
-                dr[i] = rstd * (gr[i] * w[i] - mean_d - xhat[i] * mean_dx);
-            }
-        }
-        if let Ok(mut s) = sums.lock() {
-            s.0.iter_mut().zip(&pw).for_each(|(a, b)| *a += b);
-            s.1.iter_mut().zip(&pb).for_each(|(a, b)| *a += b);
-        }
-    });
-    let (sw, sb) = sums.into_inner().unwrap_or_else(|e| e.into_inner());
-    dw.copy_from_slice(&sw);
-    db.copy_from_slice(&sb);
-    dx
 }
 
 /// `a * mask + x` (the mask absent without dropout), in place in `a`.

@@ -41,6 +41,69 @@ pub mod keys {
         if split.is_empty() { format!("pricer.test.{key}") } else { format!("pricer.test.{split}.{key}") }
     }
 
+    pub const DATA_SET: &str = "pricer.provenance.data_set";
+    pub const TRAIN_ITEMS: &str = "pricer.provenance.train_items";
+    pub const DATA_FILES: &str = "pricer.provenance.data_files";
+
+    /// What a model was trained and measured on, as its card says it: the
+    /// training split's size and the data set's files by role, by name only
+    /// (never the training machine's paths).
+    #[derive(Debug, Clone, Default, PartialEq)]
+    pub struct TrainingData {
+        pub train_items: Option<u64>,
+        /// The data set's name (a `curate` directory's or a file's name).
+        pub data_set: Option<String>,
+        pub train: Vec<String>,
+        pub validation: Vec<String>,
+        pub test: Vec<String>,
+    }
+
+    impl TrainingData {
+        /// Read from a file's scalar metadata. Files written before the data
+        /// set was named list full paths in `data_files`: their names are
+        /// sorted by role (`train*`, `validation*`, `test*`).
+        pub fn from_metadata(meta: &[(String, String)]) -> TrainingData {
+            let get = |k: &str| meta.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+            let mut t = TrainingData {
+                train_items: get(TRAIN_ITEMS).and_then(|v| v.parse::<f64>().ok()).map(|v| v as u64),
+                data_set: get(DATA_SET).map(str::to_string),
+                ..Default::default()
+            };
+            let files = get(DATA_FILES).unwrap_or("");
+            let mut dirs = Vec::new();
+            for path in files.split(", ").filter(|f| !f.trim().is_empty()) {
+                let path = path.trim().replace('\\', "/");
+                let (dir, name) = path.rsplit_once('/').unwrap_or(("", &path));
+                dirs.push(dir.rsplit('/').next().unwrap_or("").to_string());
+                let list = if name.starts_with("validation") {
+                    &mut t.validation
+                } else if name.starts_with("test") {
+                    &mut t.test
+                } else {
+                    &mut t.train
+                };
+                list.push(name.to_string());
+            }
+            if t.data_set.is_none() {
+                // The directory the files shared, else the one file's name.
+                t.data_set = match (dirs.first(), t.train.as_slice()) {
+                    (_, [one]) if t.validation.is_empty() && t.test.is_empty() => Some(one.clone()),
+                    (Some(d), _) if !d.is_empty() && dirs.iter().all(|x| x == d) => Some(d.clone()),
+                    _ => None,
+                };
+            }
+            t
+        }
+
+        /// One line: `11662 items of the data set "all" (train.jsonl)`.
+        pub fn trained_on(&self) -> String {
+            let n = self.train_items.map_or("an unknown number of".to_string(), |n| n.to_string());
+            let set = self.data_set.as_ref().map(|d| format!(" of the data set \"{d}\"")).unwrap_or_default();
+            let files = if self.train.is_empty() { String::new() } else { format!(" ({})", self.train.join(", ")) };
+            format!("{n} items{set}{files}")
+        }
+    }
+
     /// The test splits a model file has metrics for (files of one unnamed
     /// split, written before splits had names, give `[""]`).
     pub fn test_splits(f: &crate::model_file::ModelFile) -> Vec<String> {
@@ -480,6 +543,40 @@ pub fn with_range(price: f64, (lo, hi): (f64, f64)) -> Estimate {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_card_names_the_training_split_and_the_data_set_not_the_machines_paths() {
+        let meta = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        };
+        // As the round-2 default model wrote it: every file of the curate directory, full paths.
+        let old = keys::TrainingData::from_metadata(&meta(&[
+            (keys::TRAIN_ITEMS, "11662"),
+            (
+                keys::DATA_FILES,
+                "/root/w/data/all/test-catalog.jsonl, /root/w/data/all/test-course.jsonl, /root/w/data/all/train.jsonl, \
+                 /root/w/data/all/validation-catalog.jsonl, /root/w/data/all/validation.jsonl",
+            ),
+        ]));
+        assert_eq!(old.train_items, Some(11662));
+        assert_eq!(old.data_set.as_deref(), Some("all"));
+        assert_eq!(old.train, ["train.jsonl"]);
+        assert_eq!(old.validation, ["validation-catalog.jsonl", "validation.jsonl"]);
+        assert_eq!(old.test, ["test-catalog.jsonl", "test-course.jsonl"]);
+        let line = old.trained_on();
+        assert_eq!(line, "11662 items of the data set \"all\" (train.jsonl)");
+        assert!(!line.contains("/root") && !line.contains("test"), "{line}");
+        // A single file split with a holdout: the file is the data set.
+        let one = keys::TrainingData::from_metadata(&meta(&[(keys::DATA_FILES, "/tmp/x/shop.csv")]));
+        assert_eq!(one.data_set.as_deref(), Some("shop.csv"));
+        assert_eq!(one.trained_on(), "an unknown number of items of the data set \"shop.csv\" (shop.csv)");
+        // A named data set wins over the directory.
+        let named = keys::TrainingData::from_metadata(&meta(&[
+            (keys::DATA_SET, "amazon-2023"),
+            (keys::DATA_FILES, "d/train.jsonl"),
+        ]));
+        assert_eq!(named.data_set.as_deref(), Some("amazon-2023"));
+    }
+
     use super::*;
 
     fn constant_file(price: f64) -> Vec<u8> {
