@@ -12,12 +12,29 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Request {
-    /// Fetch (or take from Cache Storage) and load the model at this absolute URL.
-    Load { url: String },
+    /// Load the model at this absolute URL: from the server when it changed
+    /// (a conditional request), else from Cache Storage (offline too). A
+    /// model file the visitor opens is posted as a `File` object instead.
+    /// `check_server` false (the second worker, after the first loaded the
+    /// same URL): the cached copy as it is, the server only when none.
+    Load {
+        url: String,
+        #[serde(default = "yes")]
+        check_server: bool,
+    },
     /// Estimate one product typed as text: title on the first line.
     Estimate { id: u64, text: String },
+    /// Measure the encoder's share of the most influential words of an
+    /// estimate's text (one encoder pass per word, yielding between passes;
+    /// a newer request drops this one). Sent to the second worker, so
+    /// estimates never wait for reasons.
+    Explain { id: u64, text: String },
     /// Estimate every product of a CSV or JSONL file's text.
     Batch { name: String, content: String },
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Worker to page.
@@ -32,13 +49,18 @@ pub enum Reply {
         total: u64,
     },
     /// The model is loaded; `cached` when it came from Cache Storage.
+    /// `notice` says what the user may want to know: that a newer published
+    /// model replaced the cached one, or why the cached copy was kept.
     Ready {
         card: ModelCard,
         cached: bool,
+        notice: Option<String>,
     },
-    /// Loading failed; the page offers a retry.
+    /// Loading failed; `kept_previous` when a model loaded before still
+    /// answers (the page keeps it), else the page offers a retry.
     LoadFailed {
         message: String,
+        kept_previous: bool,
     },
     /// What the words and details alone say, sent before the encoder runs
     /// (models that are a stack of an encoder and linear members).

@@ -5,7 +5,7 @@
 use crate::{BatchRow, EstimateView, MAX_INPUT_CHARS, ModelCard, Reply, Request, TestSplit, Why};
 use js_sys::{Reflect, Uint8Array};
 use pricer::estimator::keys;
-use pricer::explain::ExplainOptions;
+use pricer::explain::{ExplainOptions, Explaining};
 use pricer::readers::{Format, read_products};
 use pricer::{Estimator, Product};
 use std::cell::{Cell, RefCell};
@@ -23,8 +23,8 @@ fn scope() -> DedicatedWorkerGlobalScope {
 }
 
 fn send(reply: &Reply) {
-    let text =
-        serde_json::to_string(reply).unwrap_or_else(|e| format!("{{\"type\":\"load_failed\",\"message\":\"{e}\"}}"));
+    let text = serde_json::to_string(reply)
+        .unwrap_or_else(|e| format!("{{\"type\":\"load_failed\",\"message\":\"{e}\",\"kept_previous\":true}}"));
     let _ = scope().post_message(&JsValue::from_str(&text));
 }
 
@@ -38,23 +38,71 @@ fn now_ms() -> f64 {
     scope().performance().map(|p| p.now()).unwrap_or_else(js_sys::Date::now)
 }
 
-/// The model's bytes: from Cache Storage when there, else from the network
-/// (reporting progress) and then stored for next time.
-async fn fetch_model(url: &str) -> Result<(Vec<u8>, bool), String> {
+/// A model's bytes with the validators the server sent (for the next
+/// conditional request).
+struct Fetched {
+    bytes: Vec<u8>,
+    etag: Option<String>,
+    last_modified: Option<String>,
+}
+
+async fn model_cache() -> Result<web_sys::Cache, String> {
     let caches = scope().caches().map_err(js_err)?;
-    let cache: web_sys::Cache = JsFuture::from(caches.open(MODEL_CACHE)).await.map_err(js_err)?.unchecked_into();
-    let hit = JsFuture::from(cache.match_with_str(url)).await.map_err(js_err)?;
-    if let Ok(resp) = hit.dyn_into::<Response>() {
-        let buf = JsFuture::from(resp.array_buffer().map_err(js_err)?).await.map_err(js_err)?;
-        let bytes = Uint8Array::new(&buf).to_vec();
-        send(&Reply::Progress { loaded: bytes.len() as u64, total: bytes.len() as u64 });
-        return Ok((bytes, true));
+    Ok(JsFuture::from(caches.open(MODEL_CACHE)).await.map_err(js_err)?.unchecked_into())
+}
+
+/// The copy in Cache Storage, if any.
+async fn cached_model(url: &str) -> Option<Fetched> {
+    let cache = model_cache().await.ok()?;
+    let hit = JsFuture::from(cache.match_with_str(url)).await.ok()?;
+    let resp = hit.dyn_into::<Response>().ok()?;
+    let header = |name: &str| resp.headers().get(name).ok().flatten();
+    let (etag, last_modified) = (header("etag"), header("last-modified"));
+    let buf = JsFuture::from(resp.array_buffer().ok()?).await.ok()?;
+    Some(Fetched { bytes: Uint8Array::new(&buf).to_vec(), etag, last_modified })
+}
+
+/// What the server said when asked for the model.
+enum Answer {
+    /// A new file (or the first one).
+    Changed(Fetched),
+    /// 304: the cached copy is current.
+    Unchanged,
+    /// An HTTP error status.
+    Failed(String),
+}
+
+/// Asks the server for the model; with `cached`, conditionally (its ETag
+/// and Last-Modified), so an unchanged model costs one small request. The
+/// browser's HTTP cache is bypassed: Cache Storage holds the copy.
+async fn ask_server(url: &str, cached: Option<&Fetched>) -> Result<Answer, String> {
+    let init = web_sys::RequestInit::new();
+    init.set_cache(web_sys::RequestCache::NoStore);
+    let headers = web_sys::Headers::new().map_err(js_err)?;
+    if let Some(c) = cached {
+        if let Some(etag) = &c.etag {
+            headers.set("if-none-match", etag).map_err(js_err)?;
+        }
+        if let Some(lm) = &c.last_modified {
+            headers.set("if-modified-since", lm).map_err(js_err)?;
+        }
     }
-    let resp: Response = JsFuture::from(scope().fetch_with_str(url)).await.map_err(js_err)?.unchecked_into();
+    init.set_headers(&headers);
+    let resp: Response =
+        JsFuture::from(scope().fetch_with_str_and_init(url, &init)).await.map_err(js_err)?.unchecked_into();
+    if resp.status() == 304 && cached.is_some() {
+        return Ok(Answer::Unchanged);
+    }
     if !resp.ok() {
-        return Err(format!("the model file could not be fetched: HTTP {} {}", resp.status(), resp.status_text()));
+        return Ok(Answer::Failed(format!(
+            "the model file could not be fetched: HTTP {} {}",
+            resp.status(),
+            resp.status_text()
+        )));
     }
-    let total: u64 = resp.headers().get("content-length").ok().flatten().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let header = |name: &str| resp.headers().get(name).ok().flatten();
+    let (etag, last_modified) = (header("etag"), header("last-modified"));
+    let total: u64 = header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
     let body = resp.body().ok_or("the model response has no body")?;
     let reader: web_sys::ReadableStreamDefaultReader = body.get_reader().unchecked_into();
     let mut bytes = Vec::with_capacity(total as usize);
@@ -72,24 +120,89 @@ async fn fetch_model(url: &str) -> Result<(Vec<u8>, bool), String> {
         }
     }
     send(&Reply::Progress { loaded: bytes.len() as u64, total: total.max(bytes.len() as u64) });
-    Ok((bytes, false))
+    Ok(Answer::Changed(Fetched { bytes, etag, last_modified }))
 }
 
-async fn store_in_cache(url: &str, bytes: &[u8]) -> Result<(), String> {
-    let caches = scope().caches().map_err(js_err)?;
-    let cache: web_sys::Cache = JsFuture::from(caches.open(MODEL_CACHE)).await.map_err(js_err)?.unchecked_into();
-    let mut copy = bytes.to_vec();
-    let resp = Response::new_with_opt_u8_array(Some(&mut copy)).map_err(js_err)?;
+/// Keeps `f` for offline use and for the next conditional request.
+async fn store_in_cache(url: &str, f: &Fetched) -> Result<(), String> {
+    let cache = model_cache().await?;
+    let headers = web_sys::Headers::new().map_err(js_err)?;
+    for (name, value) in [("etag", &f.etag), ("last-modified", &f.last_modified)] {
+        if let Some(v) = value {
+            headers.set(name, v).map_err(js_err)?;
+        }
+    }
+    let init = web_sys::ResponseInit::new();
+    init.set_headers(&headers);
+    let mut copy = f.bytes.clone();
+    let resp = Response::new_with_opt_u8_array_and_init(Some(&mut copy), &init).map_err(js_err)?;
     JsFuture::from(cache.put_with_str(url, &resp)).await.map_err(js_err)?;
     Ok(())
 }
 
 async fn drop_from_cache(url: &str) {
-    let Ok(caches) = scope().caches() else { return };
-    if let Ok(c) = JsFuture::from(caches.open(MODEL_CACHE)).await {
-        let cache: web_sys::Cache = c.unchecked_into();
+    if let Ok(cache) = model_cache().await {
         let _ = JsFuture::from(cache.delete_with_str(url)).await;
     }
+}
+
+fn damaged(e: pricer::Error) -> String {
+    format!("the model file is damaged or not a Pricer model ({e})")
+}
+
+/// The model at `url`: the server's copy when it changed (or there is no
+/// cached one), else the cached copy, which also serves offline. A new file
+/// that fails to load never replaces a good cached one.
+async fn fetch_and_load(url: &str, check_server: bool) -> Result<(Estimator, u64, Origin), String> {
+    let cached = cached_model(url).await;
+    if !check_server
+        && let Some(c) = &cached
+        && let Ok(est) = Estimator::from_bytes(&c.bytes)
+    {
+        return Ok((est, c.bytes.len() as u64, Origin::Cached));
+    }
+    let answer = ask_server(url, cached.as_ref()).await;
+    let use_cached = |c: Fetched, origin: Origin| async move {
+        match Estimator::from_bytes(&c.bytes) {
+            Ok(est) => Ok((est, c.bytes.len() as u64, origin)),
+            Err(e) => {
+                // A damaged copy in the cache must not stick: drop it, so a retry fetches afresh.
+                drop_from_cache(url).await;
+                Err(damaged(e))
+            }
+        }
+    };
+    match (answer, cached) {
+        (Ok(Answer::Changed(new)), cached) => match Estimator::from_bytes(&new.bytes) {
+            Ok(est) => {
+                // A full quota is not fatal: the app still works, only not offline.
+                let _ = store_in_cache(url, &new).await;
+                let origin = if cached.is_some() { Origin::Updated } else { Origin::Network };
+                Ok((est, new.bytes.len() as u64, origin))
+            }
+            Err(e) => match cached {
+                Some(c) => use_cached(c, Origin::KeptCached(damaged(e))).await,
+                None => Err(damaged(e)),
+            },
+        },
+        (Ok(Answer::Unchanged), Some(c)) => use_cached(c, Origin::Cached).await,
+        (Ok(Answer::Failed(msg)), Some(c)) | (Err(msg), Some(c)) => use_cached(c, Origin::KeptCached(msg)).await,
+        (Ok(Answer::Failed(msg)), None) | (Err(msg), None) => Err(msg),
+        (Ok(Answer::Unchanged), None) => Err("the server answered 304 to a request that was not conditional".into()),
+    }
+}
+
+/// Where a loaded model's bytes came from.
+enum Origin {
+    Network,
+    /// The server had a newer file than the cached one.
+    Updated,
+    /// The server said the cached copy is current.
+    Cached,
+    /// The server could not be asked or gave a file that failed: the cached copy, and why.
+    KeptCached(String),
+    /// A file the visitor opened.
+    File,
 }
 
 fn card(est: &Estimator, bytes: u64) -> ModelCard {
@@ -104,31 +217,18 @@ fn card(est: &Estimator, bytes: u64) -> ModelCard {
     ModelCard { kind: est.kind.clone(), bytes, metadata: est.file.scalar_metadata(), splits }
 }
 
-async fn load(url: String, model: Rc<RefCell<Option<Estimator>>>) {
-    let result = async {
-        let (bytes, cached) = fetch_model(&url).await?;
-        match Estimator::from_bytes(&bytes) {
-            Ok(est) => {
-                if !cached {
-                    // A full page of quota is not fatal: the app still works, only not offline.
-                    let _ = store_in_cache(&url, &bytes).await;
-                }
-                let c = card(&est, bytes.len() as u64);
-                *model.borrow_mut() = Some(est);
-                Ok((c, cached))
-            }
-            Err(e) => {
-                // A damaged copy in the cache must not stick: drop it, so a retry fetches afresh.
-                drop_from_cache(&url).await;
-                Err(format!("the model file is damaged or not a Pricer model ({e})"))
-            }
-        }
-    }
-    .await;
-    match result {
-        Ok((card, cached)) => send(&Reply::Ready { card, cached }),
-        Err(message) => send(&Reply::LoadFailed { message }),
-    }
+/// A model the page asked for.
+enum Source {
+    /// A URL, and whether to ask the server if it changed.
+    Url(String, bool),
+    File(web_sys::File),
+}
+
+async fn read_file(file: &web_sys::File) -> Result<Vec<u8>, String> {
+    let buf = JsFuture::from(file.array_buffer())
+        .await
+        .map_err(|e| format!("{} could not be read: {}", file.name(), js_err(e)))?;
+    Ok(Uint8Array::new(&buf).to_vec())
 }
 
 /// The text the worker reads: at most [`MAX_INPUT_CHARS`] characters, and whether it was cut.
@@ -140,7 +240,8 @@ fn cut_input(text: &str) -> (&str, bool) {
 }
 
 /// The estimate with its comparables and the linear members' reasons, from
-/// one encoder pass.
+/// one encoder pass. The encoder's share of each word is measured apart
+/// ([`Request::Explain`]), so the next estimate never waits for it.
 fn estimate(est: &Estimator, text: &str) -> Result<EstimateView, String> {
     let start = now_ms();
     let (text, cut) = cut_input(text);
@@ -158,15 +259,6 @@ fn estimate(est: &Estimator, text: &str) -> Result<EstimateView, String> {
         comparables: x.comparables.clone(),
         why: Why::from_explanation(&x, false),
     })
-}
-
-/// The reasons with the encoder's share of the most influential words (one
-/// encoder pass per word taken out).
-fn why(est: &Estimator, text: &str) -> Result<Why, String> {
-    let product = Product::from_free_text(cut_input(text).0);
-    let x =
-        est.explain(&product, ExplainOptions { comparables: 0, ..Default::default() }).map_err(|e| e.to_string())?;
-    Ok(Why::from_explanation(&x, true))
 }
 
 fn batch(est: &Estimator, name: &str, content: String) -> Vec<BatchRow> {
@@ -208,58 +300,140 @@ fn later(f: impl FnOnce() + 'static) {
     let _ = scope().set_timeout_with_callback_and_timeout_and_arguments_0(f.unchecked_ref(), 0);
 }
 
-/// The worker's entry point: listens for the page's requests.
-pub fn run() {
-    console_error_panic_hook::set_once();
-    let model: Rc<RefCell<Option<Estimator>>> = Rc::new(RefCell::new(None));
-    // The newest estimate request: reasons for older ones are not computed.
-    let latest = Rc::new(Cell::new(0u64));
-    // The estimate request waiting for its turn.
-    let pending: Rc<RefCell<Option<(u64, String)>>> = Rc::new(RefCell::new(None));
-    let onmessage = Closure::<dyn FnMut(MessageEvent)>::new(move |msg: MessageEvent| {
-        let Some(text) = msg.data().as_string() else { return };
-        let request: Request = match serde_json::from_str(&text) {
-            Ok(r) => r,
-            Err(e) => return send(&Reply::LoadFailed { message: format!("bad request: {e}") }),
+/// The worker's state. The page runs two workers of this code: one answers
+/// estimates and batches, the other measures reasons ([`Request::Explain`]),
+/// so an estimate never waits behind the previous product's reasons.
+#[derive(Clone, Default)]
+struct State {
+    model: Rc<RefCell<Option<Estimator>>>,
+    /// The newest estimate request, waiting for its turn (requests that
+    /// arrive meanwhile replace it).
+    estimate_pending: Rc<RefCell<Option<(u64, String)>>>,
+    /// The newest reasons request: older ones are dropped between passes.
+    explain_latest: Rc<Cell<u64>>,
+    explain_pending: Rc<RefCell<Option<(u64, String)>>>,
+    explaining: Rc<RefCell<Option<(u64, Explaining)>>>,
+}
+
+impl State {
+    /// Loads the model at a URL or from the visitor's file; on failure the
+    /// model loaded before (if any) stays.
+    async fn load(self, source: Source) {
+        let result = match &source {
+            Source::Url(url, check_server) => fetch_and_load(url, *check_server).await,
+            Source::File(file) => read_file(file).await.and_then(|bytes| {
+                let n = bytes.len() as u64;
+                Estimator::from_bytes(&bytes).map(|est| (est, n, Origin::File)).map_err(damaged)
+            }),
         };
+        match result {
+            Ok((est, bytes, origin)) => {
+                let c = card(&est, bytes);
+                *self.model.borrow_mut() = Some(est);
+                // Reasons under way belong to the model that was replaced.
+                self.explaining.borrow_mut().take();
+                let (cached, notice) = match origin {
+                    Origin::Cached => (true, None),
+                    Origin::KeptCached(why) => (
+                        true,
+                        Some(format!(
+                            "the site's model could not be checked for an update ({why}): this browser's copy"
+                        )),
+                    ),
+                    Origin::Updated => {
+                        (false, Some("a newer model was published: this browser's copy was replaced".into()))
+                    }
+                    Origin::Network | Origin::File => (false, None),
+                };
+                send(&Reply::Ready { card: c, cached, notice });
+                if self.explain_pending.borrow().is_some() {
+                    later(move || self.start_explaining());
+                }
+            }
+            Err(message) => send(&Reply::LoadFailed { message, kept_previous: self.model.borrow().is_some() }),
+        }
+    }
+
+    /// Answers the newest estimate request: the linear members' first
+    /// answer, then the estimate from one encoder pass.
+    fn answer_estimate(&self) {
+        let Some((id, text)) = self.estimate_pending.borrow_mut().take() else { return };
+        let model = self.model.borrow();
+        let Some(est) = model.as_ref() else {
+            return send(&Reply::Estimate { id, result: Err("the model is not loaded yet".into()) });
+        };
+        // The page shows the linear members' answer while the encoder runs.
+        if let Ok(Some(price)) = est.first_estimate(&Product::from_free_text(cut_input(&text).0)) {
+            send(&Reply::First { id, price });
+        }
+        send(&Reply::Estimate { id, result: estimate(est, &text) });
+    }
+
+    /// Starts the newest reasons request (once a model is loaded).
+    fn start_explaining(self) {
+        let model = self.model.borrow();
+        let Some(est) = model.as_ref() else { return };
+        let Some((id, text)) = self.explain_pending.borrow_mut().take() else { return };
+        let product = Product::from_free_text(cut_input(&text).0);
+        match est.start_explaining(&product, ExplainOptions { comparables: 0, ..Default::default() }) {
+            Ok(x) if x.pending() == 0 => {
+                send(&Reply::Why { id, result: Ok(Why::from_explanation(&x.explanation(), true)) })
+            }
+            Ok(x) => {
+                *self.explaining.borrow_mut() = Some((id, x));
+                drop(model);
+                later(move || self.explain_step(id));
+            }
+            Err(e) => send(&Reply::Why { id, result: Err(e.to_string()) }),
+        }
+    }
+
+    /// Measures the encoder's share of one more word of request `id`'s
+    /// reasons, then yields: a newer request goes first, and this one is
+    /// dropped.
+    fn explain_step(self, id: u64) {
+        if self.explain_latest.get() != id {
+            return;
+        }
+        let step = {
+            let model = self.model.borrow();
+            let mut slot = self.explaining.borrow_mut();
+            match (model.as_ref(), slot.as_mut()) {
+                (Some(est), Some((xid, x))) if *xid == id => x.occlude_next(est, 1).map(|()| x.pending()),
+                _ => return,
+            }
+        };
+        match step {
+            Ok(0) | Err(_) => {
+                let Some((_, x)) = self.explaining.borrow_mut().take() else { return };
+                let result = step.map(|_| Why::from_explanation(&x.explanation(), true)).map_err(|e| e.to_string());
+                send(&Reply::Why { id, result });
+            }
+            Ok(_) => later(move || self.explain_step(id)),
+        }
+    }
+
+    fn handle(&self, request: Request) {
         match request {
-            Request::Load { url } => wasm_bindgen_futures::spawn_local(load(url, model.clone())),
+            Request::Load { url, check_server } => {
+                wasm_bindgen_futures::spawn_local(self.clone().load(Source::Url(url, check_server)))
+            }
             Request::Estimate { id, text } => {
                 // Only the newest request is worth an answer (the user typing
-                // on): it waits a turn of the event loop, and requests that
-                // arrived meanwhile replace it.
-                latest.set(id);
-                *pending.borrow_mut() = Some((id, text));
-                let (model, latest, pending) = (model.clone(), latest.clone(), pending.clone());
-                later(move || {
-                    let Some((id, text)) = pending.borrow_mut().take() else { return };
-                    // The page shows the linear members' answer while the encoder runs.
-                    if let Some(est) = model.borrow().as_ref()
-                        && let Ok(Some(price)) = est.first_estimate(&Product::from_free_text(cut_input(&text).0))
-                    {
-                        send(&Reply::First { id, price });
-                    }
-                    let result = match model.borrow().as_ref() {
-                        Some(est) => estimate(est, &text),
-                        None => Err("the model is not loaded yet".into()),
-                    };
-                    let ok = result.is_ok();
-                    send(&Reply::Estimate { id, result });
-                    if ok {
-                        // The slower reasons wait another turn: a newer request goes first and this one is dropped.
-                        later(move || {
-                            if latest.get() != id {
-                                return;
-                            }
-                            if let Some(est) = model.borrow().as_ref() {
-                                send(&Reply::Why { id, result: why(est, &text) });
-                            }
-                        });
-                    }
-                });
+                // on): it waits a turn of the event loop.
+                *self.estimate_pending.borrow_mut() = Some((id, text));
+                let state = self.clone();
+                later(move || state.answer_estimate());
+            }
+            Request::Explain { id, text } => {
+                self.explain_latest.set(id);
+                self.explaining.borrow_mut().take();
+                *self.explain_pending.borrow_mut() = Some((id, text));
+                let state = self.clone();
+                later(move || state.start_explaining());
             }
             Request::Batch { name, content } => {
-                let rows = match model.borrow().as_ref() {
+                let rows = match self.model.borrow().as_ref() {
                     Some(est) => batch(est, &name, content),
                     None => vec![BatchRow {
                         line: 0,
@@ -269,6 +443,26 @@ pub fn run() {
                 };
                 send(&Reply::BatchDone { rows });
             }
+        }
+    }
+}
+
+/// The worker's entry point: listens for the page's requests.
+pub fn run() {
+    console_error_panic_hook::set_once();
+    let state = State::default();
+    let onmessage = Closure::<dyn FnMut(MessageEvent)>::new(move |msg: MessageEvent| {
+        // A model file the visitor opened comes as a File, everything else as JSON text.
+        if let Ok(file) = msg.data().dyn_into::<web_sys::File>() {
+            return wasm_bindgen_futures::spawn_local(state.clone().load(Source::File(file)));
+        }
+        let Some(text) = msg.data().as_string() else { return };
+        match serde_json::from_str::<Request>(&text) {
+            Ok(request) => state.handle(request),
+            Err(e) => send(&Reply::LoadFailed {
+                message: format!("bad request: {e}"),
+                kept_previous: state.model.borrow().is_some(),
+            }),
         }
     });
     scope().set_onmessage(Some(onmessage.as_ref().unchecked_ref()));

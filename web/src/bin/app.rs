@@ -52,6 +52,27 @@ fn base_url(path: &str) -> String {
     web_sys::Url::new_with_base(path, &base).map(|u| u.href()).unwrap_or_else(|_| path.to_string())
 }
 
+/// The model the page loads: `?model=PATH` (a file on this site, relative to
+/// the page) or the site's default; its absolute URL and how the card names it.
+fn model_to_load() -> Result<(String, String), String> {
+    let default = || Ok((base_url(MODEL_PATH), format!("{MODEL_PATH} (this site's model)")));
+    let Some(location) = web_sys::window().map(|w| w.location()) else { return default() };
+    let query = location.search().unwrap_or_default();
+    let asked = web_sys::UrlSearchParams::new_with_str(&query).ok().and_then(|q| q.get("model"));
+    let Some(asked) = asked.filter(|m| !m.trim().is_empty()) else { return default() };
+    let url = web_sys::Url::new_with_base(&asked, &base_url("."))
+        .map_err(|_| format!("?model={asked} is not a URL the page can read"))?;
+    let here = location.origin().unwrap_or_default();
+    if url.origin() != here {
+        return Err(format!(
+            "?model= must name a model file on this site, as a relative URL (models/mine.gguf); \
+             {asked} is on another origin ({}), and the page loads nothing from elsewhere",
+            url.origin()
+        ));
+    }
+    Ok((url.href(), format!("{asked} (linked with ?model=)")))
+}
+
 /// The smallest module that uses relaxed SIMD's 8-bit dot product
 /// (`i32x4.relaxed_dot_i8x16_i7x16_add_s` on three splats): engines without
 /// relaxed SIMD refuse it.
@@ -116,171 +137,382 @@ fn register_service_worker() {
     }
 }
 
-#[component]
-fn App() -> impl IntoView {
-    let load = RwSignal::new(LoadState::Loading { loaded: 0, total: 0 });
-    let card = RwSignal::new(None::<ModelCard>);
-    let text = RwSignal::new(String::new());
-    let listed = RwSignal::new(String::new());
-    let result = RwSignal::new(None::<Result<EstimateView, String>>);
-    // Which request the shown result answers (tests and automation wait on it).
-    let result_id = RwSignal::new(0u64);
-    let hint = RwSignal::new(None::<String>);
-    let busy = RwSignal::new(false);
-    let next_id = RwSignal::new(0u64);
-    let batch_rows = RwSignal::new(None::<Vec<BatchRow>>);
-    let batch_done = RwSignal::new(None::<usize>);
-    let batch_name = RwSignal::new(String::new());
-    // As-you-type: the pending debounced estimate, the text last sent, and
-    // when each request left (for the click-to-shown time).
-    let typing = StoredValue::new_local(None::<leptos::leptos_dom::helpers::TimeoutHandle>);
-    let last_sent = StoredValue::new(String::new());
-    let sent_at = StoredValue::new((0u64, 0.0f64));
-    let shown_ms = RwSignal::new(None::<f64>);
-    // The first estimate (words and details alone) of a request: id, price,
-    // and when it reached the screen after the request.
-    let first = RwSignal::new(None::<(u64, f64, Option<f64>)>);
+/// A model the page asked a worker to load.
+#[derive(Clone)]
+enum LoadRequest {
+    Url(String),
+    File(web_sys::File),
+}
 
-    let worker = match start_worker() {
-        Ok(w) => StoredValue::new_local(Some(w)),
-        Err(e) => {
-            load.set(LoadState::Failed(format!("the browser could not start a worker: {e:?}")));
-            StoredValue::new_local(None)
+/// The page's lines to its two workers (the same code): `worker` answers
+/// estimates and batches, `explainer` measures each estimate's reasons, so
+/// a new estimate never waits behind the previous product's reasons. Without
+/// a second worker, the first does both.
+#[derive(Clone, Copy)]
+struct Conn {
+    worker: StoredValue<Option<Worker>, LocalStorage>,
+    explainer: StoredValue<Option<Worker>, LocalStorage>,
+    /// The explainer listens (its `Started` came) and holds the same model
+    /// as the worker (its load did not fail).
+    explainer_started: StoredValue<bool>,
+    explainer_failed: StoredValue<bool>,
+    /// The model the worker holds, counted per load, and the count the
+    /// explainer was last sent.
+    loaded: StoredValue<Option<LoadRequest>, LocalStorage>,
+    loads: StoredValue<u64>,
+    explainer_loads: StoredValue<u64>,
+}
+
+impl Conn {
+    fn new() -> Result<Conn, JsValue> {
+        let worker = start_worker()?;
+        let explainer = start_worker().ok();
+        Ok(Conn {
+            worker: StoredValue::new_local(Some(worker)),
+            explainer: StoredValue::new_local(explainer),
+            explainer_started: StoredValue::new(false),
+            explainer_failed: StoredValue::new(false),
+            loaded: StoredValue::new_local(None),
+            loads: StoredValue::new(0),
+            explainer_loads: StoredValue::new(0),
+        })
+    }
+
+    fn none() -> Conn {
+        Conn {
+            worker: StoredValue::new_local(None),
+            explainer: StoredValue::new_local(None),
+            explainer_started: StoredValue::new(false),
+            explainer_failed: StoredValue::new(true),
+            loaded: StoredValue::new_local(None),
+            loads: StoredValue::new(0),
+            explainer_loads: StoredValue::new(0),
         }
-    };
-    let send = move |req: Request| {
-        worker.with_value(|w| {
+    }
+
+    fn send(&self, req: Request) {
+        self.worker.with_value(|w| {
             if let Some(w) = w {
                 post(w, &req)
             }
         })
-    };
-    let load_model = move || {
-        load.set(LoadState::Loading { loaded: 0, total: 0 });
-        send(Request::Load { url: base_url(MODEL_PATH) });
+    }
+
+    /// Asks the worker for a model (a URL, or a file the visitor opened,
+    /// posted as it is: no copy into JSON).
+    fn load(&self, req: LoadRequest) {
+        self.worker.with_value(|w| {
+            if let Some(w) = w {
+                send_load(w, &req, true)
+            }
+        });
+        self.loaded.set_value(Some(req));
+    }
+
+    /// The worker loaded the model last asked for: the explainer loads it too.
+    fn worker_loaded(&self) {
+        self.loads.update_value(|n| *n += 1);
+        self.sync_explainer();
+    }
+
+    fn explainer_started(&self) {
+        self.explainer_started.set_value(true);
+        self.sync_explainer();
+    }
+
+    fn sync_explainer(&self) {
+        let due = self.explainer_loads.get_value() != self.loads.get_value();
+        if !self.explainer_started.get_value() || !due {
+            return;
+        }
+        self.explainer_loads.set_value(self.loads.get_value());
+        self.loaded.with_value(|req| {
+            self.explainer.with_value(|w| {
+                if let (Some(w), Some(req)) = (w, req) {
+                    send_load(w, req, false)
+                }
+            })
+        });
+    }
+
+    /// Reasons for an estimate: from the explainer when it has the model's
+    /// load under way or done, else from the worker.
+    fn explain(&self, req: Request) {
+        let use_explainer = self.explainer_started.get_value()
+            && !self.explainer_failed.get_value()
+            && self.explainer_loads.get_value() == self.loads.get_value();
+        let target = if use_explainer { self.explainer } else { self.worker };
+        target.with_value(|w| {
+            if let Some(w) = w {
+                post(w, &req)
+            }
+        })
+    }
+}
+
+/// `check_server`: ask the server whether the model changed (the first
+/// worker), or take the copy it just kept (the second).
+fn send_load(w: &Worker, req: &LoadRequest, check_server: bool) {
+    match req {
+        LoadRequest::Url(url) => post(w, &Request::Load { url: url.clone(), check_server }),
+        LoadRequest::File(file) => {
+            let _ = w.post_message(file);
+        }
+    }
+}
+
+/// The model: loading state, card, and which file it is.
+#[derive(Clone, Copy)]
+struct ModelState {
+    load: RwSignal<LoadState>,
+    card: RwSignal<Option<ModelCard>>,
+    /// How the card names the loaded model, and the one being loaded.
+    source: RwSignal<String>,
+    asked: RwSignal<String>,
+    /// Worth knowing about the last load (a newer model arrived, or the
+    /// cached copy was kept and why).
+    notice: RwSignal<Option<String>>,
+    /// Why a model file the visitor opened was refused (the previous model stays).
+    file_error: RwSignal<Option<String>>,
+}
+
+impl ModelState {
+    fn new() -> Self {
+        ModelState {
+            load: RwSignal::new(LoadState::Loading { loaded: 0, total: 0 }),
+            card: RwSignal::new(None),
+            source: RwSignal::new(String::new()),
+            asked: RwSignal::new(String::new()),
+            notice: RwSignal::new(None),
+            file_error: RwSignal::new(None),
+        }
+    }
+
+    fn ready(&self) -> bool {
+        matches!(self.load.get(), LoadState::Ready { .. })
+    }
+
+    /// Asks the worker for the page's model (`?model=` or the default).
+    fn load_default(&self, conn: Conn) {
+        match model_to_load() {
+            Ok((url, label)) => {
+                self.asked.set(label);
+                self.load.set(LoadState::Loading { loaded: 0, total: 0 });
+                conn.load(LoadRequest::Url(url));
+            }
+            Err(message) => self.load.set(LoadState::Failed(message)),
+        }
+    }
+
+    fn on_reply(&self, reply: &Reply) {
+        match reply {
+            // A file swapped in keeps the page usable: progress shows only while nothing is loaded.
+            Reply::Progress { loaded, total } if !matches!(self.load.get_untracked(), LoadState::Ready { .. }) => {
+                self.load.set(LoadState::Loading { loaded: *loaded, total: *total })
+            }
+            Reply::Ready { card, cached, notice } => {
+                self.card.set(Some(card.clone()));
+                self.source.set(self.asked.get_untracked());
+                self.notice.set(notice.clone());
+                self.file_error.set(None);
+                self.load.set(LoadState::Ready { cached: *cached });
+            }
+            Reply::LoadFailed { message, kept_previous: true } => {
+                self.file_error.set(Some(message.clone()));
+                self.asked.set(self.source.get_untracked());
+            }
+            Reply::LoadFailed { message, kept_previous: false } => self.load.set(LoadState::Failed(message.clone())),
+            _ => {}
+        }
+    }
+}
+
+/// The estimate form and its result.
+#[derive(Clone, Copy)]
+struct EstimateState {
+    text: RwSignal<String>,
+    listed: RwSignal<String>,
+    result: RwSignal<Option<Result<EstimateView, String>>>,
+    /// Which request the shown result answers (tests and automation wait on it).
+    result_id: RwSignal<u64>,
+    hint: RwSignal<Option<String>>,
+    busy: RwSignal<bool>,
+    next_id: RwSignal<u64>,
+    /// As-you-type: the pending debounced estimate, the text last sent, and
+    /// when each request left (for the click-to-shown time).
+    typing: StoredValue<Option<leptos::leptos_dom::helpers::TimeoutHandle>, LocalStorage>,
+    last_sent: StoredValue<String>,
+    sent_at: StoredValue<(u64, f64)>,
+    shown_ms: RwSignal<Option<f64>>,
+    /// The first estimate (words and details alone) of a request: id, price,
+    /// and when it reached the screen after the request.
+    first: RwSignal<Option<(u64, f64, Option<f64>)>>,
+}
+
+impl EstimateState {
+    fn new() -> Self {
+        EstimateState {
+            text: RwSignal::new(String::new()),
+            listed: RwSignal::new(String::new()),
+            result: RwSignal::new(None),
+            result_id: RwSignal::new(0),
+            hint: RwSignal::new(None),
+            busy: RwSignal::new(false),
+            next_id: RwSignal::new(0),
+            typing: StoredValue::new_local(None),
+            last_sent: StoredValue::new(String::new()),
+            sent_at: StoredValue::new((0, 0.0)),
+            shown_ms: RwSignal::new(None),
+            first: RwSignal::new(None),
+        }
+    }
+
+    fn cancel_typing(&self) {
+        self.typing.update_value(|pending| {
+            if let Some(h) = pending.take() {
+                h.clear();
+            }
+        });
+    }
+
+    /// Sends the text for an estimate (or says what is missing).
+    fn estimate(&self, conn: Conn) {
+        self.cancel_typing();
+        let t = self.text.get_untracked();
+        if t.trim().is_empty() {
+            self.hint.set(Some(
+                "Describe the product first: its title on the first line, then anything you know about it.".into(),
+            ));
+            self.result.set(None);
+            return;
+        }
+        self.hint.set(None);
+        self.busy.set(true);
+        let id = self.next_id.get_untracked() + 1;
+        self.next_id.set(id);
+        self.last_sent.set_value(t.clone());
+        self.sent_at.set_value((id, now_ms()));
+        conn.send(Request::Estimate { id, text: t });
+    }
+
+    /// Takes a reply; returns the request to send for the reasons of a new
+    /// estimate shown.
+    fn on_reply(&self, reply: Reply) -> Option<Request> {
+        match reply {
+            Reply::First { id, price } if id == self.next_id.get_untracked() => {
+                let (sent_id, at) = self.sent_at.get_value();
+                self.first.set(Some((id, price, (sent_id == id).then(|| now_ms() - at))));
+            }
+            Reply::Estimate { id, result } if id == self.next_id.get_untracked() => {
+                let (sent_id, at) = self.sent_at.get_value();
+                self.shown_ms.set((sent_id == id).then(|| now_ms() - at));
+                let ok = result.is_ok();
+                self.result_id.set(id);
+                self.result.set(Some(result));
+                self.busy.set(false);
+                if ok {
+                    return Some(Request::Explain { id, text: self.last_sent.get_value() });
+                }
+            }
+            Reply::Why { id, result } if id == self.result_id.get_untracked() => {
+                self.result.update(|shown| {
+                    if let Some(Ok(e)) = shown {
+                        match result {
+                            Ok(why) => e.why = why,
+                            // The first reasons stay; only the encoder's share is missing.
+                            Err(_) => e.why.complete = true,
+                        }
+                    }
+                });
+            }
+            _ => {}
+        }
+        None
+    }
+}
+
+/// Pricing a whole file.
+#[derive(Clone, Copy)]
+struct BatchState {
+    rows: RwSignal<Option<Vec<BatchRow>>>,
+    done: RwSignal<Option<usize>>,
+    name: RwSignal<String>,
+}
+
+impl BatchState {
+    fn new() -> Self {
+        BatchState { rows: RwSignal::new(None), done: RwSignal::new(None), name: RwSignal::new(String::new()) }
+    }
+
+    fn on_reply(&self, reply: Reply) {
+        match reply {
+            Reply::BatchProgress { done } => self.done.set(Some(done)),
+            Reply::BatchDone { rows } => {
+                self.done.set(None);
+                self.rows.set(Some(rows));
+            }
+            _ => {}
+        }
+    }
+}
+
+#[component]
+fn App() -> impl IntoView {
+    let model = ModelState::new();
+    let estimate = EstimateState::new();
+    let batch = BatchState::new();
+    let conn = match Conn::new() {
+        Ok(c) => c,
+        Err(e) => {
+            model.load.set(LoadState::Failed(format!("the browser could not start a worker: {e:?}")));
+            Conn::none()
+        }
     };
     let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |msg: MessageEvent| {
         let Some(raw) = msg.data().as_string() else { return };
         let Ok(reply) = serde_json::from_str::<Reply>(&raw) else { return };
         match reply {
-            Reply::Started => load_model(),
-            Reply::Progress { loaded, total } => load.set(LoadState::Loading { loaded, total }),
-            Reply::Ready { card: c, cached } => {
-                card.set(Some(c));
-                load.set(LoadState::Ready { cached });
+            Reply::Started => model.load_default(conn),
+            Reply::Ready { .. } => {
+                model.on_reply(&reply);
+                conn.worker_loaded();
             }
-            Reply::LoadFailed { message } => load.set(LoadState::Failed(message)),
-            Reply::First { id, price } => {
-                if id == next_id.get_untracked() {
-                    let (sent_id, at) = sent_at.get_value();
-                    first.set(Some((id, price, (sent_id == id).then(|| now_ms() - at))));
+            Reply::Progress { .. } | Reply::LoadFailed { .. } => model.on_reply(&reply),
+            Reply::First { .. } | Reply::Estimate { .. } | Reply::Why { .. } => {
+                if let Some(req) = estimate.on_reply(reply) {
+                    conn.explain(req);
                 }
             }
-            Reply::Estimate { id, result: r } => {
-                if id == next_id.get_untracked() {
-                    let (sent_id, at) = sent_at.get_value();
-                    shown_ms.set((sent_id == id).then(|| now_ms() - at));
-                    result_id.set(id);
-                    result.set(Some(r));
-                    busy.set(false);
-                }
-            }
-            Reply::Why { id, result: r } => {
-                if id == result_id.get_untracked() {
-                    result.update(|shown| {
-                        if let Some(Ok(e)) = shown {
-                            match r {
-                                Ok(why) => e.why = why,
-                                // The first reasons stay; only the encoder's share is missing.
-                                Err(_) => e.why.complete = true,
-                            }
-                        }
-                    });
-                }
-            }
-            Reply::BatchProgress { done } => batch_done.set(Some(done)),
-            Reply::BatchDone { rows } => {
-                batch_done.set(None);
-                batch_rows.set(Some(rows));
-            }
+            Reply::BatchProgress { .. } | Reply::BatchDone { .. } => batch.on_reply(reply),
         }
     });
-    worker.with_value(|w| {
+    conn.worker.with_value(|w| {
         if let Some(w) = w {
             w.set_onmessage(Some(on_message.as_ref().unchecked_ref()))
         }
     });
     on_message.forget();
-
-    let estimate = move || {
-        typing.update_value(|pending| {
-            if let Some(h) = pending.take() {
-                h.clear();
+    // The explainer answers only with reasons; if it cannot load the model,
+    // the worker gives the reasons instead.
+    let on_explainer = Closure::<dyn FnMut(MessageEvent)>::new(move |msg: MessageEvent| {
+        let Some(raw) = msg.data().as_string() else { return };
+        let Ok(reply) = serde_json::from_str::<Reply>(&raw) else { return };
+        match reply {
+            Reply::Started => conn.explainer_started(),
+            Reply::Why { .. } => {
+                estimate.on_reply(reply);
             }
-        });
-        let t = text.get_untracked();
-        if t.trim().is_empty() {
-            hint.set(Some(
-                "Describe the product first: its title on the first line, then anything you know about it.".into(),
-            ));
-            result.set(None);
-            return;
+            Reply::Ready { .. } => conn.explainer_failed.set_value(false),
+            Reply::LoadFailed { .. } => conn.explainer_failed.set_value(true),
+            _ => {}
         }
-        hint.set(None);
-        busy.set(true);
-        let id = next_id.get_untracked() + 1;
-        next_id.set(id);
-        last_sent.set_value(t.clone());
-        sent_at.set_value((id, now_ms()));
-        send(Request::Estimate { id, text: t });
-    };
-    // Estimates as the user types: once the text rests for a moment, and
-    // only when it changed since the last estimate.
-    let on_type = move |value: String| {
-        text.set(value);
-        typing.update_value(|pending| {
-            if let Some(h) = pending.take() {
-                h.clear();
-            }
-        });
-        let handle = leptos::leptos_dom::helpers::set_timeout_with_handle(
-            move || {
-                typing.set_value(None);
-                let t = text.get_untracked();
-                if matches!(load.get_untracked(), LoadState::Ready { .. })
-                    && !t.trim().is_empty()
-                    && t != last_sent.get_value()
-                {
-                    estimate();
-                }
-            },
-            std::time::Duration::from_millis(TYPING_PAUSE_MS),
-        );
-        typing.set_value(handle.ok());
-    };
-    let ready = move || matches!(load.get(), LoadState::Ready { .. });
-
-    let on_file = move |ev: leptos::ev::Event| {
-        let input: web_sys::HtmlInputElement = event_target(&ev);
-        let Some(file) = input.files().and_then(|f| f.get(0)) else { return };
-        let name = file.name();
-        batch_name.set(name.clone());
-        batch_rows.set(None);
-        batch_done.set(Some(0));
-        wasm_bindgen_futures::spawn_local(async move {
-            match wasm_bindgen_futures::JsFuture::from(file.text()).await {
-                Ok(content) => send(Request::Batch { name, content: content.as_string().unwrap_or_default() }),
-                Err(_) => {
-                    batch_done.set(None);
-                    batch_rows.set(Some(vec![BatchRow {
-                        line: 0,
-                        title: String::new(),
-                        result: Err("the file could not be read".into()),
-                    }]));
-                }
-            }
-        });
-    };
+    });
+    conn.explainer.with_value(|w| {
+        if let Some(w) = w {
+            w.set_onmessage(Some(on_explainer.as_ref().unchecked_ref()))
+        }
+    });
+    on_explainer.forget();
 
     view! {
         <header>
@@ -289,111 +521,212 @@ fn App() -> impl IntoView {
             <p class="privacy">"Private by design: the model runs in your browser, and nothing you type or upload leaves this page."</p>
         </header>
         <main>
-            <section class="status" id="status" data-state=move || match load.get() {
-                LoadState::Loading { .. } => "loading",
-                LoadState::Ready { .. } => "ready",
-                LoadState::Failed(_) => "error",
-            }>
-                {move || match load.get() {
-                    LoadState::Loading { loaded, total } => view! {
-                        <label for="model-progress">"Loading the model"</label>
-                        <progress id="model-progress" max=total.max(1).to_string() value=loaded.to_string()></progress>
-                        <span class="bytes">{format!("{:.1} of {} MB", loaded as f64 / 1e6, if total > 0 { format!("{:.1}", total as f64 / 1e6) } else { "?".into() })}</span>
-                    }.into_any(),
-                    LoadState::Ready { cached } => view! {
-                        <span class="ok">{if cached { "Model ready (from this browser's cache; works offline)" } else { "Model ready" }}</span>
-                    }.into_any(),
-                    LoadState::Failed(msg) => view! {
-                        <div class="error" role="alert" id="load-error">
-                            <strong>"The model could not be loaded. "</strong>{msg}
-                        </div>
-                        <button id="retry" on:click=move |_| load_model()>"Try again"</button>
-                    }.into_any(),
-                }}
-            </section>
-
+            <Status model=model conn=conn />
             <section class="estimate">
                 <h2>"Estimate a price"</h2>
-                <form on:submit=move |ev| { ev.prevent_default(); estimate(); }>
-                    <label for="description">"Product: title on the first line, then its description"</label>
-                    <textarea id="description" rows="8" placeholder="Stainless steel blender, 1200 W\nCrushes ice, six speeds, 64 oz pitcher..."
-                        prop:value=move || text.get()
-                        on:input=move |ev| on_type(event_target_value(&ev))></textarea>
-                    <div class="row">
-                        <label for="listed">"Listed price, if you have one (is it a deal?)"</label>
-                        <input id="listed" type="number" min="0" step="0.01" inputmode="decimal" placeholder="e.g. 79.99"
-                            prop:value=move || listed.get()
-                            on:input=move |ev| listed.set(event_target_value(&ev)) />
-                    </div>
-                    <button id="estimate" type="submit" disabled=move || !ready() || busy.get()>"Estimate"</button>
-                </form>
-                <div class="examples">
-                    <span>"Try an example: "</span>
-                    {EXAMPLES.iter().map(|(label, body)| view! {
-                        <button class="example" type="button" on:click=move |_| { text.set(body.to_string()); estimate(); }>{*label}</button>
-                    }).collect_view()}
-                </div>
-                {move || hint.get().map(|h| view! { <p class="hint" id="hint">{h}</p> })}
-                {move || first.get().filter(|(id, _, _)| *id != result_id.get()).map(|(_, price, _)| view! {
-                    <p class="first" id="first" aria-live="polite" data-price=format!("{price:.2}")>
-                        "First estimate from the words and details: "<strong>{dollars(price)}</strong>
-                        " (the model is still reading the whole text)"
-                    </p>
-                })}
-                {move || result.get().map(|r| match r {
-                    Ok(e) => {
-                        let deal = listed.get().trim().parse::<f64>().ok().filter(|p| *p > 0.0).map(|p| {
-                            let diff = p - e.price;
-                            let pct = 100.0 * diff.abs() / e.price.max(0.01);
-                            if diff.abs() < 0.005 * e.price { "The listed price matches the estimate.".to_string() }
-                            else if diff < 0.0 { format!("The listed price is {} ({pct:.0}%) under the estimate: looks like a deal.", dollars(-diff)) }
-                            else { format!("The listed price is {} ({pct:.0}%) over the estimate.", dollars(diff)) }
-                        });
-                        view! {
-                            <div class="result" id="result" aria-live="polite" data-id=move || result_id.get().to_string()>
-                                <p class="price-line">"Estimated price "<strong id="price" data-price=format!("{:.2}", e.price)>{dollars(e.price)}</strong></p>
-                                <p id="range" data-low=format!("{:.2}", e.low) data-high=format!("{:.2}", e.high)>
-                                    {format!("Likely between {} and {}", dollars(e.low), dollars(e.high))}
-                                </p>
-                                {deal.map(|d| view! { <p id="deal">{d}</p> })}
-                                <p class="meta" id="took" data-shown-ms=move || shown_ms.get().map(|m| format!("{m:.0}"))>
-                                    {move || match shown_ms.get() {
-                                        Some(m) => format!("Estimated in {:.0} ms (on screen {:.0} ms after the request)", e.millis, m),
-                                        None => format!("Estimated in {:.0} ms", e.millis),
-                                    }}
-                                </p>
-                                {move || first.get().filter(|(id, _, _)| *id == result_id.get()).map(|(_, price, ms)| view! {
-                                    <p class="meta" id="first-shown" data-price=format!("{price:.2}") data-shown-ms=ms.map(|m| format!("{m:.0}"))>
-                                        {match ms {
-                                            Some(m) => format!("First estimate from the words and details alone: {}, on screen {m:.0} ms after the request", dollars(price)),
-                                            None => format!("First estimate from the words and details alone: {}", dollars(price)),
-                                        }}
-                                    </p>
-                                })}
-                                {e.truncated.then(|| view! { <p class="note" id="truncated">{format!("The text was long: the model read its first {} characters, as the command line does.", e.prepared_chars)}</p> })}
-                                {why_view(e.why.clone(), e.price)}
-                                {comparables_view(e.comparables.clone())}
-                            </div>
-                        }.into_any()
-                    }
-                    Err(msg) => view! { <p class="error" id="estimate-error" role="alert">{msg}</p> }.into_any(),
-                })}
+                <EstimateForm state=estimate model=model conn=conn />
+                <EstimateResult state=estimate />
             </section>
-
-            <section class="batch">
-                <h2>"Price a whole file"</h2>
-                <label for="batch-file">"A CSV (title, description, price optional) or JSONL file of products"</label>
-                <input id="batch-file" type="file" accept=".csv,.jsonl,.json,.txt" disabled=move || !ready() on:change=on_file />
-                {move || batch_done.get().map(|n| view! { <p id="batch-progress">{format!("Pricing… {n} done")}</p> })}
-                {move || batch_rows.get().map(|rows| batch_table(rows, batch_name.get()))}
-            </section>
-
-            <section class="card">
-                <h2>"About the model"</h2>
-                {move || card.get().map(model_card)}
-            </section>
+            <BatchPricing state=batch model=model conn=conn />
+            <AboutTheModel model=model conn=conn />
         </main>
         <footer>"Pricer estimates from text alone; check before you buy."</footer>
+    }
+}
+
+/// Loading progress, ready, or what went wrong with a retry.
+#[component]
+fn Status(model: ModelState, conn: Conn) -> impl IntoView {
+    view! {
+        <section class="status" id="status" data-state=move || match model.load.get() {
+            LoadState::Loading { .. } => "loading",
+            LoadState::Ready { .. } => "ready",
+            LoadState::Failed(_) => "error",
+        }>
+            {move || match model.load.get() {
+                LoadState::Loading { loaded, total } => view! {
+                    <label for="model-progress">"Loading the model"</label>
+                    <progress id="model-progress" max=total.max(1).to_string() value=loaded.to_string()></progress>
+                    <span class="bytes">{format!("{:.1} of {} MB", loaded as f64 / 1e6, if total > 0 { format!("{:.1}", total as f64 / 1e6) } else { "?".into() })}</span>
+                }.into_any(),
+                LoadState::Ready { cached } => view! {
+                    <span class="ok">{if cached { "Model ready (from this browser's cache; works offline)" } else { "Model ready" }}</span>
+                    {move || model.notice.get().map(|n| view! { <span class="note" id="model-notice">" ("{n}")"</span> })}
+                }.into_any(),
+                LoadState::Failed(msg) => view! {
+                    <div class="error" role="alert" id="load-error">
+                        <strong>"The model could not be loaded. "</strong>{msg}
+                    </div>
+                    <button id="retry" on:click=move |_| model.load_default(conn)>"Try again"</button>
+                }.into_any(),
+            }}
+        </section>
+    }
+}
+
+/// The product's text, a listed price, and the examples; estimates on
+/// click and as the user types.
+#[component]
+fn EstimateForm(state: EstimateState, model: ModelState, conn: Conn) -> impl IntoView {
+    // Estimates as the user types: once the text rests for a moment, and
+    // only when it changed since the last estimate.
+    let on_type = move |value: String| {
+        state.text.set(value);
+        state.cancel_typing();
+        let handle = leptos::leptos_dom::helpers::set_timeout_with_handle(
+            move || {
+                state.typing.set_value(None);
+                let t = state.text.get_untracked();
+                if matches!(model.load.get_untracked(), LoadState::Ready { .. })
+                    && !t.trim().is_empty()
+                    && t != state.last_sent.get_value()
+                {
+                    state.estimate(conn);
+                }
+            },
+            std::time::Duration::from_millis(TYPING_PAUSE_MS),
+        );
+        state.typing.set_value(handle.ok());
+    };
+    view! {
+        <form on:submit=move |ev| { ev.prevent_default(); state.estimate(conn); }>
+            <label for="description">"Product: title on the first line, then its description"</label>
+            <textarea id="description" rows="8" placeholder="Stainless steel blender, 1200 W\nCrushes ice, six speeds, 64 oz pitcher..."
+                prop:value=move || state.text.get()
+                on:input=move |ev| on_type(event_target_value(&ev))></textarea>
+            <div class="row">
+                <label for="listed">"Listed price, if you have one (is it a deal?)"</label>
+                <input id="listed" type="number" min="0" step="0.01" inputmode="decimal" placeholder="e.g. 79.99"
+                    prop:value=move || state.listed.get()
+                    on:input=move |ev| state.listed.set(event_target_value(&ev)) />
+            </div>
+            <button id="estimate" type="submit" disabled=move || !model.ready() || state.busy.get()>"Estimate"</button>
+        </form>
+        <div class="examples">
+            <span>"Try an example: "</span>
+            {EXAMPLES.iter().map(|(label, body)| view! {
+                <button class="example" type="button" on:click=move |_| { state.text.set(body.to_string()); state.estimate(conn); }>{*label}</button>
+            }).collect_view()}
+        </div>
+        {move || state.hint.get().map(|h| view! { <p class="hint" id="hint">{h}</p> })}
+    }
+}
+
+/// The estimate, its range, a deal check, its reasons and comparables.
+#[component]
+fn EstimateResult(state: EstimateState) -> impl IntoView {
+    let EstimateState { result, result_id, first, shown_ms, listed, .. } = state;
+    view! {
+        {move || first.get().filter(|(id, _, _)| *id != result_id.get()).map(|(_, price, _)| view! {
+            <p class="first" id="first" aria-live="polite" data-price=format!("{price:.2}")>
+                "First estimate from the words and details: "<strong>{dollars(price)}</strong>
+                " (the model is still reading the whole text)"
+            </p>
+        })}
+        {move || result.get().map(|r| match r {
+            Ok(e) => {
+                let deal = listed.get().trim().parse::<f64>().ok().filter(|p| *p > 0.0).map(|p| {
+                    let diff = p - e.price;
+                    let pct = 100.0 * diff.abs() / e.price.max(0.01);
+                    if diff.abs() < 0.005 * e.price { "The listed price matches the estimate.".to_string() }
+                    else if diff < 0.0 { format!("The listed price is {} ({pct:.0}%) under the estimate: looks like a deal.", dollars(-diff)) }
+                    else { format!("The listed price is {} ({pct:.0}%) over the estimate.", dollars(diff)) }
+                });
+                view! {
+                    <div class="result" id="result" aria-live="polite" data-id=move || result_id.get().to_string()>
+                        <p class="price-line">"Estimated price "<strong id="price" data-price=format!("{:.2}", e.price)>{dollars(e.price)}</strong></p>
+                        <p id="range" data-low=format!("{:.2}", e.low) data-high=format!("{:.2}", e.high)>
+                            {format!("Likely between {} and {}", dollars(e.low), dollars(e.high))}
+                        </p>
+                        {deal.map(|d| view! { <p id="deal">{d}</p> })}
+                        <p class="meta" id="took" data-shown-ms=move || shown_ms.get().map(|m| format!("{m:.0}")) data-millis=format!("{:.1}", e.millis)>
+                            {move || match shown_ms.get() {
+                                Some(m) => format!("Estimated in {:.0} ms (on screen {:.0} ms after the request)", e.millis, m),
+                                None => format!("Estimated in {:.0} ms", e.millis),
+                            }}
+                        </p>
+                        {move || first.get().filter(|(id, _, _)| *id == result_id.get()).map(|(_, price, ms)| view! {
+                            <p class="meta" id="first-shown" data-price=format!("{price:.2}") data-shown-ms=ms.map(|m| format!("{m:.0}"))>
+                                {match ms {
+                                    Some(m) => format!("First estimate from the words and details alone: {}, on screen {m:.0} ms after the request", dollars(price)),
+                                    None => format!("First estimate from the words and details alone: {}", dollars(price)),
+                                }}
+                            </p>
+                        })}
+                        {e.truncated.then(|| view! { <p class="note" id="truncated">{format!("The text was long: the model read its first {} characters, as the command line does.", e.prepared_chars)}</p> })}
+                        {why_view(e.why.clone(), e.price)}
+                        {comparables_view(e.comparables.clone())}
+                    </div>
+                }.into_any()
+            }
+            Err(msg) => view! { <p class="error" id="estimate-error" role="alert">{msg}</p> }.into_any(),
+        })}
+    }
+}
+
+/// A CSV or JSONL file of products, priced in the worker.
+#[component]
+fn BatchPricing(state: BatchState, model: ModelState, conn: Conn) -> impl IntoView {
+    let on_file = move |ev: leptos::ev::Event| {
+        let input: web_sys::HtmlInputElement = event_target(&ev);
+        let Some(file) = input.files().and_then(|f| f.get(0)) else { return };
+        let name = file.name();
+        state.name.set(name.clone());
+        state.rows.set(None);
+        state.done.set(Some(0));
+        wasm_bindgen_futures::spawn_local(async move {
+            match wasm_bindgen_futures::JsFuture::from(file.text()).await {
+                Ok(content) => conn.send(Request::Batch { name, content: content.as_string().unwrap_or_default() }),
+                Err(_) => {
+                    state.done.set(None);
+                    state.rows.set(Some(vec![BatchRow {
+                        line: 0,
+                        title: String::new(),
+                        result: Err("the file could not be read".into()),
+                    }]));
+                }
+            }
+        });
+    };
+    view! {
+        <section class="batch">
+            <h2>"Price a whole file"</h2>
+            <label for="batch-file">"A CSV (title, description, price optional) or JSONL file of products"</label>
+            <input id="batch-file" type="file" accept=".csv,.jsonl,.json,.txt" disabled=move || !model.ready() on:change=on_file />
+            {move || state.done.get().map(|n| view! { <p id="batch-progress">{format!("Pricing… {n} done")}</p> })}
+            {move || state.rows.get().map(|rows| batch_table(rows, state.name.get()))}
+        </section>
+    }
+}
+
+/// The model card, and another model file from disk.
+#[component]
+fn AboutTheModel(model: ModelState, conn: Conn) -> impl IntoView {
+    let on_model_file = move |ev: leptos::ev::Event| {
+        let input: web_sys::HtmlInputElement = event_target(&ev);
+        let Some(file) = input.files().and_then(|f| f.get(0)) else { return };
+        model.file_error.set(None);
+        model.asked.set(format!("{} (your file)", file.name()));
+        if !matches!(model.load.get_untracked(), LoadState::Ready { .. }) {
+            model.load.set(LoadState::Loading { loaded: 0, total: file.size() as u64 });
+        }
+        conn.load(LoadRequest::File(file));
+    };
+    view! {
+        <section class="card">
+            <h2>"About the model"</h2>
+            <p id="model-source" data-source=move || model.source.get()>
+                {move || if model.source.get().is_empty() { String::new() } else { format!("Model file: {}", model.source.get()) }}
+            </p>
+            {move || model.card.get().map(model_card)}
+            <div class="row">
+                <label for="model-file">"Use another Pricer model file (.gguf) from your disk; it stays on this page"</label>
+                <input id="model-file" type="file" accept=".gguf" on:change=on_model_file />
+            </div>
+            {move || model.file_error.get().map(|m| view! {
+                <p class="error" id="model-file-error" role="alert">{format!("That model file was not loaded, the previous model stays: {m}")}</p>
+            })}
+        </section>
     }
 }
 
@@ -503,17 +836,14 @@ type Format = fn(f64) -> String;
 fn model_card(c: ModelCard) -> impl IntoView {
     let num = |k: &str| c.get(k).and_then(|v| v.parse::<f64>().ok());
     let metric = |k: &str, f: &dyn Fn(f64) -> String| num(k).map(f).unwrap_or_else(|| "n/a".into());
+    let data = keys::TrainingData::from_metadata(&c.metadata);
+    let listed = |files: &[String]| if files.is_empty() { "none named".to_string() } else { files.join(", ") };
     let rows = vec![
         ("Kind", c.kind.clone()),
         ("Size", format!("{:.1} MB", c.bytes as f64 / 1e6)),
-        (
-            "Trained on",
-            format!(
-                "{} items ({})",
-                metric("pricer.provenance.train_items", &|v| format!("{v:.0}")),
-                c.get("pricer.provenance.data_files").unwrap_or("unknown")
-            ),
-        ),
+        ("Trained on", data.trained_on()),
+        ("Validation splits", listed(&data.validation)),
+        ("Test splits (never trained on)", listed(&data.test)),
         ("Trained", c.get("pricer.provenance.date").unwrap_or("unknown").to_string()),
     ];
     // One column per test split (a plain catalogue sample, the course's
