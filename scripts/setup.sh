@@ -14,14 +14,23 @@ want_bindgen=$(awk '/^name = "wasm-bindgen"$/{getline; gsub(/version = |"/, "");
 
 rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
 
+# The tools are built with a light profile: their own release profiles ask
+# for fat LTO and one codegen unit (19 and 10 minutes here on 2 cores), while
+# the work they do for us (copying files, rewriting a few MB of wasm) takes
+# well under a second either way (docs/benchmarks.md, "The first test run").
+light_install() {
+  CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=256 \
+    CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_PROFILE_RELEASE_DEBUG=false \
+    CARGO_PROFILE_RELEASE_INCREMENTAL=false cargo install "$@"
+}
 if [ "$(trunk --version 2>/dev/null)" != "trunk $want_trunk" ]; then
   echo "installing trunk $want_trunk"
-  cargo install trunk --version "$want_trunk" --locked
+  light_install trunk --version "$want_trunk" --locked
 fi
 if [ "$(wasm-bindgen --version 2>/dev/null)" != "wasm-bindgen $want_bindgen" ]; then
   echo "installing wasm-bindgen-cli $want_bindgen"
   # Without --locked: its lockfile pins a crate version the registry lacks.
-  cargo install wasm-bindgen-cli --version "=$want_bindgen"
+  light_install wasm-bindgen-cli --version "=$want_bindgen"
 fi
 if [ "$("$tools/node_modules/.bin/wasm-opt" --version 2>/dev/null | awk '{print $3}')" != "$want_binaryen" ]; then
   echo "installing binaryen $want_binaryen (npm)"

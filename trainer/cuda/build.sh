@@ -11,11 +11,15 @@
 # Usage: trainer/cuda/build.sh [OUT_DIR]   (default target/cuda; ~1.2 GB of
 # wheels on the first run, ~20 minutes of compiling on 2 cores)
 set -euo pipefail
+started=$SECONDS
+step() { echo "== [$((SECONDS - started)) s] $*"; }
+trap 'echo "trainer/cuda/build.sh: failed at line $LINENO (exit $?)" >&2' ERR
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 out=$(mkdir -p "${1:-$repo/target/cuda}" && cd "${1:-$repo/target/cuda}" && pwd)
 venv=$out/venv
 cuda=$out/cuda-home
 
+step "CUDA 13.0 compilers and libraries from PyPI into $venv (~1.2 GB the first time)"
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
@@ -25,6 +29,7 @@ fi
   nvidia-cuda-runtime==13.0.96 nvidia-cuda-nvrtc==13.0.88 nvidia-cublas==13.0.2.14 \
   nvidia-curand==10.4.0.35 "nvidia-cuda-cccl==13.0.*"
 
+step "a CUDA_HOME of links into the wheels: $cuda"
 # A toolkit-shaped folder of links into the wheels.
 site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 rm -rf "$cuda" && mkdir -p "$cuda/bin" "$cuda/include" "$cuda/lib64"
@@ -43,10 +48,22 @@ command -v "$cuda/bin/nvcc" >/dev/null || { echo "nvcc not found in the wheels u
 
 # The stub driver library: every cu* symbol cudarc declares, each returning
 # CUDA_ERROR_STUB_LIBRARY (34). Only for linking; never loaded at run time.
-cudarc_src=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-0.19* 2>/dev/null | head -1)
+step "a stub libcuda.so for linking, from cudarc's driver function list"
+# No match is not an error here (a fresh cargo home has no cudarc yet): the
+# glob is expanded by the shell and the first existing folder taken.
+find_cudarc() {
+  local d
+  for d in "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-0.19*; do
+    [ -d "$d" ] && { echo "$d"; return 0; }
+  done
+  return 0
+}
+cudarc_src=$(find_cudarc)
 if [ -z "$cudarc_src" ]; then
+  step "fetching the crates (cudarc is not in the cargo registry yet)"
   (cd "$repo" && cargo fetch --locked)
-  cudarc_src=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-0.19* | head -1)
+  cudarc_src=$(find_cudarc)
+  [ -n "$cudarc_src" ] || { echo "cudarc 0.19 is still missing after cargo fetch: is Cargo.lock's candle 0.11?" >&2; exit 1; }
 fi
 grep -rhoE '\bcu[A-Z][A-Za-z0-9_]*(_v[0-9]+)?\b' "$cudarc_src/src/driver/sys" | sort -u |
   awk '{print "int " $1 "(void) { return 34; }"}' > "$out/libcuda_stub.c"
@@ -60,7 +77,10 @@ export LIBRARY_PATH=$out/stub:$cuda/lib64:${LIBRARY_PATH:-}
 export LD_LIBRARY_PATH=$cuda/lib64:${LD_LIBRARY_PATH:-}
 export CUDA_COMPUTE_CAP=90
 nvcc --version | tail -2
+step "cargo build --release --features cuda (~20 minutes on 2 cores the first time)"
 (cd "$repo" && CARGO_TARGET_DIR=$out/target cargo build --release --locked --features cuda -p pricer-trainer)
+step "packing with xz"
 xz -T0 -9 -c "$out/target/release/pricer" > "$out/pricer-cuda.xz"
 ls -l "$out/target/release/pricer" "$out/pricer-cuda.xz"
+step "done"
 echo "ship $out/pricer-cuda.xz; on the GPU host: xz -d, then trainer/cuda/check.sh"
