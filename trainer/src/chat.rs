@@ -87,6 +87,46 @@ impl Prompt {
     pub fn user_message(&self, text: &str) -> String {
         self.user.replace("{text}", text)
     }
+
+    /// `--prompt FILE`, or the course's prompt.
+    pub fn load(path: Option<&Path>) -> Result<Self> {
+        match path {
+            Some(p) => Prompt::parse(
+                &std::fs::read_to_string(p).with_context(|| format!("cannot read the prompt {}", p.display()))?,
+            )
+            .with_context(|| format!("prompt {}", p.display())),
+            None => Prompt::parse(DEFAULT_PROMPT),
+        }
+    }
+
+    /// The messages the chat pricer sends for one product: the system
+    /// message (when the prompt has one) and the user message around the
+    /// product's prepared text.
+    pub fn messages(&self, p: &Product) -> Result<Vec<serde_json::Value>, pricer::Error> {
+        let text = model_input(p, Budget::Words(TEXT_WORDS))?;
+        Ok(self.messages_for_user(&self.user_message(&text)))
+    }
+
+    fn messages_for_user(&self, user: &str) -> Vec<serde_json::Value> {
+        let mut messages = Vec::new();
+        if !self.system.is_empty() {
+            messages.push(serde_json::json!({"role": "system", "content": self.system}));
+        }
+        messages.push(serde_json::json!({"role": "user", "content": user}));
+        messages
+    }
+}
+
+/// The OpenAI-compatible endpoint and key: `$PRICER_CHAT_URL` (default
+/// OpenAI's) and `$PRICER_CHAT_KEY`, required for OpenAI itself.
+pub fn endpoint_from_env() -> Result<(String, Option<String>)> {
+    let url = std::env::var("PRICER_CHAT_URL").unwrap_or_else(|_| DEFAULT_URL.to_string());
+    let url = url.trim_end_matches('/').to_string();
+    let key = std::env::var("PRICER_CHAT_KEY").ok().filter(|k| !k.is_empty());
+    if key.is_none() && url == DEFAULT_URL {
+        bail!("set PRICER_CHAT_KEY to an OpenAI API key (or PRICER_CHAT_URL to another OpenAI-compatible server)");
+    }
+    Ok((url, key))
 }
 
 /// The first number in a reply, as a price: "$1,299.99" is 1299.99, "Price
@@ -228,18 +268,8 @@ impl ChatPricer {
         if model.trim().is_empty() {
             bail!("chat: needs a model name, as in chat:gpt-4o-mini");
         }
-        let url = std::env::var("PRICER_CHAT_URL").unwrap_or_else(|_| DEFAULT_URL.to_string());
-        let key = std::env::var("PRICER_CHAT_KEY").ok().filter(|k| !k.is_empty());
-        if key.is_none() && url.trim_end_matches('/') == DEFAULT_URL {
-            bail!("set PRICER_CHAT_KEY to an OpenAI API key (or PRICER_CHAT_URL to another OpenAI-compatible server)");
-        }
-        let prompt = match &args.prompt {
-            Some(p) => Prompt::parse(
-                &std::fs::read_to_string(p).with_context(|| format!("cannot read the prompt {}", p.display()))?,
-            )
-            .with_context(|| format!("prompt {}", p.display()))?,
-            None => Prompt::parse(DEFAULT_PROMPT)?,
-        };
+        let (url, key) = endpoint_from_env()?;
+        let prompt = Prompt::load(args.prompt.as_deref())?;
         if !(args.timeout > 0.0 && args.timeout.is_finite()) {
             bail!("--timeout must be a positive number of seconds");
         }
@@ -249,7 +279,7 @@ impl ChatPricer {
             .build();
         let client = Client {
             model: model.to_string(),
-            endpoint: format!("{}/chat/completions", url.trim_end_matches('/')),
+            endpoint: format!("{url}/chat/completions"),
             key,
             prompt,
             agent: ureq::Agent::new_with_config(config),
@@ -349,11 +379,7 @@ impl Client {
 
     /// One product's question, with retries on 429, 5xx and timeouts.
     fn ask(&self, user: &str) -> Result<String, AskError> {
-        let mut messages = Vec::new();
-        if !self.prompt.system.is_empty() {
-            messages.push(serde_json::json!({"role": "system", "content": self.prompt.system}));
-        }
-        messages.push(serde_json::json!({"role": "user", "content": user}));
+        let messages = self.prompt.messages_for_user(user);
         let body = serde_json::json!({
             "model": self.model, "messages": messages, "max_tokens": MAX_REPLY_TOKENS, "seed": 42,
         });
@@ -420,7 +446,7 @@ fn reply_content(body: &str) -> Result<String, String> {
 }
 
 /// The server's own error message (OpenAI's `{"error": {"message": ...}}`), or the body's start.
-fn server_message(body: &str) -> String {
+pub fn server_message(body: &str) -> String {
     serde_json::from_str::<serde_json::Value>(body)
         .ok()
         .and_then(|v| v["error"]["message"].as_str().map(str::to_string))

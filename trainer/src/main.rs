@@ -10,6 +10,7 @@ mod eval;
 mod export;
 mod finetune;
 mod fit;
+mod frontier;
 mod info;
 mod init_base;
 mod optim;
@@ -40,6 +41,9 @@ enum Command {
     Compare(eval::CompareArgs),
     /// Check a device against the CPU: same batch, outputs, loss, gradients.
     CheckDevice(bench::CheckDeviceArgs),
+    /// Fine-tune a frontier chat model through its API (the course's week 6),
+    /// asked as `--model chat:MODEL` asks; then `pricer eval --model chat:ID`.
+    FrontierFinetune(frontier::FrontierArgs),
     /// Export a fine-tuning run as one quantized model file.
     Export(export::ExportArgs),
     /// Show a model file's metadata: kind, provenance, test metrics.
@@ -101,6 +105,7 @@ fn main() {
         Command::Bench(a) => bench::run(a),
         Command::CheckDevice(a) => bench::check_device(a),
         Command::Export(a) => export::run(a),
+        Command::FrontierFinetune(a) => frontier::run(a),
         Command::InitBase(a) => init_base::run(a),
         Command::Info(a) => info::run(a),
         Command::Embed(a) => embed::run(a),
