@@ -2,18 +2,27 @@
 # Builds the web app into dist/ (plain static files for any host and
 # sub-path) with the default model, or with --model FILE as the page's model.
 #
-#   scripts/build-web.sh [--model FILE]
+#   scripts/build-web.sh [--model FILE] [--dist DIR] [--index FILE]
+#
+# --dist: build into DIR instead of dist/. --index: the page's HTML under
+# web/ (default index.html; the tests build web/index.test.html, the same
+# page with wasm-opt -O1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model=
+dist=$PWD/dist
+index=index.html
 while [ $# -gt 0 ]; do
   case $1 in
     --model) model=${2:?--model needs a .gguf file}; shift 2 ;;
     --model=*) model=${1#--model=}; shift ;;
-    -h|--help) sed -n '2,5p' "$0"; exit 0 ;;
+    --dist) dist=${2:?--dist needs a folder}; shift 2 ;;
+    --index) index=${2:?--index needs an HTML file under web/}; shift 2 ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
+[ -f "web/$index" ] || { echo "--index: no file web/$index" >&2; exit 2; }
 if [ -n "$model" ]; then
   [ -f "$model" ] || { echo "--model: no file at $model" >&2; exit 2; }
   model=$(cd "$(dirname "$model")" && pwd)/$(basename "$model")
@@ -22,14 +31,16 @@ if [ -n "$model" ]; then
     echo "--model: $model is not a Pricer model file (pricer info could not read it)" >&2; exit 2
   fi
 fi
+mkdir -p "$dist"
+dist=$(cd "$dist" && pwd)
 scripts/setup.sh
 export PATH="$PWD/.tools/node_modules/.bin:$PATH"
 cargo fetch --locked
-(cd web && trunk build --release)
+(cd web && trunk build "$index" --release --dist "$dist")
 if [ -n "$model" ]; then
   # The page loads models/default.gguf; the shipped model's card no longer applies.
-  cp "$model" dist/models/default.gguf
-  rm -f dist/models/README.md
+  cp "$model" "$dist/models/default.gguf"
+  rm -f "$dist/models/README.md"
   echo "the page's model: $model"
 fi
-echo "built dist/ ($(du -sh dist | cut -f1)); serve it from any static host or sub-path"
+echo "built $dist ($(du -sh "$dist" | cut -f1)); serve it from any static host or sub-path"

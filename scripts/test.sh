@@ -50,6 +50,7 @@ cargo test --release --locked
 phase "web app (trunk, wasm-opt -O1)"
 sed 's/data-wasm-opt="3"/data-wasm-opt="1"/g' web/index.html > web/index.test.html
 (cd web && trunk build index.test.html --release)
+export PRICER_WEB_INDEX=index.test.html
 
 phase "the page in headless Chromium"
 (cd tests/browser && node --test)

@@ -2,10 +2,9 @@
 //! server started here on 127.0.0.1: parsing of the replies, retries after a
 //! 429 and a 500, a timeout, the reply cache, and clean errors.
 
-use pricer_tests::pricer_bin;
+use pricer_tests::{HttpReply, HttpRequest, pricer_bin, serve_http};
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
@@ -26,39 +25,14 @@ const ITEMS: &[(&str, f64)] = &[
 
 /// Starts the server; returns its base URL and the request counts.
 fn serve() -> (String, Counts) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/v1", listener.local_addr().unwrap());
     let counts: Counts = Arc::default();
     let c = counts.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let c = c.clone();
-            std::thread::spawn(move || handle(stream, c));
-        }
-    });
-    (url, counts)
+    (serve_http(move |r| answer(r, &c)), counts)
 }
 
-/// One HTTP/1.1 request, answered and closed.
-fn handle(stream: TcpStream, counts: Counts) {
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut request_line = String::new();
-    reader.read_line(&mut request_line).unwrap();
-    let mut headers = HashMap::new();
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line).unwrap();
-        if line.trim().is_empty() {
-            break;
-        }
-        if let Some((k, v)) = line.split_once(':') {
-            headers.insert(k.trim().to_lowercase(), v.trim().to_string());
-        }
-    }
-    let len: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
-    let mut body = vec![0; len];
-    reader.read_exact(&mut body).unwrap();
-    let req: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+/// One request, answered by the script of the product's title word.
+fn answer(r: HttpRequest, counts: &Counts) -> HttpReply {
+    let req: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
     let user = req["messages"].as_array().and_then(|m| m.last()).and_then(|m| m["content"].as_str()).unwrap_or("");
     let word = ITEMS.iter().map(|(w, _)| *w).find(|w| user.contains(&format!("Item {w}"))).unwrap_or("other");
     let seen = {
@@ -68,10 +42,14 @@ fn handle(stream: TcpStream, counts: Counts) {
         *n
     };
     let chat = |content: &str| {
-        (200, "", serde_json::json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]}))
+        (
+            200,
+            String::new(),
+            serde_json::json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]}),
+        )
     };
-    let error = |status, msg: &str| (status, "", serde_json::json!({"error": {"message": msg}}));
-    let (status, extra, reply) = if headers.get("authorization").map(String::as_str) != Some("Bearer test-key") {
+    let error = |status, msg: &str| (status, String::new(), serde_json::json!({"error": {"message": msg}}));
+    if r.headers.get("authorization").map(String::as_str) != Some("Bearer test-key") {
         error(401, "Incorrect API key provided")
     } else if req["model"] != "test-model" || !req["messages"][0]["content"].as_str().unwrap_or("").contains("prices") {
         error(404, "The model does not exist")
@@ -81,7 +59,7 @@ fn handle(stream: TcpStream, counts: Counts) {
             "dollars" => chat("$1,299.99"),
             "words" => chat("I cannot know that."),
             "ratelimited" if seen == 1 => {
-                (429, "Retry-After: 0\r\n", serde_json::json!({"error": {"message": "slow down"}}))
+                (429, "Retry-After: 0\r\n".into(), serde_json::json!({"error": {"message": "slow down"}}))
             }
             "ratelimited" => chat("Price is $19.99"),
             "broken" => error(500, "internal error"),
@@ -91,21 +69,7 @@ fn handle(stream: TcpStream, counts: Counts) {
             }
             _ => chat("1"),
         }
-    };
-    let body = reply.to_string();
-    let reason = match status {
-        200 => "OK",
-        401 => "Unauthorized",
-        404 => "Not Found",
-        429 => "Too Many Requests",
-        _ => "Internal Server Error",
-    };
-    let mut s = stream;
-    let _ = write!(
-        s,
-        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{extra}connection: close\r\n\r\n{body}",
-        body.len()
-    );
+    }
 }
 
 fn write_items(path: &Path) {

@@ -5,10 +5,8 @@
 //! with `--job`, the uploaded files line by line, and `pricer eval` of the
 //! tuned model against the same server.
 
-use pricer_tests::pricer_bin;
+use pricer_tests::{HttpReply, HttpRequest, pricer_bin, serve_http};
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
@@ -29,17 +27,9 @@ struct World {
 type Shared = Arc<Mutex<World>>;
 
 fn serve() -> (String, Shared) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/v1", listener.local_addr().unwrap());
     let world: Shared = Arc::default();
     let w = world.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let w = w.clone();
-            std::thread::spawn(move || handle(stream, w));
-        }
-    });
-    (url, world)
+    (serve_http(move |r| answer(r, &w)), world)
 }
 
 /// The part named `name` of a multipart body.
@@ -68,44 +58,29 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-fn handle(stream: TcpStream, world: Shared) {
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut request_line = String::new();
-    reader.read_line(&mut request_line).unwrap();
-    let mut headers = HashMap::new();
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line).unwrap();
-        if line.trim().is_empty() {
-            break;
-        }
-        if let Some((k, v)) = line.split_once(':') {
-            headers.insert(k.trim().to_lowercase(), v.trim().to_string());
-        }
-    }
-    let len: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
-    let mut body = vec![0; len];
-    reader.read_exact(&mut body).unwrap();
-    let mut parts = request_line.split_whitespace();
-    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = target.split('?').next().unwrap_or("").trim_start_matches("/v1");
-    let error = |status: u16, msg: &str| (status, "", serde_json::json!({"error": {"message": msg}}));
+/// One request of the fine-tuning API (or a chat completion of the tuned model).
+fn answer(r: HttpRequest, world: &Shared) -> HttpReply {
+    let (method, headers, body) = (r.method.as_str(), &r.headers, &r.body);
+    let path = r.target.split('?').next().unwrap_or("").trim_start_matches("/v1");
+    let error = |status: u16, msg: &str| (status, String::new(), serde_json::json!({"error": {"message": msg}}));
     let mut w = world.lock().unwrap();
-    let (status, extra, reply) = if headers.get("authorization").map(String::as_str) != Some("Bearer test-key") {
+    let (status, extra, reply): HttpReply = if headers.get("authorization").map(String::as_str)
+        != Some("Bearer test-key")
+    {
         error(401, "Incorrect API key provided")
     } else if method == "POST" && path == "/files" {
         let ct = headers.get("content-type").cloned().unwrap_or_default();
         let boundary = ct.split("boundary=").nth(1).unwrap_or("").to_string();
-        match (part(&body, &boundary, "purpose"), part(&body, &boundary, "file")) {
+        match (part(body, &boundary, "purpose"), part(body, &boundary, "file")) {
             (Some(purpose), Some(file)) => {
                 let id = format!("file-{}", w.files.len() + 1);
                 w.files.insert(id.clone(), (String::from_utf8_lossy(purpose).to_string(), file.to_vec()));
-                (200, "", serde_json::json!({"id": id, "object": "file", "purpose": "fine-tune"}))
+                (200, String::new(), serde_json::json!({"id": id, "object": "file", "purpose": "fine-tune"}))
             }
             _ => error(400, "a multipart body with purpose and file is required"),
         }
     } else if method == "POST" && path == "/fine_tuning/jobs" {
-        let req: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        let req: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
         let (model, train, val) =
             (req["model"].as_str(), req["training_file"].as_str(), req["validation_file"].as_str());
         match (model, train, val) {
@@ -113,7 +88,7 @@ fn handle(stream: TcpStream, world: Shared) {
                 let id = format!("ftjob-{}", w.jobs.len() + 1);
                 w.jobs.insert(id.clone(), (m.to_string(), t.to_string(), 0));
                 assert_eq!(req["suffix"], "pricer");
-                (200, "", serde_json::json!({"id": id, "status": "validating_files", "model": m}))
+                (200, String::new(), serde_json::json!({"id": id, "status": "validating_files", "model": m}))
             }
             _ => error(400, "training_file, validation_file and model are required"),
         }
@@ -126,7 +101,7 @@ fn handle(stream: TcpStream, world: Shared) {
         let throttle = !events && w.jobs.get(&id).is_some_and(|j| j.0 == "busy-model") && w.throttled < 2;
         if throttle {
             w.throttled += 1;
-            (429, "Retry-After: 0\r\n", serde_json::json!({"error": {"message": "slow down"}}))
+            (429, "Retry-After: 0\r\n".into(), serde_json::json!({"error": {"message": "slow down"}}))
         } else {
             match w.jobs.get_mut(&id) {
                 None => error(404, &format!("no job {id}")),
@@ -135,7 +110,7 @@ fn handle(stream: TcpStream, world: Shared) {
                         .rev()
                         .map(|i| serde_json::json!({"id": format!("ev-{i}"), "created_at": i, "message": format!("Step {i}/3: training loss 0.{i}")}))
                         .collect();
-                    (200, "", serde_json::json!({"data": data}))
+                    (200, String::new(), serde_json::json!({"data": data}))
                 }
                 Some(job) => {
                     job.2 += 1;
@@ -155,12 +130,12 @@ fn handle(stream: TcpStream, world: Shared) {
                     if status == "failed" {
                         v["error"] = serde_json::json!({"message": "the training file has too few examples"});
                     }
-                    (200, "", v)
+                    (200, String::new(), v)
                 }
             }
         }
     } else if method == "POST" && path == "/chat/completions" {
-        let req: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        let req: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
         let user = req["messages"].as_array().and_then(|m| m.last()).and_then(|m| m["content"].as_str()).unwrap_or("");
         if !req["model"].as_str().unwrap_or("").starts_with("ft:") {
             error(404, "The model does not exist")
@@ -169,7 +144,7 @@ fn handle(stream: TcpStream, world: Shared) {
             w.asked.insert(title, user.to_string());
             (
                 200,
-                "",
+                String::new(),
                 serde_json::json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": "Price is $50.00"}}]}),
             )
         }
@@ -177,13 +152,7 @@ fn handle(stream: TcpStream, world: Shared) {
         error(404, &format!("no route {method} {path}"))
     };
     drop(w);
-    let body = reply.to_string();
-    let mut s = stream;
-    let _ = write!(
-        s,
-        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{extra}connection: close\r\n\r\n{body}",
-        body.len()
-    );
+    (status, extra, reply)
 }
 
 /// 60 priced items whose titles the server can read back from a user message.
@@ -209,6 +178,19 @@ fn run(url: &str, key: &str, args: &[&str]) -> Output {
         .env("PRICER_CHAT_KEY", key)
         .output()
         .expect("pricer runs")
+}
+
+/// `pricer frontier-finetune` of `base` on the 60 items (written to
+/// `dir/items.jsonl`) into `dir/ft`, polling without pause, then `extra`.
+fn finetune(url: &str, key: &str, dir: &Path, base: &str, counts: (usize, usize), extra: &[&str]) -> Output {
+    let items = dir.join("items.jsonl");
+    write_items(&items);
+    let (items, out) = (items.to_str().unwrap().to_string(), dir.join("ft").to_str().unwrap().to_string());
+    let (train, validation) = (counts.0.to_string(), counts.1.to_string());
+    let mut args = vec!["frontier-finetune", "--data", &items, "--base", base, "--train", &train];
+    args.extend(["--validation", &validation, "--out", &out, "--poll-seconds", "0"]);
+    args.extend(extra);
+    run(url, key, &args)
 }
 
 fn text(o: &Output) -> (String, String) {
@@ -292,28 +274,7 @@ fn a_job_that_succeeds_after_a_few_polls_and_the_tuned_model_is_evaluated() {
 fn a_failed_job_is_an_error_with_the_servers_reason() {
     let (url, _) = serve();
     let dir = tempfile::tempdir().unwrap();
-    let items = dir.path().join("items.jsonl");
-    write_items(&items);
-    let out = dir.path().join("ft");
-    let r = run(
-        &url,
-        "test-key",
-        &[
-            "frontier-finetune",
-            "--data",
-            items.to_str().unwrap(),
-            "--base",
-            "fail-model",
-            "--train",
-            "10",
-            "--validation",
-            "3",
-            "--out",
-            out.to_str().unwrap(),
-            "--poll-seconds",
-            "0",
-        ],
-    );
+    let r = finetune(&url, "test-key", dir.path(), "fail-model", (10, 3), &[]);
     let (stdout, stderr) = text(&r);
     assert_eq!(r.status.code(), Some(1), "{stdout}\n{stderr}");
     assert!(stderr.contains("fine-tuning job ftjob-1 failed: the training file has too few examples"), "{stderr}");
@@ -323,41 +284,21 @@ fn a_failed_job_is_an_error_with_the_servers_reason() {
 fn a_429_while_polling_is_waited_out_and_a_job_can_be_followed_again() {
     let (url, world) = serve();
     let dir = tempfile::tempdir().unwrap();
-    let items = dir.path().join("items.jsonl");
-    write_items(&items);
-    let out = dir.path().join("ft");
-    let o = out.to_str().unwrap();
-    let r = run(
-        &url,
-        "test-key",
-        &[
-            "frontier-finetune",
-            "--data",
-            items.to_str().unwrap(),
-            "--base",
-            "busy-model",
-            "--train",
-            "10",
-            "--validation",
-            "3",
-            "--out",
-            o,
-            "--poll-seconds",
-            "0",
-            "--json",
-        ],
-    );
+    let r = finetune(&url, "test-key", dir.path(), "busy-model", (10, 3), &["--json"]);
     let (stdout, stderr) = text(&r);
     assert!(r.status.success(), "{stdout}\n{stderr}");
     assert!(stderr.contains("429") && stderr.contains("slow down"), "{stderr}");
     assert_eq!(world.lock().unwrap().throttled, 2);
     let last: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
-    assert_eq!(
-        last,
-        serde_json::json!({"model": "ft:busy-model:pricer:42", "job": "ftjob-1", "status": "succeeded", "trained_tokens": 12345})
-    );
+    let want = serde_json::json!({"model": "ft:busy-model:pricer:42", "job": "ftjob-1", "status": "succeeded", "trained_tokens": 12345});
+    assert_eq!(last, want);
     // --job follows a job already created (after Ctrl-C): no new upload, no new job.
-    let r = run(&url, "test-key", &["frontier-finetune", "--job", "ftjob-1", "--out", o, "--poll-seconds", "0"]);
+    let out = dir.path().join("ft");
+    let r = run(
+        &url,
+        "test-key",
+        &["frontier-finetune", "--job", "ftjob-1", "--out", out.to_str().unwrap(), "--poll-seconds", "0"],
+    );
     let (stdout, stderr) = text(&r);
     assert!(r.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains("fine-tuned model: ft:busy-model:pricer:42"), "{stdout}");
@@ -369,34 +310,19 @@ fn a_429_while_polling_is_waited_out_and_a_job_can_be_followed_again() {
 fn a_401_at_upload_stops_at_once_and_a_dry_run_sends_nothing() {
     let (url, world) = serve();
     let dir = tempfile::tempdir().unwrap();
-    let items = dir.path().join("items.jsonl");
-    write_items(&items);
-    let out = dir.path().join("ft");
-    let base = [
-        "frontier-finetune",
-        "--data",
-        items.to_str().unwrap(),
-        "--base",
-        "ok-model",
-        "--train",
-        "10",
-        "--validation",
-        "3",
-        "--out",
-        out.to_str().unwrap(),
-    ];
-    let r = run(&url, "wrong-key", &base);
+    let r = finetune(&url, "wrong-key", dir.path(), "ok-model", (10, 3), &[]);
     let (stdout, stderr) = text(&r);
     assert_eq!(r.status.code(), Some(1), "{stdout}\n{stderr}");
     assert!(stderr.contains("401") && stderr.contains("Incorrect API key provided"), "{stderr}");
     assert!(!stderr.contains("trying again"), "a 401 is not retried: {stderr}");
     // The files were written before the upload: nothing to redo.
+    let out = dir.path().join("ft");
     assert_eq!(std::fs::read_to_string(out.join("train.jsonl")).unwrap().lines().count(), 10);
 
-    let dry = dir.path().join("dry");
-    let r = run(&url, "test-key", &[&base[..9], &["--out", dry.to_str().unwrap(), "--dry-run"]].concat());
+    let dry = tempfile::tempdir().unwrap();
+    let r = finetune(&url, "test-key", dry.path(), "ok-model", (10, 3), &["--dry-run"]);
     assert!(r.status.success(), "{:?}", text(&r));
-    assert_eq!(std::fs::read_to_string(dry.join("validation.jsonl")).unwrap().lines().count(), 3);
+    assert_eq!(std::fs::read_to_string(dry.path().join("ft/validation.jsonl")).unwrap().lines().count(), 3);
     assert!(world.lock().unwrap().files.is_empty());
-    assert!(!dry.join("job.json").exists());
+    assert!(!dry.path().join("ft/job.json").exists());
 }

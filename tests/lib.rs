@@ -201,3 +201,65 @@ pub fn write_tiny_tokenizer(path: &Path) {
     let words: Vec<&str> = words.iter().map(String::as_str).collect();
     std::fs::write(path, pricer::tokenizer::wordpiece_json(&words)).expect("write tokenizer");
 }
+
+/// One HTTP/1.1 request as a test server reads it.
+pub struct HttpRequest {
+    pub method: String,
+    /// The request target: path and query.
+    pub target: String,
+    /// Header names in lower case.
+    pub headers: std::collections::HashMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+/// What a test server answers: status, extra header lines (each ending in
+/// `\r\n`), and a JSON body.
+pub type HttpReply = (u16, String, serde_json::Value);
+
+/// Serves `answer` on 127.0.0.1 (a thread per connection, one request each);
+/// returns the base URL `http://127.0.0.1:PORT/v1`.
+pub fn serve_http(answer: impl Fn(HttpRequest) -> HttpReply + Send + Sync + 'static) -> String {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a local port");
+    let url = format!("http://{}/v1", listener.local_addr().expect("its address"));
+    let answer = std::sync::Arc::new(answer);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let answer = answer.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().expect("a second handle"));
+                let mut request_line = String::new();
+                if reader.read_line(&mut request_line).is_err() {
+                    return;
+                }
+                let mut headers = std::collections::HashMap::new();
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).is_err() || line.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = line.split_once(':') {
+                        headers.insert(k.trim().to_lowercase(), v.trim().to_string());
+                    }
+                }
+                let len: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+                let mut body = vec![0; len];
+                if reader.read_exact(&mut body).is_err() {
+                    return;
+                }
+                let mut parts = request_line.split_whitespace();
+                let method = parts.next().unwrap_or("").to_string();
+                let target = parts.next().unwrap_or("").to_string();
+                let (status, extra, reply) = answer(HttpRequest { method, target, headers, body });
+                let body = reply.to_string();
+                let mut s = stream;
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{extra}connection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            });
+        }
+    });
+    url
+}

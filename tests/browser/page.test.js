@@ -611,3 +611,24 @@ test("the newest request first: estimates clicked back to back never wait for th
     server.close();
   }
 });
+
+test("scripts/build-web.sh --model puts a model file in the page at build time", async () => {
+  const b = tinyWordModel("built-in");
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), "pricer-built-"));
+  // The page as the tests build it (wasm-opt -O1), so this takes under a minute after the first build.
+  const index = process.env.PRICER_WEB_INDEX || "index.html";
+  execFileSync(path.join(root, "scripts/build-web.sh"), ["--model", b, "--dist", out, "--index", index], { stdio: ["ignore", "pipe", "pipe"] });
+  assert.ok(fs.readFileSync(path.join(out, "models/default.gguf")).equals(fs.readFileSync(b)));
+  assert.ok(!fs.existsSync(path.join(out, "models/README.md")), "the shipped model's card is not left beside another model");
+  const { server, url } = await serve(out);
+  const { context, page } = await openPage(url);
+  try {
+    await ready(page);
+    assert.equal(await kindOf(page), "tfidf-ridge");
+    const text = "Office chair model 2\nAn office chair for the office.";
+    assert.ok(close((await estimate(page, text)).price, cliPredict(text, b).price));
+  } finally {
+    await context.close();
+    server.close();
+  }
+});

@@ -270,19 +270,13 @@ impl ChatPricer {
         }
         let (url, key) = endpoint_from_env()?;
         let prompt = Prompt::load(args.prompt.as_deref())?;
-        if !(args.timeout > 0.0 && args.timeout.is_finite()) {
-            bail!("--timeout must be a positive number of seconds");
-        }
-        let config = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs_f64(args.timeout)))
-            .http_status_as_error(false)
-            .build();
+        let agent = agent(args.timeout)?;
         let client = Client {
             model: model.to_string(),
             endpoint: format!("{url}/chat/completions"),
             key,
             prompt,
-            agent: ureq::Agent::new_with_config(config),
+            agent,
             concurrency: args.concurrency.max(1),
             retries: args.retries,
             timeout: args.timeout,
@@ -389,36 +383,21 @@ impl Client {
             if let Some(k) = &self.key {
                 req = req.header("authorization", format!("Bearer {k}"));
             }
-            let (why, retry_after) = match req.send_json(&body) {
-                Ok(mut resp) => {
-                    let status = resp.status().as_u16();
-                    let retry_after = resp
-                        .headers()
-                        .get("retry-after")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| parse_retry_after(v, chrono::Utc::now()));
-                    let text = resp.body_mut().read_to_string().unwrap_or_default();
-                    let said = format!("the server answered {status}: {}", server_message(&text));
-                    match status {
-                        200..=299 => return reply_content(&text).map_err(AskError::Failed),
-                        429 | 500..=599 => (said, retry_after),
-                        400 | 401 | 403 | 404 => {
-                            return Err(AskError::Fatal(format!(
-                                "{} refused model {:?}: {said}",
-                                self.endpoint, self.model
-                            )));
-                        }
-                        _ => return Err(AskError::Failed(said)),
-                    }
+            let (why, retry_after) = match exchange(req.send_json(&body), &self.endpoint, self.timeout) {
+                Exchange::Answered(200..=299, text) => return reply_content(&text).map_err(AskError::Failed),
+                Exchange::Answered(status @ (400 | 401 | 403 | 404), text) => {
+                    return Err(AskError::Fatal(format!(
+                        "{} refused model {:?}: the server answered {status}: {}",
+                        self.endpoint,
+                        self.model,
+                        server_message(&text)
+                    )));
                 }
-                Err(ureq::Error::Timeout(_)) => (format!("no reply within {} s", self.timeout), None),
-                Err(e @ (ureq::Error::HostNotFound | ureq::Error::ConnectionFailed)) => {
-                    return Err(AskError::Fatal(format!("cannot reach {}: {e}", self.endpoint)));
+                Exchange::Answered(status, text) => {
+                    return Err(AskError::Failed(format!("the server answered {status}: {}", server_message(&text))));
                 }
-                Err(ureq::Error::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                    return Err(AskError::Fatal(format!("cannot reach {}: {e}", self.endpoint)));
-                }
-                Err(e) => (format!("the request failed: {e}"), None),
+                Exchange::Retry(why, after) => (why, after),
+                Exchange::Unreachable(why) => return Err(AskError::Fatal(why)),
             };
             attempt += 1;
             if attempt > self.retries {
@@ -426,6 +405,59 @@ impl Client {
             }
             std::thread::sleep(backoff(attempt, retry_after));
         }
+    }
+}
+
+/// An HTTP client that gives up on a request after `timeout` seconds and
+/// hands every status back (the callers decide what an error means).
+pub fn agent(timeout: f64) -> Result<ureq::Agent> {
+    if !(timeout > 0.0 && timeout.is_finite()) {
+        bail!("--timeout must be a positive number of seconds");
+    }
+    let config = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs_f64(timeout)))
+        .http_status_as_error(false)
+        .build();
+    Ok(ureq::Agent::new_with_config(config))
+}
+
+/// One HTTP exchange as a client that retries sees it.
+pub enum Exchange {
+    /// A status to act on (2xx, or a refusal such as 401), with the body.
+    Answered(u16, String),
+    /// Worth another try (429, 5xx, a timeout, a dropped connection): why,
+    /// and how long the server asked to wait.
+    Retry(String, Option<Duration>),
+    /// No server there: every later request would fail the same way.
+    Unreachable(String),
+}
+
+/// Reads what came back from a request to `url`.
+pub fn exchange(sent: Result<ureq::http::Response<ureq::Body>, ureq::Error>, url: &str, timeout: f64) -> Exchange {
+    match sent {
+        Ok(mut resp) => {
+            let status = resp.status().as_u16();
+            let retry_after = resp
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| parse_retry_after(v, chrono::Utc::now()));
+            let text = resp.body_mut().read_to_string().unwrap_or_default();
+            match status {
+                429 | 500..=599 => {
+                    Exchange::Retry(format!("the server answered {status}: {}", server_message(&text)), retry_after)
+                }
+                _ => Exchange::Answered(status, text),
+            }
+        }
+        Err(ureq::Error::Timeout(_)) => Exchange::Retry(format!("no reply within {timeout} s"), None),
+        Err(e @ (ureq::Error::HostNotFound | ureq::Error::ConnectionFailed)) => {
+            Exchange::Unreachable(format!("cannot reach {url}: {e}"))
+        }
+        Err(ureq::Error::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            Exchange::Unreachable(format!("cannot reach {url}: {e}"))
+        }
+        Err(e) => Exchange::Retry(format!("the request failed: {e}"), None),
     }
 }
 

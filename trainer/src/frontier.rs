@@ -4,7 +4,7 @@
 //! exactly as the chat pricer asks (`--model chat:MODEL`), so the tuned model
 //! is scored by the same Tester with `pricer eval --model chat:ID`.
 
-use crate::chat::{Prompt, backoff, endpoint_from_env, parse_retry_after, server_message};
+use crate::chat::{Exchange, Prompt, agent, backoff, endpoint_from_env, exchange, server_message};
 use crate::data::{load_data_set, write_atomic};
 use anyhow::{Context, Result, bail};
 use pricer::Product;
@@ -161,14 +161,7 @@ enum Body<'a> {
 impl Api {
     fn new(args: &FrontierArgs) -> Result<Api> {
         let (url, key) = endpoint_from_env()?;
-        if !(args.timeout > 0.0 && args.timeout.is_finite()) {
-            bail!("--timeout must be a positive number of seconds");
-        }
-        let config = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs_f64(args.timeout)))
-            .http_status_as_error(false)
-            .build();
-        Ok(Api { url, key, agent: ureq::Agent::new_with_config(config), retries: args.retries, timeout: args.timeout })
+        Ok(Api { url, key, agent: agent(args.timeout)?, retries: args.retries, timeout: args.timeout })
     }
 
     /// One call with retries on 429, 5xx and timeouts (honouring Retry-After).
@@ -210,33 +203,19 @@ impl Api {
                     r.send_empty()
                 }
             };
-            let (why, retry_after) = match sent {
-                Ok(mut resp) => {
-                    let status = resp.status().as_u16();
-                    let retry_after = resp
-                        .headers()
-                        .get("retry-after")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| parse_retry_after(v, chrono::Utc::now()));
-                    let text = resp.body_mut().read_to_string().unwrap_or_default();
-                    let said = format!("{method} {url}: the server answered {status}: {}", server_message(&text));
-                    match status {
-                        200..=299 => {
-                            return serde_json::from_str(&text)
-                                .map_err(|e| CallError::Failed(format!("{method} {url}: the reply is not JSON: {e}")));
-                        }
-                        429 | 500..=599 => (said, retry_after),
-                        _ => return Err(CallError::Refused(said)),
-                    }
+            let (why, retry_after) = match exchange(sent, &url, self.timeout) {
+                Exchange::Answered(200..=299, text) => {
+                    return serde_json::from_str(&text)
+                        .map_err(|e| CallError::Failed(format!("{method} {url}: the reply is not JSON: {e}")));
                 }
-                Err(ureq::Error::Timeout(_)) => (format!("{method} {url}: no reply within {} s", self.timeout), None),
-                Err(e @ (ureq::Error::HostNotFound | ureq::Error::ConnectionFailed)) => {
-                    return Err(CallError::Failed(format!("cannot reach {url}: {e}")));
+                Exchange::Answered(status, text) => {
+                    return Err(CallError::Refused(format!(
+                        "{method} {url}: the server answered {status}: {}",
+                        server_message(&text)
+                    )));
                 }
-                Err(ureq::Error::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                    return Err(CallError::Failed(format!("cannot reach {url}: {e}")));
-                }
-                Err(e) => (format!("{method} {url}: the request failed: {e}"), None),
+                Exchange::Retry(why, after) => (format!("{method} {url}: {why}"), after),
+                Exchange::Unreachable(why) => return Err(CallError::Failed(why)),
             };
             attempt += 1;
             if attempt > self.retries {
