@@ -16,21 +16,25 @@ rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup targe
 
 # The tools are built with a light profile: their own release profiles ask
 # for fat LTO and one codegen unit (19 and 10 minutes here on 2 cores), while
-# the work they do for us (copying files, rewriting a few MB of wasm) takes
-# well under a second either way (docs/benchmarks.md, "The first test run").
+# the work they do for us takes the same time either way: trunk at opt-level 0
+# (3 min to build) builds the page as fast as at 1 (it waits on cargo and
+# wasm-opt); wasm-bindgen keeps opt-level 1, since it rewrites megabytes of
+# wasm itself (docs/benchmarks.md, "The first test run").
 light_install() {
+  local opt=$1
+  shift
   CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=256 \
-    CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_PROFILE_RELEASE_DEBUG=false \
+    CARGO_PROFILE_RELEASE_OPT_LEVEL=$opt CARGO_PROFILE_RELEASE_DEBUG=false \
     CARGO_PROFILE_RELEASE_INCREMENTAL=false cargo install "$@"
 }
 if [ "$(trunk --version 2>/dev/null)" != "trunk $want_trunk" ]; then
   echo "installing trunk $want_trunk"
-  light_install trunk --version "$want_trunk" --locked
+  light_install 0 trunk --version "$want_trunk" --locked
 fi
 if [ "$(wasm-bindgen --version 2>/dev/null)" != "wasm-bindgen $want_bindgen" ]; then
   echo "installing wasm-bindgen-cli $want_bindgen"
   # Without --locked: its lockfile pins a crate version the registry lacks.
-  light_install wasm-bindgen-cli --version "=$want_bindgen"
+  light_install 1 wasm-bindgen-cli --version "=$want_bindgen"
 fi
 if [ "$("$tools/node_modules/.bin/wasm-opt" --version 2>/dev/null | awk '{print $3}')" != "$want_binaryen" ]; then
   echo "installing binaryen $want_binaryen (npm)"
