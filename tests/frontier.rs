@@ -325,4 +325,9 @@ fn a_401_at_upload_stops_at_once_and_a_dry_run_sends_nothing() {
     assert_eq!(std::fs::read_to_string(dry.path().join("ft/validation.jsonl")).unwrap().lines().count(), 3);
     assert!(world.lock().unwrap().files.is_empty());
     assert!(!dry.path().join("ft/job.json").exists());
+    // Nothing to train on is said plainly.
+    let none = tempfile::tempdir().unwrap();
+    let r = finetune(&url, "test-key", none.path(), "ok-model", (0, 3), &["--dry-run"]);
+    assert_eq!(r.status.code(), Some(1));
+    assert!(text(&r).1.contains("--train must be at least 1"), "{:?}", text(&r));
 }

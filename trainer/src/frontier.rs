@@ -151,12 +151,8 @@ struct Api {
     timeout: f64,
 }
 
-/// A request body.
-enum Body<'a> {
-    None,
-    Json(&'a serde_json::Value),
-    Multipart { boundary: &'a str, bytes: &'a [u8] },
-}
+/// What a call sends: nothing (a GET), or a body with its content type (a POST).
+type Body<'a> = Option<(&'a str, &'a [u8])>;
 
 impl Api {
     fn new(args: &FrontierArgs) -> Result<Api> {
@@ -165,42 +161,26 @@ impl Api {
     }
 
     /// One call with retries on 429, 5xx and timeouts (honouring Retry-After).
-    fn call(&self, method: &str, path: &str, body: Body) -> Result<serde_json::Value, CallError> {
+    fn call(&self, path: &str, body: Body) -> Result<serde_json::Value, CallError> {
         let url = format!("{}{path}", self.url);
+        let method = if body.is_some() { "POST" } else { "GET" };
+        let auth = self.key.as_ref().map(|k| format!("Bearer {k}"));
         let mut attempt = 0;
         loop {
-            let auth = self.key.as_ref().map(|k| format!("Bearer {k}"));
-            let sent = match (method, &body) {
-                ("GET", _) => {
+            let sent = match body {
+                None => {
                     let mut r = self.agent.get(&url);
                     if let Some(a) = &auth {
                         r = r.header("authorization", a);
                     }
                     r.call()
                 }
-                (_, Body::Json(v)) => {
-                    let mut r = self.agent.post(&url).header("content-type", "application/json");
+                Some((content_type, bytes)) => {
+                    let mut r = self.agent.post(&url).header("content-type", content_type);
                     if let Some(a) = &auth {
                         r = r.header("authorization", a);
                     }
-                    r.send_json(v)
-                }
-                (_, Body::Multipart { boundary, bytes }) => {
-                    let mut r = self
-                        .agent
-                        .post(&url)
-                        .header("content-type", format!("multipart/form-data; boundary={boundary}"));
-                    if let Some(a) = &auth {
-                        r = r.header("authorization", a);
-                    }
-                    r.send(*bytes)
-                }
-                (_, Body::None) => {
-                    let mut r = self.agent.post(&url);
-                    if let Some(a) = &auth {
-                        r = r.header("authorization", a);
-                    }
-                    r.send_empty()
+                    r.send(bytes)
                 }
             };
             let (why, retry_after) = match exchange(sent, &url, self.timeout) {
@@ -245,7 +225,7 @@ impl Api {
         bytes.extend_from_slice(&content);
         bytes.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
         let v = self
-            .call("POST", "/files", Body::Multipart { boundary: &boundary, bytes: &bytes })
+            .call("/files", Some((&format!("multipart/form-data; boundary={boundary}"), &bytes)))
             .map_err(anyhow::Error::from)
             .with_context(|| format!("uploading {}", path.display()))?;
         v["id"]
@@ -274,7 +254,9 @@ pub fn run(args: &FrontierArgs) -> Result<()> {
                 "training_file": training_file, "validation_file": validation_file,
                 "model": base, "suffix": args.suffix,
             });
-            let job = api.call("POST", "/fine_tuning/jobs", Body::Json(&body)).map_err(anyhow::Error::from)?;
+            let job = api
+                .call("/fine_tuning/jobs", Some(("application/json", body.to_string().as_bytes())))
+                .map_err(anyhow::Error::from)?;
             let id = job["id"].as_str().context("the server created a job without an id")?.to_string();
             save_job(&args.out, &job)?;
             eprintln!(
@@ -324,9 +306,9 @@ fn follow(api: &Api, id: &str, args: &FrontierArgs) -> Result<()> {
     }
     let mut seen = std::collections::HashSet::new();
     loop {
-        let job = api.call("GET", &format!("/fine_tuning/jobs/{id}"), Body::None).map_err(anyhow::Error::from)?;
+        let job = api.call(&format!("/fine_tuning/jobs/{id}"), None).map_err(anyhow::Error::from)?;
         // Events are progress only: a failure to read them does not stop the run.
-        if let Ok(events) = api.call("GET", &format!("/fine_tuning/jobs/{id}/events?limit=100"), Body::None) {
+        if let Ok(events) = api.call(&format!("/fine_tuning/jobs/{id}/events?limit=100"), None) {
             let mut list: Vec<&serde_json::Value> =
                 events["data"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
             list.sort_by_key(|e| e["created_at"].as_i64().unwrap_or(0));

@@ -17,11 +17,7 @@ pub enum Request {
     /// model file the visitor opens is posted as a `File` object instead.
     /// `check_server` false (the second worker, after the first loaded the
     /// same URL): the cached copy as it is, the server only when none.
-    Load {
-        url: String,
-        #[serde(default = "yes")]
-        check_server: bool,
-    },
+    Load { url: String, check_server: bool },
     /// Estimate one product typed as text: title on the first line.
     Estimate { id: u64, text: String },
     /// Measure the encoder's share of the most influential words of an
@@ -31,10 +27,6 @@ pub enum Request {
     Explain { id: u64, text: String },
     /// Estimate every product of a CSV or JSONL file's text.
     Batch { name: String, content: String },
-}
-
-fn yes() -> bool {
-    true
 }
 
 /// Worker to page.

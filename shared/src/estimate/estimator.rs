@@ -548,13 +548,15 @@ mod tests {
         let meta = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
             pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
         };
-        // As the round-2 default model wrote it: every file of the curate directory, full paths.
+        // As the round-2 default model wrote it: every file of the curate
+        // directory, as the training machine named them (here with Windows separators).
         let old = keys::TrainingData::from_metadata(&meta(&[
             (keys::TRAIN_ITEMS, "11662"),
             (
                 keys::DATA_FILES,
-                "/root/w/data/all/test-catalog.jsonl, /root/w/data/all/test-course.jsonl, /root/w/data/all/train.jsonl, \
-                 /root/w/data/all/validation-catalog.jsonl, /root/w/data/all/validation.jsonl",
+                "C:\\work\\data\\all\\test-catalog.jsonl, C:\\work\\data\\all\\test-course.jsonl, \
+                 C:\\work\\data\\all\\train.jsonl, C:\\work\\data\\all\\validation-catalog.jsonl, \
+                 C:\\work\\data\\all\\validation.jsonl",
             ),
         ]));
         assert_eq!(old.train_items, Some(11662));
@@ -564,9 +566,9 @@ mod tests {
         assert_eq!(old.test, ["test-catalog.jsonl", "test-course.jsonl"]);
         let line = old.trained_on();
         assert_eq!(line, "11662 items of the data set \"all\" (train.jsonl)");
-        assert!(!line.contains("/root") && !line.contains("test"), "{line}");
+        assert!(!line.contains("work") && !line.contains("test"), "{line}");
         // A single file split with a holdout: the file is the data set.
-        let one = keys::TrainingData::from_metadata(&meta(&[(keys::DATA_FILES, "/tmp/x/shop.csv")]));
+        let one = keys::TrainingData::from_metadata(&meta(&[(keys::DATA_FILES, "exports/shop.csv")]));
         assert_eq!(one.data_set.as_deref(), Some("shop.csv"));
         assert_eq!(one.trained_on(), "an unknown number of items of the data set \"shop.csv\" (shop.csv)");
         // A named data set wins over the directory.
