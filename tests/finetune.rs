@@ -255,6 +255,98 @@ fn train_kill_resume_export_eval_predict() {
         let out = cut(n, &ens);
         assert!(String::from_utf8_lossy(&out.stderr).contains("reads 1 to 48"), "--max-tokens {n}: {out:?}");
     }
+    // Adapted to a shop's own products: a CSV with bad lines, reported with
+    // file:line; the rest used; one self-contained file whose card says so.
+    let shop = s.root.join("shop.csv");
+    let mut csv = String::from("title,description,price\n");
+    for i in 0..40 {
+        let kind = ["Stapler", "Desk lamp", "Notebook", "Pen set"][i % 4];
+        csv.push_str(&format!("Acme {kind} model {i},An office {kind} for the office,{:.2}\n", 2.0 + (i % 4) as f64));
+    }
+    csv.push_str("Acme Stapler model 0,An office Stapler for the office,2.00\n"); // line 42: a duplicate
+    csv.push_str("Acme Eraser,No price given,\n"); // 43
+    csv.push_str("Acme Ruler,Bad price,twelve\n"); // 44
+    std::fs::write(&shop, csv).unwrap();
+    let adapted = s.root.join("adapted.gguf");
+    let out = pricer(&[
+        "adapt",
+        "--model",
+        ens.to_str().unwrap(),
+        "--data",
+        shop.to_str().unwrap(),
+        "--out",
+        adapted.to_str().unwrap(),
+    ]);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout.contains("40 products used, 3 skipped"), "{stdout}");
+    for (line, why) in [(42, "the same product as line 2"), (43, "no price"), (44, "twelve")] {
+        assert!(stderr.contains(&format!("shop.csv:{line}: skipped:")) && stderr.contains(why), "{line}: {stderr}");
+    }
+    assert!(stdout.contains("before") && stdout.contains("after") && stdout.contains("scale and bias"), "{stdout}");
+    let info: Value =
+        serde_json::from_str(pricer_ok(&["info", "--model", adapted.to_str().unwrap(), "--json"]).trim()).unwrap();
+    assert_eq!(info["pricer.adapt.items"], 40.0, "{info}");
+    assert_eq!(info["pricer.adapt.source"], "shop.csv");
+    assert!(
+        info["pricer.adapt.cv.after.mae"].as_f64().unwrap() <= info["pricer.adapt.cv.before.mae"].as_f64().unwrap()
+    );
+    // Its estimates speak the shop's prices ($2 to $5), and comparables come from the shop, marked.
+    let x: Value = serde_json::from_str(
+        pricer_ok(&[
+            "predict",
+            "--model",
+            adapted.to_str().unwrap(),
+            "--explain",
+            "Acme Stapler model 4\nAn office Stapler",
+        ])
+        .trim(),
+    )
+    .unwrap();
+    let price = x["price"].as_f64().unwrap();
+    assert!((1.0..8.0).contains(&price), "{x}");
+    assert!(x["comparables"].as_array().unwrap().iter().any(|c| c["yours"] == true), "{x}");
+    // Adapting an adapted file, or a file with nothing usable, is refused and writes nothing.
+    let again = s.root.join("again.gguf");
+    let out = pricer(&[
+        "adapt",
+        "--model",
+        adapted.to_str().unwrap(),
+        "--data",
+        shop.to_str().unwrap(),
+        "--out",
+        again.to_str().unwrap(),
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already adapted"), "{out:?}");
+    let empty = s.root.join("empty.csv");
+    std::fs::write(&empty, "title,price\nNo price,\n").unwrap();
+    let out = pricer(&[
+        "adapt",
+        "--model",
+        ens.to_str().unwrap(),
+        "--data",
+        empty.to_str().unwrap(),
+        "--out",
+        again.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("no usable priced product")
+            && err.contains("empty.csv:2: skipped: no price"),
+        "{err}"
+    );
+    assert!(!again.exists(), "no output file");
+    let out = pricer(&[
+        "adapt",
+        "--model",
+        lin.to_str().unwrap(),
+        "--data",
+        shop.to_str().unwrap(),
+        "--out",
+        again.to_str().unwrap(),
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs a model with an encoder"), "{out:?}");
     // A model without a neighbour index has no comparables to list or measure.
     let out = pricer(&["predict", "--model", q8.to_str().unwrap(), "--neighbours", "3", text]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("no titled neighbour index"), "{out:?}");

@@ -12,7 +12,8 @@
 //!    items ([`knn`]).
 //! 4. [`estimate`]: one GGUF file ([`model_file`]) loaded as an [`Estimator`]
 //!    ([`estimator`]) blends them into an [`Estimate`] (price and range), says
-//!    why ([`explain`]), and is scored by [`metrics`].
+//!    why ([`explain`]), is scored by [`metrics`], and adapts to a shop's
+//!    own priced products without retraining ([`adapt`]).
 //!
 //! Each stage's modules are also re-exported here (`pricer::readers`...).
 
@@ -23,7 +24,7 @@ pub mod members;
 
 pub use data::{product, readers, text, tokenizer};
 pub use encoder::{bert, fused, fused_layer, int8};
-pub use estimate::{estimator, explain, metrics, model_file};
+pub use estimate::{adapt, estimator, explain, metrics, model_file};
 pub use members::{baselines, knn};
 
 pub use estimator::{Estimate, Estimator};

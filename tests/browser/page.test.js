@@ -632,3 +632,81 @@ test("scripts/build-web.sh --model puts a model file in the page at build time",
     server.close();
   }
 });
+
+// A small shop of cheap software, as a seller would export it: prices a
+// world apart from the default model's, a row without a price and a duplicate.
+function shopCsv() {
+  const kinds = [["Photo editor", 4.99], ["PDF converter", 2.99], ["Antivirus", 9.99], ["Music player", 0.99],
+    ["Flashcards app", 1.99], ["Chess trainer", 3.49], ["Budget planner", 2.49], ["Font pack", 1.49]];
+  const editions = [["Basic", 1], ["Plus", 1.5], ["Pro", 2.2]];
+  const rows = ["title,description,price,category"];
+  for (const [kind, base] of kinds) {
+    for (const [edition, factor] of editions) {
+      rows.push(`${kind} ${edition} (download),"A ${kind.toLowerCase()} for Windows and Mac, ${edition} edition, instant download.",${(base * factor).toFixed(2)},Software`);
+    }
+  }
+  rows.push(`Screen recorder Basic (download),"A screen recorder for Windows.",,Software`);
+  rows.push(rows[1]);
+  return rows.join("\n") + "\n";
+}
+
+test("your own products: the page adapts like pricer adapt, keeps it across visits, and forgets it", async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "pricer-own-"));
+  const csv = path.join(dir, "shop.csv");
+  fs.writeFileSync(csv, shopCsv());
+  const adapted = path.join(dir, "adapted.gguf");
+  const cli = JSON.parse(execFileSync(pricer, ["adapt", "--model", path.join(dist, "models/default.gguf"), "--data", csv,
+    "--out", adapted, "--json"], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] }).trim());
+  assert.equal(cli.items, 24);
+  assert.deepEqual(cli.skipped.map((s) => s.line), [26, 27], "the unpriced row and the duplicate (file lines)");
+  assert.ok(cli.after.mae < cli.before.mae, `adapting helps on cheap software: ${JSON.stringify(cli)}`);
+  const text = "Photo editor Deluxe (download)\nA photo editor for Windows, deluxe edition, instant download.";
+  const want = cliPredict(text, adapted);
+  const unadapted = cliPredict(text);
+
+  const { server, url } = await serve(dist);
+  const origin = new URL(url).origin;
+  const requests = [];
+  const { context, page } = await openPage(url, requests);
+  try {
+    await ready(page);
+    await page.setInputFiles("#own-items", { name: "shop.csv", mimeType: "text/csv", buffer: Buffer.from(shopCsv()) });
+    // The page stays usable while the worker reads the products.
+    await page.waitForSelector("#own-items-status[data-count]", { timeout: 120000 });
+    assert.equal(await page.getAttribute("#own-items-status", "data-count"), "24");
+    const before = Number(await page.getAttribute("#own-items-status", "data-mae-before"));
+    const after = Number(await page.getAttribute("#own-items-status", "data-mae-after"));
+    assert.ok(Math.abs(before - cli.before.mae) <= 0.01 * cli.before.mae, `page ${before} vs CLI ${cli.before.mae}`);
+    assert.ok(Math.abs(after - cli.after.mae) <= 0.01 * cli.after.mae + 0.01, `page ${after} vs CLI ${cli.after.mae}`);
+    assert.match(await page.textContent("#own-items-skipped"), /shop\.csv:26: no price/);
+    let got = await estimate(page, text);
+    assert.ok(close(got.price, want.price), `page ${got.price} vs pricer adapt + predict ${want.price}`);
+    assert.ok(!close(got.price, unadapted.price), "the adapted estimate differs from the model's own");
+    // A product of the shop finds itself among the comparables, marked as the shop's.
+    await estimate(page, "Antivirus Pro (download)\nA antivirus for Windows and Mac, Pro edition, instant download.");
+    const first = await page.$eval("#comparables li", (li) => ({ yours: li.dataset.yours, title: li.querySelector(".title").textContent }));
+    assert.deepEqual(first, { yours: "true", title: "Antivirus Pro (download)" });
+
+    // A later visit finds the adaptation in IndexedDB.
+    await page.reload();
+    await ready(page);
+    await page.waitForSelector("#own-items-status[data-count='24']", { timeout: 30000 });
+    got = await estimate(page, text);
+    assert.ok(close(got.price, want.price), `after reload: page ${got.price} vs CLI ${want.price}`);
+
+    // Forgotten: gone now and on the next visit.
+    await page.click("#own-items-forget");
+    await page.waitForSelector("#own-items-status", { state: "detached" });
+    got = await estimate(page, text);
+    assert.ok(close(got.price, unadapted.price), `forgotten: page ${got.price} vs the model's own ${unadapted.price}`);
+    await page.reload();
+    await ready(page);
+    await page.waitForTimeout(500);
+    assert.equal(await page.$("#own-items-status"), null);
+    const away = requests.filter((r) => !r.startsWith(origin) && !r.startsWith("blob:") && !r.startsWith("data:"));
+    assert.deepEqual(away, [], "nothing leaves the page");
+  } finally {
+    await context.close();
+    server.close();
+  }
+});

@@ -191,8 +191,15 @@ pub fn run(args: &ExportArgs) -> Result<()> {
         } else {
             None
         };
-        let mut stack =
-            Stack { neural: None, knn, linear, weights: vec![0.0; members.len() + 1], members, band_scale: 1.0 };
+        let mut stack = Stack {
+            neural: None,
+            knn,
+            own: None,
+            linear,
+            weights: vec![0.0; members.len() + 1],
+            members,
+            band_scale: 1.0,
+        };
         fit_stack(&mut stack, &rw, args, &ds)?;
         Some(stack)
     } else {
@@ -204,26 +211,26 @@ pub fn run(args: &ExportArgs) -> Result<()> {
         let est = Estimator::from_bytes(&w_bytes)?;
         let scale = fit_band_scale(&est, &ds.validation, stack)?;
         println!("likely range: the encoder's 10-90% band scaled by {scale:.3} (80% of validation prices inside)");
-        let mut w = rewriter(&est.file)?;
+        let mut w = ModelWriter::from_file(&est.file)?;
         w.set_f64(Stack::BAND_SCALE, scale);
         w_bytes = w.to_bytes()?;
     }
     // Provenance, range and test metrics come from the exported file itself.
     let file = ModelFile::from_bytes(&w_bytes)?;
-    let mut w = rewriter(&file)?;
+    let mut w = ModelWriter::from_file(&file)?;
     finish(&mut w, &ds, run.config.seed)?;
     w_bytes = w.to_bytes()?;
     let test_items: Vec<Product> = ds.tests.iter().flat_map(|s| s.products.iter().cloned()).collect();
     if args.quant != Quant::F32 && !test_items.is_empty() {
         let quant = Estimator::from_bytes(&w_bytes)?;
         // The same file with an f32 encoder (the blend and index unchanged).
-        let mut exact_w = rewriter(&ModelFile::from_bytes(&model_bytes(&rw, Quant::F32, None)?)?)?;
+        let mut exact_w = ModelWriter::from_file(&ModelFile::from_bytes(&model_bytes(&rw, Quant::F32, None)?)?)?;
         for (k, v) in &quant.file.metadata {
             exact_w.set(k, v.clone());
         }
         for (name, t) in &quant.file.tensors {
             if !name.starts_with("embeddings.") && !name.starts_with("encoder.") && !name.starts_with("head.") {
-                exact_w.add_tensor(name, copy_tensor(t)?);
+                exact_w.add_tensor(name, pricer::model_file::copy_tensor(t)?);
             }
         }
         let exact = Estimator::from_bytes(&exact_w.to_bytes()?)?;
@@ -234,7 +241,7 @@ pub fn run(args: &ExportArgs) -> Result<()> {
             100.0 * mean,
             100.0 * max
         );
-        let mut w = rewriter(&quant.file)?;
+        let mut w = ModelWriter::from_file(&quant.file)?;
         w.set_f64("pricer.quant.mean_rel_diff_vs_f32", mean).set_f64("pricer.quant.max_rel_diff_vs_f32", max);
         w_bytes = w.to_bytes()?;
     }
@@ -445,29 +452,6 @@ fn fit_band_scale(est: &Estimator, validation: &[Product], stack: &Stack) -> Res
         return Ok(1.0);
     }
     Ok(crate::train::quantile(&mut ratios, 0.8))
-}
-
-/// A writer holding everything a model file holds, to amend and write again.
-fn rewriter(file: &ModelFile) -> Result<ModelWriter> {
-    let mut w = ModelWriter::new(file.kind()?);
-    for (k, v) in &file.metadata {
-        if k != pricer::model_file::keys::CRC {
-            w.set(k, v.clone());
-        }
-    }
-    for (name, t) in &file.tensors {
-        w.add_tensor(name, copy_tensor(t)?);
-    }
-    Ok(w)
-}
-
-fn copy_tensor(t: &QTensor) -> Result<QTensor> {
-    Ok(candle_core::quantized::ggml_file::qtensor_from_ggml(
-        t.dtype(),
-        &t.data()?,
-        t.shape().dims().to_vec(),
-        &Device::Cpu,
-    )?)
 }
 
 /// Mean and largest |a - b| / a between two models' estimates.

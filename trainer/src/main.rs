@@ -1,5 +1,6 @@
 //! `pricer`: curate data, train and evaluate price models, export them.
 
+mod adapt;
 mod bench;
 mod chat;
 mod comparables;
@@ -46,6 +47,9 @@ enum Command {
     FrontierFinetune(frontier::FrontierArgs),
     /// Export a fine-tuning run as one quantized model file.
     Export(export::ExportArgs),
+    /// Adapt a model to your own priced products (no retraining): a second
+    /// neighbour index of them and a blend refitted by cross-validation.
+    Adapt(adapt::AdaptArgs),
     /// Show a model file's metadata: kind, provenance, test metrics.
     Info(info::InfoArgs),
     /// Write a randomly initialised BERT model folder (tests, training from scratch).
@@ -108,6 +112,7 @@ fn main() {
         Command::FrontierFinetune(a) => frontier::run(a),
         Command::InitBase(a) => init_base::run(a),
         Command::Info(a) => info::run(a),
+        Command::Adapt(a) => adapt::run(a),
         Command::Embed(a) => embed::run(a),
         Command::Comparables(a) => comparables::run(a),
     };

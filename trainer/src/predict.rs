@@ -128,7 +128,8 @@ fn explain_all(est: &Estimator, args: &PredictArgs, opts: ExplainOptions) -> Res
 }
 
 fn has_comparables(est: &Estimator) -> bool {
-    matches!(&est.predictor, Predictor::Stack(s) if s.knn.as_ref().is_some_and(|k| k.labels.is_some()))
+    let titled = |k: Option<&pricer::knn::Knn>| k.is_some_and(|k| k.labels.is_some());
+    matches!(&est.predictor, Predictor::Stack(s) if titled(s.knn.as_ref()) || titled(s.own.as_deref()))
 }
 
 /// An explanation as the page shows it: the estimate, then (with `reasons`)
@@ -154,8 +155,12 @@ pub fn explanation_json(x: &Explanation, reasons: bool) -> serde_json::Value {
         .comparables
         .iter()
         .map(|c| {
-            serde_json::json!({"title": c.title, "category": c.category, "price": round2(c.price),
-                               "similarity": round4(c.similarity as f64)})
+            let mut c_json = serde_json::json!({"title": c.title, "category": c.category, "price": round2(c.price),
+                               "similarity": round4(c.similarity as f64)});
+            if c.yours {
+                c_json["yours"] = true.into();
+            }
+            c_json
         })
         .collect();
     obj

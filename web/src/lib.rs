@@ -2,6 +2,7 @@
 //! runs the model, as JSON text. The page never runs the model itself, so it
 //! never freezes.
 
+pub mod own;
 pub mod worker;
 
 pub use pricer::explain::Comparable;
@@ -27,6 +28,18 @@ pub enum Request {
     Explain { id: u64, text: String },
     /// Estimate every product of a CSV or JSONL file's text.
     Batch { name: String, content: String },
+    /// Adapt the model to the shop's own priced products of a CSV or JSONL
+    /// file's text (`pricer::adapt`, as `pricer adapt` does), a batch of
+    /// products per turn of the event loop, and keep the adaptation in
+    /// IndexedDB. Estimates keep coming meanwhile, from the model as it is.
+    Adapt { name: String, content: String },
+    /// Stop the adaptation under way; the one before (if any) stays.
+    CancelAdapt,
+    /// Lay the adaptation kept in IndexedDB over the model (the second
+    /// worker, after the first adapted).
+    ReloadOwn,
+    /// Drop the adaptation, here and from IndexedDB.
+    ForgetOwn,
 }
 
 /// Worker to page.
@@ -76,6 +89,59 @@ pub enum Reply {
     BatchDone {
         rows: Vec<BatchRow>,
     },
+    /// Products of the shop's file embedded so far.
+    AdaptProgress {
+        done: usize,
+        total: usize,
+    },
+    /// The model now speaks the shop's catalogue (`restored`: the adaptation
+    /// kept from an earlier visit).
+    Adapted {
+        own: OwnSummary,
+        restored: bool,
+    },
+    /// The adaptation failed or was cancelled; the one before (if any) stays.
+    AdaptFailed {
+        message: String,
+        cancelled: bool,
+    },
+    /// The adaptation is gone: estimates come from the model as published.
+    Forgotten,
+}
+
+/// What the page shows of an adaptation to the shop's own products.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OwnSummary {
+    /// The file's name.
+    pub name: String,
+    /// Products used.
+    pub items: usize,
+    /// Records not used, with their line (the first [`SHOWN_SKIPS`]).
+    pub skipped: Vec<pricer::adapt::Skipped>,
+    pub skipped_count: usize,
+    /// What was refitted, for people.
+    pub method: String,
+    /// Cross-validated on the products, before and after.
+    pub before: pricer::metrics::Summary,
+    pub after: pricer::metrics::Summary,
+}
+
+/// Skipped records the page lists.
+pub const SHOWN_SKIPS: usize = 20;
+
+impl OwnSummary {
+    pub fn new(a: &pricer::adapt::Adaptation, name: &str, skipped: &[pricer::adapt::Skipped]) -> OwnSummary {
+        let r = &a.report;
+        OwnSummary {
+            name: name.to_string(),
+            items: r.items,
+            skipped: skipped.iter().take(SHOWN_SKIPS).cloned().collect(),
+            skipped_count: r.skipped,
+            method: r.method.describe().to_string(),
+            before: r.before,
+            after: r.after,
+        }
+    }
 }
 
 /// One estimate as the page shows it.

@@ -2,7 +2,8 @@
 //! the shared crate, and answers estimate and batch requests. The page sends
 //! JSON [`Request`]s and gets JSON [`Reply`]s.
 
-use crate::{BatchRow, EstimateView, MAX_INPUT_CHARS, ModelCard, Reply, Request, TestSplit, Why};
+use crate::own::{self, Applied, Job, Kept};
+use crate::{BatchRow, EstimateView, MAX_INPUT_CHARS, ModelCard, OwnSummary, Reply, Request, TestSplit, Why};
 use js_sys::{Reflect, Uint8Array};
 use pricer::estimator::keys;
 use pricer::explain::{ExplainOptions, Explaining};
@@ -294,6 +295,10 @@ fn batch(est: &Estimator, name: &str, content: String) -> Vec<BatchRow> {
     rows
 }
 
+fn summary(a: &Applied) -> OwnSummary {
+    OwnSummary::new(&a.adaptation, &a.name, &a.skipped)
+}
+
 /// Runs `f` after the messages already queued (a zero-delay timeout).
 fn later(f: impl FnOnce() + 'static) {
     let f = Closure::once_into_js(f);
@@ -313,6 +318,15 @@ struct State {
     explain_latest: Rc<Cell<u64>>,
     explain_pending: Rc<RefCell<Option<(u64, String)>>>,
     explaining: Rc<RefCell<Option<(u64, Explaining)>>>,
+    /// The adaptation to the shop's products under way, and the newest
+    /// adaptation request (older ones stop at their next batch).
+    adapting: Rc<RefCell<Option<Job>>>,
+    adapt_latest: Rc<Cell<u64>>,
+    /// The adaptation laid over the model.
+    own: Rc<RefCell<Option<Applied>>>,
+    /// This is the page's first worker (it asks the server for the model):
+    /// it keeps adaptations in IndexedDB and adapts again when the model changed.
+    first: Rc<Cell<bool>>,
 }
 
 impl State {
@@ -330,8 +344,10 @@ impl State {
             Ok((est, bytes, origin)) => {
                 let c = card(&est, bytes);
                 *self.model.borrow_mut() = Some(est);
-                // Reasons under way belong to the model that was replaced.
+                // Reasons and an adaptation under way belong to the model that was replaced.
                 self.explaining.borrow_mut().take();
+                self.own.borrow_mut().take();
+                let job = self.adapting.borrow_mut().take();
                 let (cached, notice) = match origin {
                     Origin::Cached => (true, None),
                     Origin::KeptCached(why) => (
@@ -347,7 +363,13 @@ impl State {
                 };
                 send(&Reply::Ready { card: c, cached, notice });
                 if self.explain_pending.borrow().is_some() {
-                    later(move || self.start_explaining());
+                    let state = self.clone();
+                    later(move || state.start_explaining());
+                }
+                match job {
+                    // Begun on the model before: again, on this one.
+                    Some(job) => self.start_adapting(job.name, job.content),
+                    None => wasm_bindgen_futures::spawn_local(self.restore_own()),
                 }
             }
             Err(message) => send(&Reply::LoadFailed { message, kept_previous: self.model.borrow().is_some() }),
@@ -413,10 +435,202 @@ impl State {
         }
     }
 
+    /// Lays the adaptation kept from an earlier visit over the model; the
+    /// first worker adapts the kept products again when the model changed.
+    async fn restore_own(self) {
+        let Some(kept) = own::kept().await else { return };
+        let adaptation = {
+            let model = self.model.borrow();
+            let Some(est) = model.as_ref() else { return };
+            if est.check_adaptable().is_err() {
+                // A model of the visitor's that cannot be adapted: the kept products wait.
+                return;
+            }
+            own::adaptation_for(&kept, est)
+        };
+        match adaptation {
+            Some(a) => {
+                let skipped = vec![];
+                if let Err(message) = self.apply(Applied { adaptation: a, name: kept.name, skipped }) {
+                    send(&Reply::AdaptFailed { message, cancelled: false });
+                    return;
+                }
+                if let Some(applied) = self.own.borrow().as_ref() {
+                    send(&Reply::Adapted { own: summary(applied), restored: true });
+                }
+            }
+            None if self.first.get() => self.start_adapting(kept.name, kept.content),
+            None => {}
+        }
+    }
+
+    /// Lays `applied` over the model (taking off any adaptation before).
+    fn apply(&self, applied: Applied) -> Result<(), String> {
+        let mut model = self.model.borrow_mut();
+        let est = model.as_mut().ok_or("the model is not loaded yet")?;
+        est.remove_adaptation();
+        est.apply_adaptation(&applied.adaptation).map_err(|e| e.to_string())?;
+        *self.own.borrow_mut() = Some(applied);
+        // Reasons under way were measured on the model before.
+        self.explaining.borrow_mut().take();
+        Ok(())
+    }
+
+    /// Starts adapting the model to the products of a file's text.
+    fn start_adapting(&self, name: String, content: String) {
+        let id = self.adapt_latest.get() + 1;
+        self.adapt_latest.set(id);
+        // A job under way gives way; its "before" is still the one to put back.
+        let earlier = self.adapting.borrow_mut().take();
+        let mut model = self.model.borrow_mut();
+        let Some(est) = model.as_mut() else {
+            return send(&Reply::AdaptFailed { message: "the model is not loaded yet".into(), cancelled: false });
+        };
+        let previous = match earlier {
+            Some(job) => job.previous,
+            None => self.own.borrow_mut().take(),
+        };
+        est.remove_adaptation();
+        let put_back = |est: &mut Estimator, previous: Option<Applied>| {
+            if let Some(p) = previous
+                && est.apply_adaptation(&p.adaptation).is_ok()
+            {
+                *self.own.borrow_mut() = Some(p);
+            }
+        };
+        if let Err(e) = est.check_adaptable() {
+            put_back(est, previous);
+            return send(&Reply::AdaptFailed { message: e.to_string(), cancelled: false });
+        }
+        let format = Format::from_name(&name);
+        let items = match read_products(std::io::Cursor::new(content.clone().into_bytes()), format) {
+            Ok(records) => pricer::adapt::OwnItems::read(est, records, format),
+            Err(e) => {
+                put_back(est, previous);
+                return send(&Reply::AdaptFailed {
+                    message: format!("{name} could not be read: {e}"),
+                    cancelled: false,
+                });
+            }
+        };
+        if items.is_empty() {
+            put_back(est, previous);
+            let first: Vec<String> =
+                items.skipped.iter().take(3).map(|s| format!("line {}: {}", s.line, s.reason)).collect();
+            let message = format!(
+                "{name} has no usable priced product ({} records skipped{}{})",
+                items.skipped.len(),
+                if first.is_empty() { "" } else { "; " },
+                first.join("; ")
+            );
+            return send(&Reply::AdaptFailed { message, cancelled: false });
+        }
+        send(&Reply::AdaptProgress { done: 0, total: items.len() });
+        *self.adapting.borrow_mut() = Some(Job { id, name, content, items, values: vec![], previous });
+        drop(model);
+        let state = self.clone();
+        later(move || state.adapt_step(id));
+    }
+
+    /// Embeds one more batch of the shop's products, then yields; fits the
+    /// adaptation after the last.
+    fn adapt_step(self, id: u64) {
+        if self.adapt_latest.get() != id {
+            return;
+        }
+        let finished = {
+            let model = self.model.borrow();
+            let mut slot = self.adapting.borrow_mut();
+            let (Some(est), Some(job)) = (model.as_ref(), slot.as_mut()) else { return };
+            if job.id != id {
+                return;
+            }
+            let at = job.values.len();
+            let end = (at + pricer::estimator::BATCH).min(job.items.len());
+            let values = est.member_values(&job.items.products[at..end]);
+            job.values.extend(values);
+            send(&Reply::AdaptProgress { done: end, total: job.items.len() });
+            end == job.items.len()
+        };
+        if !finished {
+            return later(move || self.adapt_step(id));
+        }
+        let Some(mut job) = self.adapting.borrow_mut().take() else { return };
+        let fitted = {
+            let model = self.model.borrow();
+            let Some(est) = model.as_ref() else { return };
+            let values = std::mem::take(&mut job.values);
+            pricer::adapt::fit(est, &job.items, values, &job.name)
+        };
+        let applied = fitted.map_err(|e| e.to_string()).and_then(|a| {
+            let bytes = a.to_bytes().map_err(|e| e.to_string())?;
+            let skipped = job.items.skipped.clone();
+            self.apply(Applied { adaptation: a, name: job.name.clone(), skipped })?;
+            Ok(bytes)
+        });
+        match applied {
+            Ok(bytes) => {
+                let own = self.own.borrow().as_ref().map(summary);
+                let kept = Kept { name: job.name, content: job.content, adaptation: bytes };
+                wasm_bindgen_futures::spawn_local(async move {
+                    // Kept before the page hears of it, so the second worker finds it.
+                    let _ = own::keep(&kept).await;
+                    if let Some(own) = own {
+                        send(&Reply::Adapted { own, restored: false });
+                    }
+                });
+            }
+            Err(message) => {
+                if let Some(p) = job.previous {
+                    let _ = self.apply(p);
+                }
+                send(&Reply::AdaptFailed { message, cancelled: false });
+            }
+        }
+    }
+
+    fn cancel_adapting(&self) {
+        self.adapt_latest.set(self.adapt_latest.get() + 1);
+        let Some(job) = self.adapting.borrow_mut().take() else { return };
+        if let Some(p) = job.previous {
+            let _ = self.apply(p);
+        }
+        send(&Reply::AdaptFailed { message: "adapting was cancelled".into(), cancelled: true });
+    }
+
     fn handle(&self, request: Request) {
         match request {
             Request::Load { url, check_server } => {
+                if check_server {
+                    self.first.set(true);
+                }
                 wasm_bindgen_futures::spawn_local(self.clone().load(Source::Url(url, check_server)))
+            }
+            Request::Adapt { name, content } => self.start_adapting(name, content),
+            Request::CancelAdapt => self.cancel_adapting(),
+            Request::ReloadOwn => {
+                self.own.borrow_mut().take();
+                if let Some(est) = self.model.borrow_mut().as_mut() {
+                    est.remove_adaptation();
+                }
+                wasm_bindgen_futures::spawn_local(self.clone().restore_own())
+            }
+            Request::ForgetOwn => {
+                self.adapt_latest.set(self.adapt_latest.get() + 1);
+                self.adapting.borrow_mut().take();
+                self.own.borrow_mut().take();
+                if let Some(est) = self.model.borrow_mut().as_mut() {
+                    est.remove_adaptation();
+                }
+                self.explaining.borrow_mut().take();
+                let first = self.first.get();
+                wasm_bindgen_futures::spawn_local(async move {
+                    let result = if first { own::forget().await } else { Ok(()) };
+                    match result {
+                        Ok(()) => send(&Reply::Forgotten),
+                        Err(message) => send(&Reply::AdaptFailed { message, cancelled: false }),
+                    }
+                });
             }
             Request::Estimate { id, text } => {
                 // Only the newest request is worth an answer (the user typing

@@ -204,6 +204,9 @@ pub enum Member {
     /// The similarity-weighted price of the nearest training items in the
     /// encoder's embedding space.
     Neighbours,
+    /// The similarity-weighted price of the nearest of a shop's own priced
+    /// items (added by `pricer adapt`, [`crate::adapt`]).
+    OwnNeighbours,
     /// The linear model stored under this name.
     Linear(String),
     /// 1 when the product comes with a `details` object (brand, weight...),
@@ -219,6 +222,7 @@ impl Member {
         match self {
             Member::Encoder => "encoder".into(),
             Member::Neighbours => "knn".into(),
+            Member::OwnNeighbours => "own_knn".into(),
             Member::Linear(name) => name.clone(),
             Member::HasDetails => "has_details".into(),
             Member::WithDetails(m) => format!("{}*has_details", m.name()),
@@ -233,6 +237,7 @@ impl Member {
         match name {
             "encoder" => Member::Encoder,
             "knn" => Member::Neighbours,
+            "own_knn" => Member::OwnNeighbours,
             "has_details" => Member::HasDetails,
             other => Member::Linear(other.to_string()),
         }
@@ -247,11 +252,17 @@ impl Member {
     }
 }
 
+/// The name a shop's own items' index is stored under ([`Knn::write_as`]).
+pub const OWN_INDEX: &str = "own";
+
 /// Several members blended in log space: `sum(w_i * member_i) + bias`, the
 /// weights fitted on validation items by `pricer export`.
 pub struct Stack {
     pub neural: Option<NeuralPricer>,
     pub knn: Option<Knn>,
+    /// A shop's own priced items, with their titles ([`crate::adapt`]): for
+    /// comparables, and for [`Member::OwnNeighbours`] when the blend has it.
+    pub own: Option<Box<Knn>>,
     pub linear: Vec<(String, LinearModel)>,
     pub members: Vec<Member>,
     /// One per member, then the bias.
@@ -261,26 +272,50 @@ pub struct Stack {
     pub band_scale: f64,
 }
 
+/// The part of a stack an adaptation replaces: its members, their weights
+/// (then the bias) and the band's scale.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Blend {
+    pub members: Vec<Member>,
+    pub weights: Vec<f64>,
+    pub band_scale: f64,
+}
+
+impl Blend {
+    /// The blend a file holds (a file without a band scale: 1).
+    pub fn read(f: &ModelFile) -> Result<Blend, Error> {
+        let members: Vec<Member> = f.strs(Stack::MEMBERS)?.iter().map(|n| Member::from_name(n)).collect();
+        let weights: Vec<f64> = f.f32s(Stack::WEIGHTS)?.into_iter().map(f64::from).collect();
+        if weights.len() != members.len() + 1 {
+            return Err(Error::ModelFile(format!(
+                "{} holds {} weights for {} members (one each, then the bias)",
+                Stack::WEIGHTS,
+                weights.len(),
+                members.len()
+            )));
+        }
+        Ok(Blend { members, weights, band_scale: f.f64(Stack::BAND_SCALE).unwrap_or(1.0) })
+    }
+}
+
 impl Stack {
     pub const MEMBERS: &str = "pricer.stack.members";
     pub const WEIGHTS: &str = "pricer.stack.weights";
     pub const BAND_SCALE: &str = "pricer.stack.band_scale";
 
     pub fn read(f: &ModelFile) -> Result<Stack, Error> {
-        let members: Vec<Member> = f.strs(Self::MEMBERS)?.iter().map(|n| Member::from_name(n)).collect();
+        let Blend { members, weights, band_scale } = Blend::read(f)?;
         let bases: Vec<&Member> = members.iter().map(Member::base).collect();
-        let weights: Vec<f64> = f.f32s(Self::WEIGHTS)?.into_iter().map(f64::from).collect();
-        if weights.len() != members.len() + 1 {
-            return Err(Error::ModelFile(format!(
-                "{} holds {} weights for {} members (one each, then the bias)",
-                Self::WEIGHTS,
-                weights.len(),
-                members.len()
-            )));
-        }
-        let needs_encoder = bases.iter().any(|m| matches!(m, Member::Encoder | Member::Neighbours));
+        let needs_encoder =
+            bases.iter().any(|m| matches!(m, Member::Encoder | Member::Neighbours | Member::OwnNeighbours));
         let neural = if needs_encoder { Some(NeuralPricer::read(f)?) } else { None };
         let knn = if bases.contains(&&Member::Neighbours) { Some(Knn::read(f)?) } else { None };
+        let own = if bases.contains(&&Member::OwnNeighbours) || Knn::in_file(f, OWN_INDEX) {
+            let own = Knn::read_as(f, OWN_INDEX).map_err(|e| Error::ModelFile(format!("the shop's own items: {e}")))?;
+            Some(Box::new(own))
+        } else {
+            None
+        };
         let mut linear: Vec<(String, LinearModel)> = Vec::new();
         for m in &bases {
             if let Member::Linear(name) = m
@@ -289,8 +324,12 @@ impl Stack {
                 linear.push((name.clone(), LinearModel::read(f, name)?));
             }
         }
-        let band_scale = f.f64(Self::BAND_SCALE).unwrap_or(1.0);
-        Ok(Stack { neural, knn, linear, members, weights, band_scale })
+        Ok(Stack { neural, knn, own, linear, members, weights, band_scale })
+    }
+
+    /// The members, weights and band scale.
+    pub fn blend_params(&self) -> Blend {
+        Blend { members: self.members.clone(), weights: self.weights.clone(), band_scale: self.band_scale }
     }
 
     /// Writes the blend and the linear members and index (the encoder's
@@ -305,6 +344,9 @@ impl Stack {
         }
         if let Some(knn) = &self.knn {
             knn.write(w)?;
+        }
+        if let Some(own) = &self.own {
+            own.write_as(w, OWN_INDEX)?;
         }
         Ok(())
     }
@@ -372,6 +414,7 @@ impl Estimator {
                 Predictor::Stack(Stack {
                     neural: Some(NeuralPricer::read(&file)?),
                     knn: None,
+                    own: None,
                     linear: vec![(String::new(), LinearModel::read(&file, "")?)],
                     members: vec![Member::Encoder, Member::Linear(String::new())],
                     weights: w.iter().map(|x| *x as f64).collect(),
@@ -498,6 +541,10 @@ impl Estimator {
                             let knn = s.knn.as_ref().ok_or_else(|| Error::Model("no neighbour index".into()))?;
                             knn.log_estimate(&need_encoder()?.1)
                         }
+                        Member::OwnNeighbours => {
+                            let own = s.own.as_ref().ok_or_else(|| Error::Model("no index of own items".into()))?;
+                            own.log_estimate(&need_encoder()?.1)
+                        }
                         Member::Linear(name) => {
                             let lin = s.linear.iter().find(|(n, _)| n == name).map(|(_, l)| l);
                             lin.ok_or_else(|| Error::Model(format!("no linear member {name:?}")))?.log_price(p, &input)
@@ -612,6 +659,7 @@ mod tests {
         let stack = Stack {
             neural: None,
             knn: None,
+            own: None,
             linear: vec![
                 ("words".into(), bow(&["gold", "steel"], vec![2.0, 0.5])),
                 ("size".into(), bow(&["big"], vec![1.0])),

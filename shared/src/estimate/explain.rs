@@ -29,6 +29,9 @@ pub struct Comparable {
     pub price: f64,
     /// Cosine similarity of the two products' embeddings.
     pub similarity: f32,
+    /// One of the shop's own items (an adapted model's), not a training item.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub yours: bool,
 }
 
 /// How much one word or detail moved the estimate, in log(1 + price):
@@ -190,6 +193,9 @@ struct Blend<'a> {
     constant: f64,
     encoder: f64,
     knn: f64,
+    /// The shop's own items' neighbour member's weight, and their mean log price.
+    own: f64,
+    own_mean: f64,
     linear: Vec<(&'a LinearModel, f64)>,
 }
 
@@ -204,7 +210,7 @@ impl Blend<'_> {
             .iter()
             .zip(&v.values)
             .zip(&s.weights)
-            .filter(|((m, _), _)| matches!(m.base(), Member::Encoder | Member::Neighbours))
+            .filter(|((m, _), _)| matches!(m.base(), Member::Encoder | Member::Neighbours | Member::OwnNeighbours))
             .map(|((_, v), w)| v * w)
             .sum::<f64>()
     }
@@ -212,7 +218,7 @@ impl Blend<'_> {
 
 impl Estimator {
     fn blend_of(&self, p: &Product) -> Blend<'_> {
-        let mut b = Blend { constant: 0.0, encoder: 0.0, knn: 0.0, linear: vec![] };
+        let mut b = Blend { constant: 0.0, encoder: 0.0, knn: 0.0, own: 0.0, own_mean: 0.0, linear: vec![] };
         match &self.predictor {
             Predictor::Constant(c) => b.constant = c.max(0.0).ln_1p(),
             Predictor::Linear(m) if m.log_target => b.linear.push((m, 1.0)),
@@ -221,11 +227,13 @@ impl Estimator {
             Predictor::Stack(s) => {
                 let has = p.details.as_ref().is_some_and(|d| !d.is_empty()) as u8 as f64;
                 b.constant = s.weights[s.members.len()];
+                b.own_mean = s.own.as_ref().map_or(0.0, |k| k.mean_log_price());
                 for (m, w) in s.members.iter().zip(&s.weights) {
                     let w = if matches!(m, Member::WithDetails(_)) { w * has } else { *w };
                     match m.base() {
                         Member::Encoder => b.encoder += w,
                         Member::Neighbours => b.knn += w,
+                        Member::OwnNeighbours => b.own += w,
                         Member::HasDetails => b.constant += w * has,
                         Member::Linear(name) => {
                             let Some((_, lin)) = s.linear.iter().find(|(n, _)| n == name) else { continue };
@@ -242,10 +250,11 @@ impl Estimator {
         b
     }
 
-    fn knn(&self) -> Option<&Knn> {
+    /// The training items' index and the shop's own items' index.
+    fn indexes(&self) -> (Option<&Knn>, Option<&Knn>) {
         match &self.predictor {
-            Predictor::Stack(s) => s.knn.as_ref(),
-            _ => None,
+            Predictor::Stack(s) => (s.knn.as_ref(), s.own.as_deref()),
+            _ => (None, None),
         }
     }
 
@@ -279,7 +288,7 @@ impl Estimator {
 
         // Linear members: each feature's exact share against the empty product.
         let empty = Product::default();
-        let mut typical = blend.constant + (blend.encoder + blend.knn) * target_mean;
+        let mut typical = blend.constant + (blend.encoder + blend.knn) * target_mean + blend.own * blend.own_mean;
         let mut by_word: Vec<(String, f64)> = Vec::new();
         let mut by_field: Vec<(String, f64)> = Vec::new();
         for (lin, w) in &blend.linear {
@@ -314,7 +323,7 @@ impl Estimator {
         // The words whose encoder share is measured by occlusion: the most
         // influential linear words first, then the title's, then the text's.
         let mut chosen: Vec<String> = Vec::new();
-        if (blend.encoder != 0.0 || blend.knn != 0.0) && opts.occlude > 0 {
+        if (blend.encoder != 0.0 || blend.knn != 0.0 || blend.own != 0.0) && opts.occlude > 0 {
             let in_text = words(&input);
             words_out.sort_by(|a, b| b.weight.abs().total_cmp(&a.weight.abs()));
             let by_weight = words_out.iter().map(|a| a.label.clone());
@@ -332,12 +341,24 @@ impl Estimator {
             by_field.into_iter().map(|(label, weight)| Attribution { label, weight, encoder: 0.0 }).collect();
         details.sort_by(|a, b| b.weight.abs().total_cmp(&a.weight.abs()));
 
-        if blend.linear.is_empty() && blend.encoder == 0.0 && blend.knn == 0.0 {
+        if blend.linear.is_empty() && blend.encoder == 0.0 && blend.knn == 0.0 && blend.own == 0.0 {
             // Nothing to take apart (a constant, or a model of the price itself).
             typical = log_point;
         }
-        let comparables = match (self.knn(), &values.pooled) {
-            (Some(knn), Some(pooled)) if opts.comparables > 0 => comparables(knn, pooled, opts.comparables),
+        let comparables = match (self.indexes(), &values.pooled) {
+            ((knn, own), Some(pooled)) if opts.comparables > 0 => {
+                let mut near: Vec<Comparable> =
+                    knn.map(|k| comparables(k, pooled, opts.comparables)).unwrap_or_default();
+                // The shop's own items compete with the training items on similarity.
+                if let Some(own) = own {
+                    near.extend(
+                        comparables(own, pooled, opts.comparables).into_iter().map(|c| Comparable { yours: true, ..c }),
+                    );
+                    near.sort_by(|a, b| b.similarity.total_cmp(&a.similarity));
+                    near.truncate(opts.comparables);
+                }
+                near
+            }
             _ => vec![],
         };
         let first = self.first_estimate(p)?;
@@ -377,7 +398,8 @@ impl Estimator {
         let blend = self.blend_of(p);
         let input = text::model_input(p, self.prep.budget())?;
         let linear: f64 = blend.linear.iter().map(|(lin, w)| w * lin.log_price(p, &input)).sum();
-        let log = blend.constant + (blend.encoder + blend.knn) * neural.target_mean + linear;
+        let log =
+            blend.constant + (blend.encoder + blend.knn) * neural.target_mean + blend.own * blend.own_mean + linear;
         Ok(Some(log.exp_m1().max(0.0)))
     }
 }
@@ -399,6 +421,7 @@ pub fn comparables(knn: &Knn, pooled: &[f32], k: usize) -> Vec<Comparable> {
             category: labels.category(n.index).map(str::to_string),
             price: knn.price(n.index),
             similarity: n.similarity,
+            yours: false,
         })
         .collect()
 }
@@ -426,7 +449,7 @@ pub fn weighted_median_price(items: &[Comparable]) -> Option<f64> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::TextTokenizer;
     use crate::baselines::Featurizer;
@@ -456,6 +479,7 @@ mod tests {
         let stack = Stack {
             neural: None,
             knn: None,
+            own: None,
             linear: vec![
                 ("words".into(), bow(&["gold", "steel", "gold ring"], vec![2.0, 0.5, 0.0], 1.0)),
                 ("size".into(), bow(&["big"], vec![1.0], 1.0)),
@@ -528,7 +552,11 @@ mod tests {
     }
 
     /// A stack of a tiny random encoder, its head and a titled neighbour index.
-    fn neural_stack(members: Vec<Member>, weights: Vec<f64>, linear: Vec<(String, LinearModel)>) -> Estimator {
+    pub(crate) fn neural_stack(
+        members: Vec<Member>,
+        weights: Vec<f64>,
+        linear: Vec<(String, LinearModel)>,
+    ) -> Estimator {
         let vocab = [
             "[PAD]", "[UNK]", "[CLS]", "[SEP]", "steel", "blender", "usb", "cable", "gold", "ring", "pack", "of", "12",
         ];
@@ -554,7 +582,7 @@ mod tests {
         let labels = ItemLabels::new(titles.iter().map(|t| (*t, Some("Appliances"))));
         let knn =
             Knn::new(&vectors, vec![3.0, 2.0, 5.0], cfg.hidden_size, 2, 0.1).unwrap().with_labels(labels).unwrap();
-        let stack = Stack { neural: None, knn: Some(knn), linear, members, weights, band_scale: 1.0 };
+        let stack = Stack { neural: None, knn: Some(knn), own: None, linear, members, weights, band_scale: 1.0 };
         stack.write(&mut w).unwrap();
         w.set_str(keys::BERT_CONFIG, &serde_json::to_string(&cfg).unwrap())
             .set_f64(keys::TARGET_MEAN, 3.5)
@@ -665,7 +693,13 @@ mod tests {
 
     #[test]
     fn weighted_median_and_short_titles() {
-        let c = |price: f64, similarity: f32| Comparable { title: String::new(), category: None, price, similarity };
+        let c = |price: f64, similarity: f32| Comparable {
+            title: String::new(),
+            category: None,
+            price,
+            similarity,
+            yours: false,
+        };
         assert_eq!(weighted_median_price(&[]), None);
         assert_eq!(weighted_median_price(&[c(10.0, 0.9), c(20.0, 0.1), c(30.0, 0.1)]), Some(10.0));
         assert_eq!(weighted_median_price(&[c(10.0, 0.2), c(20.0, 0.3), c(30.0, 0.6)]), Some(30.0));

@@ -3,6 +3,7 @@
 //! and range, its reasons ([`explain`]), and how estimates are scored
 //! ([`metrics`]).
 
+pub mod adapt;
 pub mod estimator;
 pub mod explain;
 pub mod metrics;

@@ -171,6 +171,16 @@ impl ModelFile {
     }
 }
 
+/// A copy of a tensor, in its own format.
+pub fn copy_tensor(t: &QTensor) -> Result<QTensor, Error> {
+    Ok(candle_core::quantized::ggml_file::qtensor_from_ggml(
+        t.dtype(),
+        &t.data()?,
+        t.shape().dims().to_vec(),
+        &Device::Cpu,
+    )?)
+}
+
 fn value_f64(v: &Value) -> Option<f64> {
     Some(match v {
         Value::U8(x) => *x as f64,
@@ -201,6 +211,21 @@ impl ModelWriter {
         w.set(keys::FORMAT_VERSION, Value::U32(FORMAT_VERSION));
         w.set(keys::KIND, Value::String(kind.into()));
         w
+    }
+
+    /// A writer holding everything `file` holds, to amend and write again
+    /// (the checksum is computed afresh).
+    pub fn from_file(file: &ModelFile) -> Result<Self, Error> {
+        let mut w = ModelWriter::new(file.kind()?);
+        for (k, v) in &file.metadata {
+            if k != keys::CRC {
+                w.set(k, v.clone());
+            }
+        }
+        for (name, t) in &file.tensors {
+            w.add_tensor(name, copy_tensor(t)?);
+        }
+        Ok(w)
     }
 
     /// Sets (or replaces) one metadata entry.

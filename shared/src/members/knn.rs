@@ -7,7 +7,8 @@ use crate::model_file::{ModelFile, ModelWriter};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 
-/// Metadata keys and tensor names of the neighbour index.
+/// Metadata keys and tensor names of the training items' neighbour index
+/// (an index stored under another name: [`IndexKeys`]).
 pub mod keys {
     pub const K: &str = "pricer.knn.k";
     pub const TEMPERATURE: &str = "pricer.knn.temperature";
@@ -19,6 +20,33 @@ pub mod keys {
     pub const CATEGORY_NAMES: &str = "pricer.knn.category_names";
     /// Per item: 1 + its category's position in the names, 0 for none.
     pub const CATEGORIES: &str = "knn.categories";
+}
+
+/// The keys of an index stored under a name: `knn` for the training items
+/// (the names in [`keys`]), `own` for a shop's own items (`pricer adapt`).
+#[derive(Debug, Clone)]
+pub struct IndexKeys {
+    pub k: String,
+    pub temperature: String,
+    pub vectors: String,
+    pub log_prices: String,
+    pub titles: String,
+    pub category_names: String,
+    pub categories: String,
+}
+
+impl IndexKeys {
+    pub fn named(name: &str) -> IndexKeys {
+        IndexKeys {
+            k: format!("pricer.{name}.k"),
+            temperature: format!("pricer.{name}.temperature"),
+            vectors: format!("{name}.vectors"),
+            log_prices: format!("{name}.log_prices"),
+            titles: format!("pricer.{name}.titles"),
+            category_names: format!("pricer.{name}.category_names"),
+            categories: format!("{name}.categories"),
+        }
+    }
 }
 
 /// Longest title kept in the index, in characters: enough to recognise a
@@ -170,6 +198,26 @@ impl Knn {
         self.log_prices[index]
     }
 
+    /// The mean log(1 + price) of the indexed items.
+    pub fn mean_log_price(&self) -> f64 {
+        self.log_prices.iter().map(|x| *x as f64).sum::<f64>() / self.len().max(1) as f64
+    }
+
+    /// The similarity-weighted log price of the first `k` of `near` (most
+    /// similar first) that `allowed` lets vote: what [`Knn::log_estimate`]
+    /// gives when only those items are indexed. `None` when none is allowed.
+    pub fn log_estimate_among(&self, near: &[Neighbour], allowed: impl Fn(usize) -> bool) -> Option<f64> {
+        let mut voters = near.iter().filter(|n| allowed(n.index)).take(self.k).peekable();
+        let top = voters.peek()?.similarity;
+        let (mut sum, mut total) = (0.0f64, 0.0f64);
+        for n in voters {
+            let w = (((n.similarity - top) / self.temperature) as f64).exp();
+            sum += w * self.log_prices[n.index] as f64;
+            total += w;
+        }
+        Some(sum / total.max(f64::MIN_POSITIVE))
+    }
+
     /// The `k` items most similar to `query` (any length; it is normalised),
     /// most similar first.
     pub fn nearest(&self, query: &[f32], k: usize) -> Vec<Neighbour> {
@@ -189,41 +237,50 @@ impl Knn {
 
     /// The neighbours' log prices, weighted by a softmax of their similarity.
     pub fn log_estimate(&self, query: &[f32]) -> f64 {
-        let near = self.nearest(query, self.k);
-        let top = near.first().map(|n| n.similarity).unwrap_or(0.0);
-        let (mut sum, mut total) = (0.0f64, 0.0f64);
-        for n in &near {
-            let w = (((n.similarity - top) / self.temperature) as f64).exp();
-            sum += w * self.log_prices[n.index] as f64;
-            total += w;
-        }
-        sum / total.max(f64::MIN_POSITIVE)
+        self.log_estimate_among(&self.nearest(query, self.k), |_| true).unwrap_or(0.0)
     }
 
     /// Stores the index: vectors as Q4_0 when their width splits into blocks
     /// (an eighth of f32's size: the validation metrics of the neighbour
     /// member matched Q8_0's and f32's to the cent, docs/benchmarks.md), else f16.
     pub fn write(&self, w: &mut ModelWriter) -> Result<(), Error> {
+        self.write_as(w, "knn")
+    }
+
+    /// Stores the index under `name` ([`IndexKeys::named`]).
+    pub fn write_as(&self, w: &mut ModelWriter, name: &str) -> Result<(), Error> {
+        let keys = IndexKeys::named(name);
         let t = Tensor::from_slice(&self.vectors, (self.len(), self.dim), &Device::Cpu)?;
         let dtype =
             if self.dim.is_multiple_of(GgmlDType::Q4_0.block_size()) { GgmlDType::Q4_0 } else { GgmlDType::F16 };
-        w.add_tensor(keys::VECTORS, QTensor::quantize(&t, dtype)?);
-        w.add_f32(keys::LOG_PRICES, &self.log_prices)?;
-        w.set_u32(keys::K, self.k as u32).set_f64(keys::TEMPERATURE, self.temperature as f64);
+        w.add_tensor(&keys.vectors, QTensor::quantize(&t, dtype)?);
+        w.add_f32(&keys.log_prices, &self.log_prices)?;
+        w.set_u32(&keys.k, self.k as u32).set_f64(&keys.temperature, self.temperature as f64);
         if let Some(l) = &self.labels {
-            w.set_str(keys::TITLES, &l.titles.join("\n")).set_strs(keys::CATEGORY_NAMES, &l.category_names);
-            w.add_f32(keys::CATEGORIES, &l.categories.iter().map(|c| *c as f32).collect::<Vec<_>>())?;
+            w.set_str(&keys.titles, &l.titles.join("\n")).set_strs(&keys.category_names, &l.category_names);
+            w.add_f32(&keys.categories, &l.categories.iter().map(|c| *c as f32).collect::<Vec<_>>())?;
         }
         Ok(())
     }
 
     pub fn read(f: &ModelFile) -> Result<Self, Error> {
-        let t = f.tensor(keys::VECTORS)?;
+        Self::read_as(f, "knn")
+    }
+
+    /// Whether the file holds an index under `name`.
+    pub fn in_file(f: &ModelFile, name: &str) -> bool {
+        f.tensors.contains_key(&IndexKeys::named(name).vectors)
+    }
+
+    /// Reads the index stored under `name` ([`IndexKeys::named`]).
+    pub fn read_as(f: &ModelFile, name: &str) -> Result<Self, Error> {
+        let keys = IndexKeys::named(name);
+        let t = f.tensor(&keys.vectors)?;
         let dims = t.shape().dims().to_vec();
         let [n, dim] = dims[..] else {
-            return Err(Error::ModelFile(format!("{} has shape {dims:?}, not [items, width]", keys::VECTORS)));
+            return Err(Error::ModelFile(format!("{} has shape {dims:?}, not [items, width]", keys.vectors)));
         };
-        let log_prices = f.tensor_f32(keys::LOG_PRICES)?;
+        let log_prices = f.tensor_f32(&keys.log_prices)?;
         if log_prices.len() != n {
             return Err(Error::ModelFile(format!(
                 "{} vectors but {} prices in the neighbour index",
@@ -231,15 +288,15 @@ impl Knn {
                 log_prices.len()
             )));
         }
-        let vectors = f.tensor_f32(keys::VECTORS)?;
-        let k = f.u32(keys::K)? as usize;
-        let temperature = f.f64(keys::TEMPERATURE)? as f32;
+        let vectors = f.tensor_f32(&keys.vectors)?;
+        let k = f.u32(&keys.k)? as usize;
+        let temperature = f.f64(&keys.temperature)? as f32;
         let knn = Knn::new(&vectors, log_prices, dim, k, temperature).map_err(|e| Error::ModelFile(e.to_string()))?;
-        let Some(text) = f.opt_str(keys::TITLES) else { return Ok(knn) };
+        let Some(text) = f.opt_str(&keys.titles) else { return Ok(knn) };
         let titles: Vec<String> = if n == 0 { vec![] } else { text.split('\n').map(str::to_string).collect() };
-        let category_names = f.strs(keys::CATEGORY_NAMES)?;
+        let category_names = f.strs(&keys.category_names)?;
         let categories: Vec<u16> = f
-            .tensor_f32(keys::CATEGORIES)?
+            .tensor_f32(&keys.categories)?
             .into_iter()
             .map(|c| {
                 let c = c as usize;

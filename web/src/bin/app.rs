@@ -4,7 +4,7 @@
 use leptos::prelude::*;
 use pricer::estimator::keys;
 use pricer::metrics::Grade;
-use pricer_web::{BatchRow, Comparable, EstimateView, ModelCard, Reply, Request, Why};
+use pricer_web::{BatchRow, Comparable, EstimateView, ModelCard, OwnSummary, Reply, Request, Why};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use web_sys::{MessageEvent, Worker};
@@ -192,6 +192,15 @@ impl Conn {
 
     fn send(&self, req: Request) {
         self.worker.with_value(|w| {
+            if let Some(w) = w {
+                post(w, &req)
+            }
+        })
+    }
+
+    /// A request for the second worker only.
+    fn explainer_send(&self, req: Request) {
+        self.explainer.with_value(|w| {
             if let Some(w) = w {
                 post(w, &req)
             }
@@ -456,11 +465,51 @@ impl BatchState {
     }
 }
 
+/// The shop's own products: an adaptation under way, the one in use, or why none.
+#[derive(Clone, Copy)]
+struct OwnState {
+    /// Products embedded so far, of how many (while adapting).
+    progress: RwSignal<Option<(usize, usize)>>,
+    adapted: RwSignal<Option<OwnSummary>>,
+    error: RwSignal<Option<String>>,
+}
+
+impl OwnState {
+    fn new() -> Self {
+        OwnState { progress: RwSignal::new(None), adapted: RwSignal::new(None), error: RwSignal::new(None) }
+    }
+
+    fn on_reply(&self, reply: Reply, conn: Conn) {
+        match reply {
+            Reply::AdaptProgress { done, total } => self.progress.set(Some((done, total))),
+            Reply::Adapted { own, restored } => {
+                self.progress.set(None);
+                self.error.set(None);
+                self.adapted.set(Some(own));
+                if !restored {
+                    // The second worker lays the same adaptation over its model.
+                    conn.explainer_send(Request::ReloadOwn);
+                }
+            }
+            Reply::AdaptFailed { message, cancelled } => {
+                self.progress.set(None);
+                self.error.set((!cancelled).then_some(message));
+            }
+            Reply::Forgotten => {
+                self.progress.set(None);
+                self.adapted.set(None);
+            }
+            _ => {}
+        }
+    }
+}
+
 #[component]
 fn App() -> impl IntoView {
     let model = ModelState::new();
     let estimate = EstimateState::new();
     let batch = BatchState::new();
+    let own = OwnState::new();
     let conn = match Conn::new() {
         Ok(c) => c,
         Err(e) => {
@@ -484,6 +533,9 @@ fn App() -> impl IntoView {
                 }
             }
             Reply::BatchProgress { .. } | Reply::BatchDone { .. } => batch.on_reply(reply),
+            Reply::AdaptProgress { .. } | Reply::Adapted { .. } | Reply::AdaptFailed { .. } | Reply::Forgotten => {
+                own.on_reply(reply, conn)
+            }
         }
     });
     conn.worker.with_value(|w| {
@@ -528,6 +580,7 @@ fn App() -> impl IntoView {
                 <EstimateResult state=estimate />
             </section>
             <BatchPricing state=batch model=model conn=conn />
+            <OwnProducts state=own model=model conn=conn />
             <AboutTheModel model=model conn=conn />
         </main>
         <footer>"Pricer estimates from text alone; check before you buy."</footer>
@@ -699,6 +752,82 @@ fn BatchPricing(state: BatchState, model: ModelState, conn: Conn) -> impl IntoVi
     }
 }
 
+/// The shop's own priced products: the model adapted to them in the worker,
+/// kept in this browser until forgotten.
+#[component]
+fn OwnProducts(state: OwnState, model: ModelState, conn: Conn) -> impl IntoView {
+    let on_file = move |ev: leptos::ev::Event| {
+        let input: web_sys::HtmlInputElement = event_target(&ev);
+        let Some(file) = input.files().and_then(|f| f.get(0)) else { return };
+        input.set_value("");
+        let name = file.name();
+        state.error.set(None);
+        state.progress.set(Some((0, 0)));
+        wasm_bindgen_futures::spawn_local(async move {
+            match wasm_bindgen_futures::JsFuture::from(file.text()).await {
+                Ok(content) => conn.send(Request::Adapt { name, content: content.as_string().unwrap_or_default() }),
+                Err(_) => {
+                    state.progress.set(None);
+                    state.error.set(Some(format!("{name} could not be read")));
+                }
+            }
+        });
+    };
+    let cancel = move |_| conn.send(Request::CancelAdapt);
+    let forget = move |_| {
+        conn.send(Request::ForgetOwn);
+        conn.explainer_send(Request::ForgetOwn);
+    };
+    let status = move || {
+        state.adapted.get().map(|o| {
+            let skipped = (o.skipped_count > 0).then(|| {
+                let more = o.skipped_count.saturating_sub(o.skipped.len());
+                view! {
+                    <details id="own-items-skipped">
+                        <summary>{format!("{} records not used", o.skipped_count)}</summary>
+                        <ul>
+                            {o.skipped.iter().map(|s| view! { <li>{format!("{}:{}: {}", o.name, s.line, s.reason)}</li> }).collect_view()}
+                            {(more > 0).then(|| view! { <li>{format!("… and {more} more")}</li> })}
+                        </ul>
+                    </details>
+                }
+            });
+            view! {
+                <p id="own-items-status" data-count=o.items.to_string()
+                    data-mae-before=format!("{:.2}", o.before.mae) data-mae-after=format!("{:.2}", o.after.mae)>
+                    {format!(
+                        "Adapted to {} of your products ({}): every estimate, range and comparable now uses them. \
+                         Cross-validated on them, the mean error went from {} to {} (RMSLE {:.3} to {:.3}, hits {:.0}% to {:.0}%); {}.",
+                        o.items, o.name, dollars(o.before.mae), dollars(o.after.mae), o.before.rmsle, o.after.rmsle,
+                        o.before.hits_pct, o.after.hits_pct, o.method
+                    )}
+                </p>
+                {skipped}
+                <button id="own-items-forget" on:click=forget>"Forget my products"</button>
+            }
+        })
+    };
+    view! {
+        <section class="own">
+            <h2>"Your own products"</h2>
+            <p>"Every catalogue has its own price level. Give the model your priced products (CSV with title, price and \
+                optional description and category columns, or JSONL) and it adapts to them: no retraining, and they never \
+                leave this browser. They are kept here for your next visit."</p>
+            <label for="own-items">"Your priced products"</label>
+            <input id="own-items" type="file" accept=".csv,.jsonl,.json,.txt" disabled=move || !model.ready() on:change=on_file />
+            {move || state.progress.get().map(|(done, total)| view! {
+                <div class="row" id="own-items-progress-row">
+                    <progress id="own-items-progress" max=total.max(1).to_string() value=done.to_string()></progress>
+                    <span>{if total == 0 { "Reading your products…".to_string() } else { format!("Reading your products with the model: {done} of {total}") }}</span>
+                    <button id="own-items-cancel" on:click=cancel>"Cancel"</button>
+                </div>
+            })}
+            {move || state.error.get().map(|m| view! { <p class="error" id="own-items-error" role="alert">{m}</p> })}
+            {status}
+        </section>
+    }
+}
+
 /// The model card, and another model file from disk.
 #[component]
 fn AboutTheModel(model: ModelState, conn: Conn) -> impl IntoView {
@@ -772,7 +901,9 @@ fn comparables_view(items: Vec<Comparable>) -> impl IntoView {
                 <h3>"Comparable products"</h3>
                 <ol id="comparables">
                     {items.into_iter().map(|c| view! {
-                        <li data-price=format!("{:.2}", c.price) data-similarity=format!("{:.3}", c.similarity)>
+                        <li data-price=format!("{:.2}", c.price) data-similarity=format!("{:.3}", c.similarity)
+                            data-yours=c.yours.then_some("true") class:yours=c.yours>
+                            {c.yours.then(|| view! { <span class="badge">"your product"</span> })}
                             <span class="title">{c.title}</span>
                             {c.category.map(|cat| view! { <span class="category">{cat.replace('_', " ")}</span> })}
                             <strong class="cprice">{dollars(c.price)}</strong>
@@ -846,6 +977,19 @@ fn model_card(c: ModelCard) -> impl IntoView {
         ("Test splits (never trained on)", listed(&data.test)),
         ("Trained", c.get("pricer.provenance.date").unwrap_or("unknown").to_string()),
     ];
+    let mut rows = rows;
+    if let (Some(items), Some(source)) = (c.get(pricer::adapt::keys::ITEMS), c.get(pricer::adapt::keys::SOURCE)) {
+        let (before, after) =
+            (num(&pricer::adapt::keys::cv("before", "mae")), num(&pricer::adapt::keys::cv("after", "mae")));
+        let cv = match (before, after) {
+            (Some(b), Some(a)) => format!("; cross-validated MAE on them {} before, {} after", dollars(b), dollars(a)),
+            _ => String::new(),
+        };
+        rows.push((
+            "Adapted",
+            format!("to {items} products of {source} with pricer adapt{cv} (test splits: before adapting)"),
+        ));
+    }
     // One column per test split (a plain catalogue sample, the course's
     // price-balanced items...): the model is measured on each.
     let label = |name: &str| if name.is_empty() { "Test split".to_string() } else { format!("Test: {name}") };
