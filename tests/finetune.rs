@@ -150,6 +150,21 @@ fn train_kill_resume_export_eval_predict() {
     assert!((info["pricer.test.mae"].as_f64().unwrap() - a["mae"].as_f64().unwrap()).abs() < 1e-6, "{info}");
     assert!(info["pricer.test.coverage_pct"].as_f64().unwrap() >= 0.0);
 
+    // The card measured again by this build (after an inference change) says what eval says.
+    let card = s.root.join("card.gguf");
+    pricer_ok(&[
+        "eval",
+        "--model",
+        q8.to_str().unwrap(),
+        "--data",
+        s.data.to_str().unwrap(),
+        "--write-card",
+        card.to_str().unwrap(),
+    ]);
+    let again: Value =
+        serde_json::from_str(pricer_ok(&["info", "--model", card.to_str().unwrap(), "--json"]).trim()).unwrap();
+    assert!((again["pricer.test.mae"].as_f64().unwrap() - a["mae"].as_f64().unwrap()).abs() < 1e-6, "{again}");
+    assert_eq!(again["pricer.tensor_crc32"], info["pricer.tensor_crc32"], "the weights are the same");
     // Predict with a range, and an ensemble with the linear model.
     let out = pricer_ok(&["predict", "--model", q8.to_str().unwrap(), "Acme Premium Refrigerator\nA big fridge."]);
     let e: Value = serde_json::from_str(out.trim()).unwrap();

@@ -44,6 +44,11 @@ pub struct EvalArgs {
     /// shows while the encoder runs). A stack of an encoder and linear members.
     #[arg(long, conflicts_with = "max_tokens")]
     pub first: bool,
+    /// Write a copy of the model file whose card's test metrics (and
+    /// scatter) are this build's, measured on `--data`'s test splits: after
+    /// a change of the inference code, the card says what the page computes.
+    #[arg(long, value_name = "OUT.gguf", conflicts_with_all = ["max_tokens", "first", "validation", "limit"])]
+    pub write_card: Option<PathBuf>,
     #[command(flatten)]
     pub chat: ChatArgs,
 }
@@ -170,6 +175,20 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             bail!("--first needs a stack of an encoder and linear members (this model is {:?})", est.kind);
         }
         model = Pricer::First(est);
+    }
+    if let Some(out) = &args.write_card {
+        let Pricer::File(est) = &model else { bail!("--write-card needs a model file") };
+        if !args.data.is_dir() {
+            bail!("--write-card needs a curate directory (its test splits are the card's)");
+        }
+        let mut tests = Vec::new();
+        for (name, path) in split_files(&args.data, false)? {
+            tests.push(crate::data::Split { name, products: priced_products(&path)? });
+        }
+        let mut w = pricer::model_file::ModelWriter::from_file(&est.file)?;
+        crate::train::write_test_metrics(&mut w, est, &tests)?;
+        std::fs::write(out, w.to_bytes()?).with_context(|| format!("cannot write {}", out.display()))?;
+        println!("wrote {} with this build's test metrics on {} splits", out.display(), tests.len());
     }
     let read = Reading { limit: args.limit, strict: args.strict, cut: tokenizer.as_ref().zip(args.max_tokens) };
     if !args.data.is_dir() {

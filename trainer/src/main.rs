@@ -16,6 +16,7 @@ mod info;
 mod init_base;
 mod optim;
 mod predict;
+mod quant;
 mod report;
 mod train;
 
@@ -50,6 +51,8 @@ enum Command {
     /// Adapt a model to your own priced products (no retraining): a second
     /// neighbour index of them and a blend refitted by cross-validation.
     Adapt(adapt::AdaptArgs),
+    /// Measure how far a file's 8-bit inference is from f32 inference of the same weights.
+    QuantError(quant::QuantErrorArgs),
     /// Show a model file's metadata: kind, provenance, test metrics.
     Info(info::InfoArgs),
     /// Write a randomly initialised BERT model folder (tests, training from scratch).
@@ -113,6 +116,7 @@ fn main() {
         Command::InitBase(a) => init_base::run(a),
         Command::Info(a) => info::run(a),
         Command::Adapt(a) => adapt::run(a),
+        Command::QuantError(a) => quant::run(a),
         Command::Embed(a) => embed::run(a),
         Command::Comparables(a) => comparables::run(a),
     };

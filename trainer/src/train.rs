@@ -335,8 +335,14 @@ pub fn finish(w: &mut ModelWriter, ds: &DataSet, seed: u64) -> Result<()> {
         .set_str("pricer.provenance.version", env!("CARGO_PKG_VERSION"))
         .set_f64(keys::TRAIN_ITEMS, ds.train.len() as f64);
     let est = Estimator::from_bytes(&w.to_bytes()?)?;
+    write_test_metrics(w, &est, &ds.tests)
+}
+
+/// The model card's test metrics (each split's summary, coverage, and its
+/// estimates for the scatter) of `est` on `tests`, written into `w`.
+pub fn write_test_metrics(w: &mut ModelWriter, est: &Estimator, tests: &[crate::data::Split]) -> Result<()> {
     let mut names = Vec::new();
-    for split in &ds.tests {
+    for split in tests {
         let estimates = est.estimate_batch(&split.products);
         let mut pairs = Vec::new();
         let mut ranges = Vec::new();

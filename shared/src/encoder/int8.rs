@@ -424,8 +424,103 @@ fn head_attention(
     let keys = Int8Linear::new(&kh, bias, n, hd);
     let mut probs = keys.forward_one_thread(&QuantizedRows::new(&qh, t, hd));
     probs.chunks_exact_mut(n).for_each(crate::fused::softmax_lanes_in_place);
-    let values = Int8Linear::new(&vt, vec![0.0; hd], hd, n);
-    values.forward_one_thread(&QuantizedRows::new(&probs, t, n))
+    probabilities_times_values(&probs, t, n, &vt, hd)
+}
+
+/// Largest quantized probability: 15 bits. With values in 8 bits (up to
+/// 127 in size) a sum over 512 keys stays below 2^31: probabilities are
+/// scaled by their row's largest, which is at least 1/keys, so a row's
+/// quantized probabilities add up to at most 32,767 x keys.
+const Q_PROB: f32 = 32767.0;
+
+/// The attention output `probs (t x n) x values`, `vt` the values
+/// transposed (`hd x n`): the probabilities in 15 bits per query row (zero
+/// exact, no zero point: they are never negative), the values in 8 bits per
+/// dimension, multiplied as i16 and summed exactly in i32. 7-bit
+/// probabilities (the linear layers' input width) lost the small weights of
+/// long texts: the largest source of the int8 path's error
+/// (docs/benchmarks.md, "Faithful int8").
+fn probabilities_times_values(probs: &[f32], t: usize, n: usize, vt: &[f32], hd: usize) -> Vec<f32> {
+    let width = n.div_ceil(8) * 8;
+    let quantize = |row: &[f32], dst: &mut [i16], top: f32| -> f32 {
+        let (lo, hi) = min_max(row);
+        let max = hi.max(-lo);
+        if max == 0.0 || !max.is_finite() {
+            return 0.0;
+        }
+        let inv = top / max;
+        for (d, v) in dst.iter_mut().zip(row) {
+            *d = (v * inv).round_ties_even().clamp(-top, top) as i16;
+        }
+        max / top
+    };
+    let mut vq = vec![0i16; hd * width];
+    let vscale: Vec<f32> =
+        vt.chunks_exact(n).zip(vq.chunks_exact_mut(width)).map(|(r, d)| quantize(r, &mut d[..n], Q)).collect();
+    let mut pq = vec![0i16; t * width];
+    let pscale: Vec<f32> =
+        probs.chunks_exact(n).zip(pq.chunks_exact_mut(width)).map(|(r, d)| quantize(r, &mut d[..n], Q_PROB)).collect();
+    // Blocks of 2 query rows x 4 dimensions, as the linear layers' kernel.
+    let mut out = vec![0f32; t * hd];
+    let prow = |i: usize| &pq[i.min(t - 1) * width..(i.min(t - 1) + 1) * width];
+    let vrow = |d: usize| &vq[d.min(hd - 1) * width..(d.min(hd - 1) + 1) * width];
+    for d in (0..hd).step_by(4) {
+        let v4 = [vrow(d), vrow(d + 1), vrow(d + 2), vrow(d + 3)];
+        for i in (0..t).step_by(2) {
+            let sums = dot2x4_i16([prow(i), prow(i + 1)], v4);
+            for (r, lanes) in sums.into_iter().map(lanes_i32).enumerate().take(t - i) {
+                for (j, sum) in lanes.into_iter().enumerate().take(hd - d) {
+                    out[(i + r) * hd + d + j] = sum as f32 * pscale[i + r] * vscale[d + j];
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Exact dot products of two i16 rows with four (all of one length, a
+/// multiple of 8): output j of row r in `[r][j]`.
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+fn dot2x4_i16(x: [&[i16]; 2], w: [&[i16]; 4]) -> [[i32; 4]; 2] {
+    x.map(|xr| w.map(|wr| xr.iter().zip(wr).map(|(p, q)| *p as i32 * *q as i32).sum()))
+}
+
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+fn lanes_i32(s: [i32; 4]) -> [i32; 4] {
+    s
+}
+
+/// Exact dot products of two i16 rows with four (all of one length, a
+/// multiple of 8), eight products at a time: output j of row r in lane j of `[r]`.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+fn dot2x4_i16(x: [&[i16]; 2], w: [&[i16]; 4]) -> [core::arch::wasm32::v128; 2] {
+    use core::arch::wasm32::*;
+    let n = x[0].len();
+    assert!(n.is_multiple_of(8) && x.iter().chain(&w).all(|r| r.len() == n), "rows of one length, a multiple of 8");
+    let mut acc = [[i32x4_splat(0); 4]; 2];
+    let mut k = 0;
+    while k < n {
+        // SAFETY: every row has n values (asserted above) and k + 8 <= n, so
+        // each v128_load reads 16 bytes (8 i16) inside its row; wasm loads
+        // need no alignment.
+        unsafe {
+            let x0 = v128_load(x[0].as_ptr().add(k) as *const v128);
+            let x1 = v128_load(x[1].as_ptr().add(k) as *const v128);
+            for (j, row) in w.iter().enumerate() {
+                let wv = v128_load(row.as_ptr().add(k) as *const v128);
+                acc[0][j] = i32x4_add(acc[0][j], i32x4_dot_i16x8(x0, wv));
+                acc[1][j] = i32x4_add(acc[1][j], i32x4_dot_i16x8(x1, wv));
+            }
+        }
+        k += 8;
+    }
+    lane_sums(acc)
+}
+
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+fn lanes_i32(s: core::arch::wasm32::v128) -> [i32; 4] {
+    use core::arch::wasm32::*;
+    [i32x4_extract_lane::<0>(s), i32x4_extract_lane::<1>(s), i32x4_extract_lane::<2>(s), i32x4_extract_lane::<3>(s)]
 }
 
 /// For each row, the four accumulators' lane sums as one i32x4 (output j
@@ -476,27 +571,7 @@ fn dot2x4(x: [&[u8]; 2], w: [&[i8]; 4]) -> [core::arch::wasm32::v128; 2] {
 /// length, a multiple of 8), eight products at a time.
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128", not(feature = "relaxed-simd")))]
 fn dot2x4(x: [&[i16]; 2], w: [&[i16]; 4]) -> [core::arch::wasm32::v128; 2] {
-    use core::arch::wasm32::*;
-    let n = x[0].len();
-    assert!(n.is_multiple_of(8) && x.iter().chain(&w).all(|r| r.len() == n), "rows of one length, a multiple of 8");
-    let mut acc = [[i32x4_splat(0); 4]; 2];
-    let mut k = 0;
-    while k < n {
-        // SAFETY: every row has n values (asserted above) and k + 8 <= n, so
-        // each v128_load reads 16 bytes (8 i16) inside its row; wasm loads
-        // need no alignment.
-        unsafe {
-            let x0 = v128_load(x[0].as_ptr().add(k) as *const v128);
-            let x1 = v128_load(x[1].as_ptr().add(k) as *const v128);
-            for (j, row) in w.iter().enumerate() {
-                let wv = v128_load(row.as_ptr().add(k) as *const v128);
-                acc[0][j] = i32x4_add(acc[0][j], i32x4_dot_i16x8(x0, wv));
-                acc[1][j] = i32x4_add(acc[1][j], i32x4_dot_i16x8(x1, wv));
-            }
-        }
-        k += 8;
-    }
-    lane_sums(acc)
+    dot2x4_i16(x, w)
 }
 
 /// Exact dot products of two rows `x` with four rows `w`.
@@ -642,5 +717,36 @@ mod tests {
         }
         // Int8 rounding shows (a test of f32 arithmetic would see 1e-7).
         assert!(worst > 1e-4, "worst error {worst}");
+    }
+
+    #[test]
+    fn the_many_small_probabilities_of_a_long_text_keep_their_weight() {
+        // 128 keys: one holds 40% of the weight, the others share the rest
+        // (about 0.0047 each). In 7 bits the small ones were a step of 0.0031
+        // apart, so their sum could move by tens of percent of a value; in 15
+        // bits a step is 0.000012.
+        let (t, n, hd) = (3, 128, 8);
+        let mut probs = vec![0f32; t * n];
+        for (i, row) in probs.chunks_exact_mut(n).enumerate() {
+            let wave = data(n, 11 + i as u32);
+            let rest: Vec<f32> = wave.iter().map(|w| 1.0 + 0.5 * w).collect();
+            let total: f32 = rest.iter().sum::<f32>() - rest[i];
+            for (j, p) in row.iter_mut().enumerate() {
+                *p = if j == i { 0.4 } else { 0.6 * rest[j] / total };
+            }
+        }
+        let vt = data(hd * n, 12);
+        let got = probabilities_times_values(&probs, t, n, &vt, hd);
+        let mut worst = 0f64;
+        for i in 0..t {
+            for d in 0..hd {
+                let want: f64 = (0..n).map(|j| probs[i * n + j] as f64 * vt[d * n + j] as f64).sum();
+                worst = worst.max((got[i * hd + d] as f64 - want).abs());
+            }
+        }
+        // Values are off by at most 1/254 of their largest magnitude (1 here),
+        // and the probabilities add almost nothing.
+        assert!(worst < 1.0 / 254.0 + 0.002, "worst error {worst}");
+        assert!(worst > 1e-6, "int8 rounding shows: {worst}");
     }
 }
