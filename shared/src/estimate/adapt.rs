@@ -371,7 +371,11 @@ impl Estimator {
     }
 
     /// Back to the model as its file has it (after [`Estimator::apply_adaptation`]).
+    /// A file written adapted (`pricer adapt`) keeps its adaptation: it is the model.
     pub fn remove_adaptation(&mut self) {
+        if self.file.metadata.contains_key(keys::ITEMS) {
+            return;
+        }
         let Predictor::Stack(s) = &mut self.predictor else { return };
         if self.kind == "minilm" {
             // Made a stack of its encoder alone by `as_stack`: the encoder again.
@@ -789,8 +793,14 @@ mod tests {
         assert_eq!(back.report.source, "shop.csv");
         let blob = Adaptation::from_bytes(&a.to_bytes().unwrap()).unwrap();
         assert_eq!(blob.blend, a.blend);
-        // Neither is adapted twice, and forgetting gives the model back.
+        // Neither is adapted twice, and forgetting gives the model back (an
+        // adapted file stays as it is).
         assert!(file.check_adaptable().unwrap_err().to_string().contains("already adapted"));
+        let mut file = file;
+        file.remove_adaptation();
+        let p = &own.products[0];
+        let (x, y) = (file.estimate(p).unwrap().price, applied.estimate(p).unwrap().price);
+        assert!((x / y - 1.0).abs() < 1e-6, "{x} vs {y}");
         assert!(applied.apply_adaptation(&a).is_err());
         applied.remove_adaptation();
         let again: Vec<f64> = own.products[..8].iter().map(|p| applied.estimate(p).unwrap().price).collect();

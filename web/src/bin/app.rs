@@ -525,6 +525,8 @@ fn App() -> impl IntoView {
             Reply::Ready { .. } => {
                 model.on_reply(&reply);
                 conn.worker_loaded();
+                // A new model: its adaptation, if any, is announced after this.
+                own.adapted.set(None);
             }
             Reply::Progress { .. } | Reply::LoadFailed { .. } => model.on_reply(&reply),
             Reply::First { .. } | Reply::Estimate { .. } | Reply::Why { .. } => {
