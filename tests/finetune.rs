@@ -165,6 +165,14 @@ fn train_kill_resume_export_eval_predict() {
         serde_json::from_str(pricer_ok(&["info", "--model", card.to_str().unwrap(), "--json"]).trim()).unwrap();
     assert!((again["pricer.test.mae"].as_f64().unwrap() - a["mae"].as_f64().unwrap()).abs() < 1e-6, "{again}");
     assert_eq!(again["pricer.tensor_crc32"], info["pricer.tensor_crc32"], "the weights are the same");
+    let out =
+        pricer(&["eval", "--model", q8.to_str().unwrap(), "--data", test.to_str().unwrap(), "--write-card", "x.gguf"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs a curate directory"), "{out:?}");
+    // The 8-bit kernels against f32 compute of the same weights; a file without 8-bit tensors is refused.
+    let out = pricer_ok(&["quant-error", "--model", q8.to_str().unwrap(), "--data", test.to_str().unwrap()]);
+    assert!(out.contains("30 products: 8-bit kernels vs f32 on the same weights: mean "), "{out}");
+    let out = pricer(&["quant-error", "--model", f32_path.to_str().unwrap(), "--data", test.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("holds no 8-bit tensors"), "{out:?}");
     // Predict with a range, and an ensemble with the linear model.
     let out = pricer_ok(&["predict", "--model", q8.to_str().unwrap(), "Acme Premium Refrigerator\nA big fridge."]);
     let e: Value = serde_json::from_str(out.trim()).unwrap();

@@ -670,6 +670,11 @@ test("your own products: the page adapts like pricer adapt, keeps it across visi
   const { context, page } = await openPage(url, requests);
   try {
     await ready(page);
+    // A file with nothing usable: a clear error, no adaptation.
+    await page.setInputFiles("#own-items", { name: "empty.csv", mimeType: "text/csv", buffer: Buffer.from("title,price\nNo price here,\n") });
+    await page.waitForSelector("#own-items-error", { timeout: 30000 });
+    assert.match(await page.textContent("#own-items-error"), /empty\.csv has no usable priced product .*line 2: no price/);
+    assert.equal(await page.$("#own-items-status"), null);
     await page.setInputFiles("#own-items", { name: "shop.csv", mimeType: "text/csv", buffer: Buffer.from(shopCsv()) });
     // The page stays usable while the worker reads the products.
     await page.waitForSelector("#own-items-status[data-count]", { timeout: 120000 });

@@ -476,6 +476,15 @@ impl State {
         Ok(())
     }
 
+    /// Takes the adaptation off the model (and the reasons measured with it).
+    fn unapply(&self) {
+        self.own.borrow_mut().take();
+        if let Some(est) = self.model.borrow_mut().as_mut() {
+            est.remove_adaptation();
+        }
+        self.explaining.borrow_mut().take();
+    }
+
     /// Starts adapting the model to the products of a file's text.
     fn start_adapting(&self, name: String, content: String) {
         let id = self.adapt_latest.get() + 1;
@@ -609,20 +618,13 @@ impl State {
             Request::Adapt { name, content } => self.start_adapting(name, content),
             Request::CancelAdapt => self.cancel_adapting(),
             Request::ReloadOwn => {
-                self.own.borrow_mut().take();
-                if let Some(est) = self.model.borrow_mut().as_mut() {
-                    est.remove_adaptation();
-                }
+                self.unapply();
                 wasm_bindgen_futures::spawn_local(self.clone().restore_own())
             }
             Request::ForgetOwn => {
                 self.adapt_latest.set(self.adapt_latest.get() + 1);
                 self.adapting.borrow_mut().take();
-                self.own.borrow_mut().take();
-                if let Some(est) = self.model.borrow_mut().as_mut() {
-                    est.remove_adaptation();
-                }
-                self.explaining.borrow_mut().take();
+                self.unapply();
                 let first = self.first.get();
                 wasm_bindgen_futures::spawn_local(async move {
                     let result = if first { own::forget().await } else { Ok(()) };

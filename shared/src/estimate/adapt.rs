@@ -164,11 +164,14 @@ impl OwnItems {
             out.skipped.push(Skipped { line, reason });
         }
         // Shortest text first: batches of similar lengths carry little padding.
-        let mut order: Vec<usize> = (0..out.products.len()).collect();
-        order.sort_by_key(|&i| lengths[i]);
-        let mut products: Vec<Option<Product>> = out.products.drain(..).map(Some).collect();
-        out.products = order.iter().map(|&i| products[i].take().expect("each once")).collect();
-        out.lines = order.iter().map(|&i| out.lines[i]).collect();
+        let mut usable: Vec<(usize, u64, Product)> = lengths
+            .into_iter()
+            .zip(out.lines.drain(..))
+            .zip(out.products.drain(..))
+            .map(|((n, l), p)| (n, l, p))
+            .collect();
+        usable.sort_by_key(|(n, _, _)| *n);
+        (out.lines, out.products) = usable.into_iter().map(|(_, l, p)| (l, p)).unzip();
         out
     }
 
