@@ -130,6 +130,7 @@ fn train_kill_resume_export_eval_predict() {
     let f32_path = s.root.join("f32.gguf");
     let out = pricer_ok(&["export", full.to_str().unwrap(), "--quant", "q8_0", "--out", q8.to_str().unwrap()]);
     assert!(out.contains("vs f32 estimates"), "{out}");
+    assert!(out.contains("int8 input smoothing: alpha 0.5, calibrated on "), "{out}");
     pricer_ok(&["export", full.to_str().unwrap(), "--quant", "f32", "--out", f32_path.to_str().unwrap()]);
     let test = s.data.join("test.jsonl");
     let eval = |m: &Path| -> Value {
@@ -173,6 +174,47 @@ fn train_kill_resume_export_eval_predict() {
     assert!(out.contains("30 products: 8-bit kernels vs f32 on the same weights: mean "), "{out}");
     let out = pricer(&["quant-error", "--model", f32_path.to_str().unwrap(), "--data", test.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("holds no 8-bit tensors"), "{out:?}");
+    // The int8 kernels' input smoothing: export calibrates it (above); `pricer smooth` adds it to a file
+    // exported without, and says what it changed on the calibration products.
+    assert_eq!(info["pricer.quant.smooth_alpha"].as_f64(), Some(0.5), "{info}");
+    let plain = s.root.join("q8-plain.gguf");
+    pricer_ok(&["export", full.to_str().unwrap(), "--no-smoothing", "--out", plain.to_str().unwrap()]);
+    let plain_info = pricer_ok(&["info", "--model", plain.to_str().unwrap(), "--json"]);
+    assert!(!plain_info.contains("smooth_alpha"), "{plain_info}");
+    let smoothed = s.root.join("q8-smoothed.gguf");
+    let val = s.data.join("validation.jsonl");
+    let out = pricer_ok(&[
+        "smooth",
+        "--model",
+        plain.to_str().unwrap(),
+        "--data",
+        val.to_str().unwrap(),
+        "--out",
+        smoothed.to_str().unwrap(),
+    ]);
+    assert!(out.contains("calibration products, alpha 0.5: 8-bit vs f32 before mean "), "{out}");
+    assert!(out.contains("(12 linear layers smoothed)"), "{out}");
+    let sm: Value =
+        serde_json::from_str(pricer_ok(&["info", "--model", smoothed.to_str().unwrap(), "--json"]).trim()).unwrap();
+    assert_eq!(sm["pricer.quant.smooth_alpha"].as_f64(), Some(0.5), "{sm}");
+    assert_ne!(sm["pricer.tensor_crc32"], info["pricer.tensor_crc32"]);
+    // Smoothing moves the 8-bit estimates, not the model: within a few percent of the plain file's.
+    let (p, q) = (eval(&plain), eval(&smoothed));
+    let rel = (p["mae"].as_f64().unwrap() - q["mae"].as_f64().unwrap()).abs() / p["mae"].as_f64().unwrap();
+    assert!(rel < 0.05, "smoothed {q} vs plain {p}");
+    let out = pricer(&[
+        "smooth",
+        "--model",
+        plain.to_str().unwrap(),
+        "--data",
+        val.to_str().unwrap(),
+        "--out",
+        "x.gguf",
+        "--alpha",
+        "2",
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--alpha 2: must lie in 0..=1"), "{out:?}");
+    assert!(!std::path::Path::new("x.gguf").exists());
     // Predict with a range, and an ensemble with the linear model.
     let out = pricer_ok(&["predict", "--model", q8.to_str().unwrap(), "Acme Premium Refrigerator\nA big fridge."]);
     let e: Value = serde_json::from_str(out.trim()).unwrap();
@@ -490,4 +532,71 @@ fn bad_training_inputs_fail_with_clear_messages() {
     let out = pricer(&args);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("CUDA") || err.contains("cuda"), "{err}");
+}
+
+#[test]
+fn masked_word_training_reads_more_and_gives_a_base_to_fine_tune() {
+    let s = setup();
+    // Texts without prices, as unpriced-22k.jsonl.gz gives them, gzipped; and one title of the
+    // validation split, which must be kept out.
+    let val_title = {
+        let v = std::fs::read_to_string(s.data.join("validation.jsonl")).unwrap();
+        let first: Value = serde_json::from_str(v.lines().next().unwrap()).unwrap();
+        first["title"].as_str().unwrap().to_string()
+    };
+    let unpriced = s.root.join("unpriced.jsonl.gz");
+    {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(std::fs::File::create(&unpriced).unwrap(), Default::default());
+        for i in 0..60 {
+            let title = if i == 7 { val_title.clone() } else { format!("Acme big fridge model {i}") };
+            let line = serde_json::json!({"id": i, "title": title,
+                "full": format!("{title}\n['A big fridge for the family, no {i}']\n['staples', 'paper']\n{{}}")});
+            writeln!(gz, "{line}").unwrap();
+        }
+        gz.finish().unwrap();
+    }
+    let out_dir = s.root.join("mlm");
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = ["mlm", "--base", s.base.to_str().unwrap(), "--texts", s.data.to_str().unwrap()]
+            .iter()
+            .map(|x| x.to_string())
+            .collect();
+        a.push(unpriced.to_str().unwrap().into());
+        a.extend(
+            ["--out", out_dir.to_str().unwrap(), "--epochs", "3", "--batch", "8", "--lr", "2e-3"].map(String::from),
+        );
+        a.extend(["--max-tokens", "48", "--holdout", "0.1", "--checkpoint-every", "5"].map(String::from));
+        a.extend(extra.iter().map(|x| x.to_string()));
+        a
+    };
+    let out = pricer_ok(&args(&[]).iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(out.contains("unpriced.jsonl.gz: 59 texts (1 left out"), "{out}");
+    assert!(out.contains("held-out masked words before training: loss "), "{out}");
+    let run: Value = serde_json::from_slice(&std::fs::read(out_dir.join("mlm.json")).unwrap()).unwrap();
+    let losses: Vec<f64> = run["held_out"].as_array().unwrap().iter().map(|h| h["loss"].as_f64().unwrap()).collect();
+    assert_eq!(losses.len(), 4, "before, then after each epoch: {losses:?}");
+    // A random encoder on a small vocabulary starts at chance (ln of the vocabulary's size) and
+    // gets better every epoch (measured: 4.61, 4.11, 3.86, 3.80).
+    assert!(losses.windows(2).all(|w| w[1] < w[0]) && losses[3] < 0.9 * losses[0], "{losses:?}");
+    assert!(run["state"]["done"].as_bool().unwrap());
+    // The folder is a base model: fine-tuning starts from it, and it holds no MLM head.
+    let w = candle_core::safetensors::load(out_dir.join("model.safetensors"), &candle_core::Device::Cpu).unwrap();
+    assert!(w.keys().all(|k| !k.starts_with("cls.")) && w.contains_key("embeddings.word_embeddings.weight"));
+    let base = candle_core::safetensors::load(s.base.join("model.safetensors"), &candle_core::Device::Cpu).unwrap();
+    let name = "encoder.layer.0.attention.self.query.weight";
+    let diff = (&w[name] - &base[name]).unwrap().abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+    assert!(diff > 0.0, "the encoder learned nothing");
+    let ft = s.root.join("ft-from-mlm");
+    let mut t = train_args(&s, ft.to_str().unwrap(), "1");
+    t[4] = out_dir.to_str().unwrap();
+    pricer_ok(&t);
+    assert_eq!(history(&ft).len(), 1);
+    // Finished: resuming does nothing; a second run into the same folder is refused; bad sources are named.
+    let again = pricer_ok(&args(&["--resume"]).iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(again.contains("already finished"), "{again}");
+    let err = pricer(&args(&[]).iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(String::from_utf8_lossy(&err.stderr).contains("--resume"), "{err:?}");
+    let err = pricer(&["mlm", "--base", s.base.to_str().unwrap(), "--texts", s.root.to_str().unwrap(), "--out", "x"]);
+    assert!(String::from_utf8_lossy(&err.stderr).contains("without train.jsonl"), "{err:?}");
 }

@@ -61,6 +61,13 @@ pub struct ExportArgs {
     /// `validation.jsonl` is `validation`). Default: all of them.
     #[arg(long, value_delimiter = ',')]
     pub fit_on: Vec<String>,
+    /// q8_0: the int8 kernels' input smoothing, calibrated on validation
+    /// texts: how much of a channel's range moves into the weights (0..=1).
+    #[arg(long, default_value_t = 0.5)]
+    pub smooth_alpha: f64,
+    /// q8_0: no input smoothing (the int8 kernels quantize inputs as they come).
+    #[arg(long)]
+    pub no_smoothing: bool,
 }
 
 fn parse_member_file(s: &str) -> Result<(String, PathBuf), String> {
@@ -101,6 +108,10 @@ struct RunWeights {
     run: RunFile,
     weights: HashMap<String, Tensor>,
     tok_json: String,
+    /// The int8 kernels' input smoothing per linear layer (8-bit exports).
+    smoothing: Vec<(String, Vec<f32>)>,
+    /// The calibration's migration strength and number of texts.
+    smoothed_on: (f64, usize),
 }
 
 impl RunWeights {
@@ -110,19 +121,45 @@ impl RunWeights {
         let weights = candle_core::safetensors::load(&best, &Device::Cpu)
             .with_context(|| format!("cannot load {} (has an epoch finished?)", best.display()))?;
         let tok_json = std::fs::read_to_string(run_dir.join("tokenizer.json")).context("run has no tokenizer.json")?;
-        Ok(Self { run, weights, tok_json })
+        Ok(Self { run, weights, tok_json, smoothing: Vec::new(), smoothed_on: (0.0, 0) })
+    }
+
+    /// Calibrates the input smoothing of the 8-bit encoder on up to
+    /// [`SMOOTH_TEXTS`] validation products spread over all validation splits.
+    fn calibrate_smoothing(&mut self, validation: &[Product], alpha: f64) -> Result<()> {
+        let items = crate::quant::spread(validation, SMOOTH_TEXTS);
+        if items.is_empty() {
+            return Ok(());
+        }
+        let exact = Estimator::from_bytes(&model_bytes(self, Quant::F32, None)?)?;
+        self.smoothing = crate::quant::calibrate(&exact, &items, alpha)?;
+        self.smoothed_on = (alpha, items.len());
+        println!("int8 input smoothing: alpha {alpha}, calibrated on {} validation products", items.len());
+        Ok(())
     }
 }
 
+/// Validation products the int8 input smoothing is calibrated on.
+const SMOOTH_TEXTS: usize = 512;
+
 /// A writer holding a run's encoder and head (kind `minilm`), quantized.
 fn encoder_writer(rw: &RunWeights, quant: Quant) -> Result<ModelWriter> {
-    let RunWeights { run, weights, tok_json } = rw;
+    let RunWeights { run, weights, tok_json, .. } = rw;
     let mut w = ModelWriter::new("minilm");
     let mut names: Vec<&String> = weights.keys().collect();
     names.sort();
     for name in names {
         let t = weights[name].to_dtype(DType::F32)?;
         w.add_tensor(name, QTensor::quantize(&t, storage_type(&t, quant))?);
+    }
+    if quant == Quant::Q8_0 {
+        for (name, s) in &rw.smoothing {
+            w.add_f32(&pricer::bert::smoothing_name(name), s)?;
+        }
+        if !rw.smoothing.is_empty() {
+            w.set_f64(crate::quant::SMOOTH_ALPHA, rw.smoothed_on.0)
+                .set_u32(crate::quant::SMOOTH_TEXTS, rw.smoothed_on.1 as u32);
+        }
     }
     w.set_str(keys::BERT_CONFIG, &serde_json::to_string(&run.bert)?)
         .set_f64(keys::TARGET_MEAN, run.state.target_mean)
@@ -149,9 +186,15 @@ fn model_bytes(rw: &RunWeights, quant: Quant, stack: Option<&Stack>) -> Result<V
 }
 
 pub fn run(args: &ExportArgs) -> Result<()> {
-    let rw = RunWeights::load(&args.run)?;
+    let mut rw = RunWeights::load(&args.run)?;
+    let ds = load_data_set(&rw.run.config.data, rw.run.config.holdout, rw.run.config.seed, false)?;
+    if !(0.0..=1.0).contains(&args.smooth_alpha) {
+        bail!("--smooth-alpha {}: must lie in 0..=1", args.smooth_alpha);
+    }
+    if args.quant == Quant::Q8_0 && !args.no_smoothing {
+        rw.calibrate_smoothing(&ds.validation, args.smooth_alpha)?;
+    }
     let run = &rw.run;
-    let ds = load_data_set(&run.config.data, run.config.holdout, run.config.seed, false)?;
     let mut members: Vec<Member> = Vec::new();
     if !args.no_head {
         members.push(Member::Encoder);
@@ -267,6 +310,10 @@ fn neighbour_vectors(rw: &RunWeights, args: &ExportArgs, ds: &DataSet) -> Result
             }
         }
         h.update(format!("{:?}", args.quant).as_bytes());
+        for (name, s) in &rw.smoothing {
+            h.update(name.as_bytes());
+            s.iter().for_each(|v| h.update(v.to_le_bytes()));
+        }
         h.update(crate::data::sha256_files(&ds.sources)?.as_bytes());
         format!("{:x}", h.finalize())
     };

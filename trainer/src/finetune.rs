@@ -412,14 +412,19 @@ fn save_weights(path: &Path, varmap: &candle_nn::VarMap) -> Result<()> {
     let data = varmap.data().lock().map_err(|_| anyhow::anyhow!("varmap lock"))?;
     let tensors: HashMap<String, Tensor> =
         data.iter().map(|(k, v)| Ok((k.clone(), v.as_tensor().to_device(&Device::Cpu)?))).collect::<Result<_>>()?;
+    save_tensors(path, &tensors)
+}
+
+/// Tensors as one safetensors file, written atomically.
+pub fn save_tensors(path: &Path, tensors: &HashMap<String, Tensor>) -> Result<()> {
     let tmp = path.with_extension("tmp");
-    candle_core::safetensors::save(&tensors, &tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+    candle_core::safetensors::save(tensors, &tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot rename to {}", path.display()))?;
     Ok(())
 }
 
 /// Weights, optimizer moments and the run state in one file, written atomically.
-fn save_checkpoint(path: &Path, varmap: &candle_nn::VarMap, opt: &AdamW, state: &RunState) -> Result<()> {
+pub fn save_checkpoint(path: &Path, varmap: &candle_nn::VarMap, opt: &AdamW, state: &RunState) -> Result<()> {
     let mut t: HashMap<String, Tensor> = HashMap::new();
     for (k, v) in varmap.data().lock().map_err(|_| anyhow::anyhow!("varmap lock"))?.iter() {
         t.insert(format!("w.{k}"), v.as_tensor().to_device(&Device::Cpu)?);
@@ -436,7 +441,7 @@ fn save_checkpoint(path: &Path, varmap: &candle_nn::VarMap, opt: &AdamW, state: 
     Ok(())
 }
 
-fn load_checkpoint(path: &Path, varmap: &candle_nn::VarMap, opt: &mut AdamW, dev: &Device) -> Result<RunState> {
+pub fn load_checkpoint(path: &Path, varmap: &candle_nn::VarMap, opt: &mut AdamW, dev: &Device) -> Result<RunState> {
     let t = candle_core::safetensors::load(path, &Device::Cpu)
         .with_context(|| format!("cannot read checkpoint {} (damaged?)", path.display()))?;
     let state_bytes = t.get("state").context("checkpoint has no state")?.to_vec1::<u8>()?;

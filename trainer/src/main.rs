@@ -14,6 +14,7 @@ mod fit;
 mod frontier;
 mod info;
 mod init_base;
+mod mlm;
 mod optim;
 mod predict;
 mod quant;
@@ -53,6 +54,11 @@ enum Command {
     Adapt(adapt::AdaptArgs),
     /// Measure how far a file's 8-bit inference is from f32 inference of the same weights.
     QuantError(quant::QuantErrorArgs),
+    /// Domain-adaptive masked-word training of the encoder on product texts
+    /// (priced or not), before it learns prices: writes a base model folder.
+    Mlm(mlm::MlmArgs),
+    /// Calibrate the 8-bit kernels' per-channel input smoothing on products' texts.
+    Smooth(quant::SmoothArgs),
     /// Show a model file's metadata: kind, provenance, test metrics.
     Info(info::InfoArgs),
     /// Write a randomly initialised BERT model folder (tests, training from scratch).
@@ -117,6 +123,8 @@ fn main() {
         Command::Info(a) => info::run(a),
         Command::Adapt(a) => adapt::run(a),
         Command::QuantError(a) => quant::run(a),
+        Command::Smooth(a) => quant::run_smooth(a),
+        Command::Mlm(a) => mlm::run(a),
         Command::Embed(a) => embed::run(a),
         Command::Comparables(a) => comparables::run(a),
     };

@@ -1,13 +1,18 @@
 //! `pricer quant-error`: how far a file's 8-bit inference (integer kernels,
-//! as the browser runs it) is from f32 inference of the same weights.
+//! as the browser runs it) is from f32 inference of the same weights; and
+//! `pricer smooth`: the int8 kernels' per-channel input smoothing,
+//! calibrated on products' texts in f32.
 
 use crate::eval::{load_model, priced_products};
 use anyhow::{Result, bail};
 use candle_core::Device;
+use candle_core::Tensor;
 use candle_core::quantized::{GgmlDType, QTensor};
 use pricer::Estimator;
+use pricer::Product;
 use pricer::model_file::ModelWriter;
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct QuantErrorArgs {
@@ -24,8 +29,22 @@ pub struct QuantErrorArgs {
 
 pub fn run(args: &QuantErrorArgs) -> Result<()> {
     let int8 = load_model(&args.model)?;
-    // The same file with every Q8_0 tensor dequantized to F32: the encoder
-    // then multiplies in f32 (candle), the rest is unchanged.
+    let f32 = f32_twin(&int8, &args.model)?;
+    let mut items = priced_products(&args.data)?;
+    if let Some(n) = args.limit {
+        items.truncate(n);
+    }
+    println!(
+        "{} products: 8-bit kernels vs f32 on the same weights: {}",
+        items.len(),
+        Gap::measure(&int8, &f32, &items)?
+    );
+    Ok(())
+}
+
+/// The same model with every Q8_0 tensor dequantized to F32: the encoder
+/// then multiplies in f32 (candle), the rest is unchanged.
+fn f32_twin(int8: &Estimator, path: &Path) -> Result<Estimator> {
     let mut w = ModelWriter::from_file(&int8.file)?;
     let mut converted = 0;
     for (name, t) in &int8.file.tensors {
@@ -35,31 +54,145 @@ pub fn run(args: &QuantErrorArgs) -> Result<()> {
         }
     }
     if converted == 0 {
-        bail!("{} holds no 8-bit tensors", args.model.display());
+        bail!("{} holds no 8-bit tensors", path.display());
     }
-    let f32 = Estimator::from_bytes(&w.to_bytes()?)?;
-    let mut items = priced_products(&args.data)?;
-    if let Some(n) = args.limit {
-        items.truncate(n);
+    Ok(Estimator::from_bytes(&w.to_bytes()?)?)
+}
+
+/// Relative price differences of the 8-bit kernels from f32 compute.
+#[derive(Debug, Clone, Copy)]
+pub struct Gap {
+    pub mean: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl Gap {
+    pub fn measure(int8: &Estimator, f32: &Estimator, items: &[Product]) -> Result<Gap> {
+        let mut diffs = Vec::new();
+        for (a, b) in int8.estimate_batch(items).into_iter().zip(f32.estimate_batch(items)) {
+            let (a, b) = (a?.price, b?.price);
+            diffs.push((a - b).abs() / b.abs().max(1e-9));
+        }
+        diffs.sort_by(f64::total_cmp);
+        let n = diffs.len();
+        let at = |q: f64| diffs.get(((n as f64 - 1.0) * q).round() as usize).copied().unwrap_or(f64::NAN);
+        Ok(Gap { mean: diffs.iter().sum::<f64>() / n.max(1) as f64, p99: at(0.99), max: at(1.0) })
     }
-    let (mut sum, mut max, mut n) = (0.0, 0.0f64, 0usize);
-    let mut diffs = Vec::new();
-    for (a, b) in int8.estimate_batch(&items).into_iter().zip(f32.estimate_batch(&items)) {
-        let (a, b) = (a?.price, b?.price);
-        let d = (a - b).abs() / b.abs().max(1e-9);
-        sum += d;
-        max = max.max(d);
-        n += 1;
-        diffs.push(d);
+}
+
+impl std::fmt::Display for Gap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "mean {:.3}%, p99 {:.3}%, max {:.3}%", 100.0 * self.mean, 100.0 * self.p99, 100.0 * self.max)
     }
-    diffs.sort_by(f64::total_cmp);
-    let p99 = diffs.get(((n as f64 - 1.0) * 0.99).round() as usize).copied().unwrap_or(f64::NAN);
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct SmoothArgs {
+    /// A model file with 8-bit (Q8_0) encoder weights.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Calibration products (a validation split: their texts, prices unused).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// The model file to write: the same weights with smoothing factors added.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Migration strength: 0 leaves the inputs as they are, 1 moves all of a
+    /// channel's range into the weights.
+    #[arg(long, default_value_t = 0.5)]
+    pub alpha: f64,
+    /// Calibrate on at most this many products (spread evenly over the file).
+    #[arg(long, default_value_t = 512)]
+    pub limit: usize,
+}
+
+pub fn run_smooth(args: &SmoothArgs) -> Result<()> {
+    if !(0.0..=1.0).contains(&args.alpha) {
+        bail!("--alpha {}: must lie in 0..=1", args.alpha);
+    }
+    let int8 = load_model(&args.model)?;
+    let f32 = f32_twin(&int8, &args.model)?;
+    let items = spread(&priced_products(&args.data)?, args.limit);
+    if items.is_empty() {
+        bail!("{}: no priced product to calibrate on", args.data.display());
+    }
+    let factors = calibrate(&f32, &items, args.alpha)?;
+    let mut w = ModelWriter::from_file(&int8.file)?;
+    for (name, s) in &factors {
+        w.add_f32(&pricer::bert::smoothing_name(name), s)?;
+    }
+    w.set_f64(SMOOTH_ALPHA, args.alpha).set_u32(SMOOTH_TEXTS, items.len() as u32);
+    let bytes = w.to_bytes()?;
+    let smoothed = Estimator::from_bytes(&bytes)?;
     println!(
-        "{} products: 8-bit kernels vs f32 on the same weights: mean {:.3}%, p99 {:.3}%, max {:.3}%",
-        n,
-        100.0 * sum / n.max(1) as f64,
-        100.0 * p99,
-        100.0 * max
+        "{} calibration products, alpha {}: 8-bit vs f32 before {}; after {}",
+        items.len(),
+        args.alpha,
+        Gap::measure(&int8, &f32, &items)?,
+        Gap::measure(&smoothed, &f32, &items)?
     );
+    crate::data::write_atomic(&args.out, &bytes)?;
+    println!("wrote {} ({} linear layers smoothed)", args.out.display(), factors.len());
     Ok(())
+}
+
+/// At most `n` of `items`, evenly spread over them (a file of several
+/// splits or catalogues is calibrated on all of them).
+pub fn spread(items: &[Product], n: usize) -> Vec<Product> {
+    items.iter().step_by(items.len().div_ceil(n.max(1)).max(1)).cloned().collect()
+}
+
+/// Metadata: the calibration's migration strength and number of texts.
+pub const SMOOTH_ALPHA: &str = "pricer.quant.smooth_alpha";
+pub const SMOOTH_TEXTS: &str = "pricer.quant.smooth_texts";
+
+/// Per linear layer of the encoder, the factor of each input channel
+/// (SmoothQuant): `peak(x_j)^alpha / peak(W_.j)^(1 - alpha)`, the input peaks
+/// over the products' tokens in f32 compute, the weight peaks over every
+/// output (query, key and value together: they share one quantized input).
+pub fn calibrate(f32: &Estimator, items: &[Product], alpha: f64) -> Result<Vec<(String, Vec<f32>)>> {
+    let n = f32.neural().ok_or_else(|| anyhow::anyhow!("the model has no encoder to smooth"))?;
+    let tok = f32.prep.tokenizer.as_ref().ok_or_else(|| anyhow::anyhow!("the model has no tokenizer"))?;
+    let max_len = (f32.prep.max_tokens + 2).min(n.model.encoder.config.max_position_embeddings);
+    let mut peaks: BTreeMap<String, Vec<f32>> = BTreeMap::new();
+    for p in items {
+        let Ok(text) = f32.prepare(p) else { continue };
+        let t = tok.encode(&text.text, max_len)?;
+        let ids = Tensor::new(t.ids.as_slice(), &Device::Cpu)?.unsqueeze(0)?;
+        for (name, v) in n.model.encoder.linear_input_peaks(&ids)? {
+            let e = peaks.entry(name).or_insert_with(|| vec![0.0; v.len()]);
+            e.iter_mut().zip(&v).for_each(|(a, b)| *a = a.max(*b));
+        }
+    }
+    // Weight peaks per input channel, pooled over layers that share an input.
+    let shared =
+        |name: &str| name.rsplit_once('.').filter(|(p, _)| p.ends_with("attention.self")).map(|(p, _)| p.to_string());
+    let mut weight_peaks: BTreeMap<String, Vec<f32>> = BTreeMap::new();
+    for name in peaks.keys() {
+        let w = f32.file.tensor(&format!("{name}.weight"))?;
+        let (_, d_in) = w.shape().dims2()?;
+        let w = w.dequantize(&Device::Cpu)?.abs()?.max(0)?.to_vec1::<f32>()?;
+        let key = shared(name).unwrap_or_else(|| name.clone());
+        let e = weight_peaks.entry(key).or_insert_with(|| vec![0.0; d_in]);
+        e.iter_mut().zip(&w).for_each(|(a, b)| *a = a.max(*b));
+    }
+    Ok(peaks
+        .into_iter()
+        .map(|(name, x)| {
+            let w = &weight_peaks[&shared(&name).unwrap_or_else(|| name.clone())];
+            let s = x
+                .iter()
+                .zip(w)
+                .map(|(&x, &w)| {
+                    if x > 0.0 && w > 0.0 {
+                        ((x as f64).powf(alpha) / (w as f64).powf(1.0 - alpha)).clamp(1e-3, 1e3) as f32
+                    } else {
+                        1.0
+                    }
+                })
+                .collect();
+            (name, s)
+        })
+        .collect())
 }

@@ -121,6 +121,11 @@ impl TextTokenizer {
         self.inner.get_vocab_size(true)
     }
 
+    /// The id of a token of the vocabulary (`[MASK]`...), if it has it.
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
     /// The id of the padding token (`[PAD]`), 0 when the vocabulary has none.
     pub fn pad_id(&self) -> u32 {
         self.inner.token_to_id("[PAD]").unwrap_or(0)

@@ -5,7 +5,7 @@
 //! Tensor names mirror the Hugging Face checkpoint (`embeddings.*`,
 //! `encoder.layer.N.*`); the head adds `head.*`.
 
-use candle_core::{DType, Device, Result, Tensor};
+use candle_core::{D, DType, Device, Result, Tensor};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
@@ -65,6 +65,12 @@ pub trait Weights {
     fn is_8bit(&self, _name: &str) -> bool {
         false
     }
+
+    /// Whether a tensor `name` is there (optional tensors, such as a
+    /// linear layer's input smoothing).
+    fn has(&self, _name: &str) -> bool {
+        false
+    }
 }
 
 impl Weights for candle_nn::VarBuilder<'_> {
@@ -91,7 +97,23 @@ impl Linear {
             return Ok(Linear::Dense { weight, bias });
         }
         let flat = weight.flatten_all()?.to_vec1::<f32>()?;
-        Ok(Linear::Int8(std::sync::Arc::new(crate::int8::Int8Linear::new(&flat, bias.to_vec1::<f32>()?, d_out, d_in))))
+        // Calibrated at export for the int8 kernels only: f32 compute of the
+        // same weights has no use for it (it changes nothing in exact arithmetic).
+        let sname = smoothing_name(name);
+        let smooth = if w.has(&sname) { Some(w.get(&sname, &[d_in])?.to_vec1::<f32>()?) } else { None };
+        if let Some(s) = &smooth
+            && let Some(bad) = s.iter().find(|v| !(v.is_finite() && **v > 0.0))
+        {
+            candle_core::bail!("model file: {sname} holds {bad}, smoothing factors must be positive and finite");
+        }
+        let bias = bias.to_vec1::<f32>()?;
+        Ok(Linear::Int8(std::sync::Arc::new(crate::int8::Int8Linear::with_smoothing(
+            &flat,
+            bias,
+            d_out,
+            d_in,
+            smooth.as_deref(),
+        ))))
     }
 
     fn is_int8(&self) -> bool {
@@ -116,6 +138,12 @@ impl Linear {
             }
         }
     }
+}
+
+/// The optional tensor of a linear layer's per-input-channel smoothing
+/// factors (see [`crate::int8::Int8Linear::with_smoothing`]).
+pub fn smoothing_name(linear: &str) -> String {
+    format!("{linear}.input_smoothing")
 }
 
 /// Layer normalisation (fused on CPU, with its own backward: `fused.rs`).
@@ -219,6 +247,8 @@ struct Layer {
     output: Linear,
     out_norm: LayerNorm,
     heads: usize,
+    /// `encoder.layer.{i}`: where its tensors are in the file.
+    prefix: String,
 }
 
 impl Layer {
@@ -235,7 +265,30 @@ impl Layer {
             output: Linear::load(w, &format!("{p}.output.dense"), f, h)?,
             out_norm: LayerNorm::load(w, &format!("{p}.output.LayerNorm"), h, eps)?,
             heads: cfg.num_attention_heads,
+            prefix: p,
         })
+    }
+
+    /// The layer's output as [`Layer::forward`] computes it without dropout,
+    /// and each linear layer's input `[rows, d_in]` by name (query, key and
+    /// value share one).
+    fn forward_observed(&self, x: &Tensor, mask_bias: &Tensor) -> Result<(Tensor, Vec<(String, Tensor)>)> {
+        let p = &self.prefix;
+        let rows = |x: &Tensor| x.reshape(((), x.dim(D::Minus1)?));
+        let mut seen = Vec::new();
+        for n in ["query", "key", "value"] {
+            seen.push((format!("{p}.attention.self.{n}"), rows(x)?));
+        }
+        let (q, k, v) = (self.query.forward(x)?, self.key.forward(x)?, self.value.forward(x)?);
+        let ctx = crate::fused::attention(&q, &k, &v, mask_bias, self.heads)?;
+        seen.push((format!("{p}.attention.output.dense"), rows(&ctx)?));
+        let a = self.attn_out.forward(&ctx)?;
+        let x = self.attn_norm.forward(&(a + x)?)?;
+        seen.push((format!("{p}.intermediate.dense"), rows(&x)?));
+        let f = crate::fused::gelu(&self.intermediate.forward(&x)?)?;
+        seen.push((format!("{p}.output.dense"), rows(&f)?));
+        let f = self.output.forward(&f)?;
+        Ok((self.out_norm.forward(&(f + x)?)?, seen))
     }
 
     /// `mask_bias`: `[b, 1, 1, t]`, 0 for tokens and a large negative for padding.
@@ -290,9 +343,15 @@ impl Layer {
             candle_core::bail!("forward_8bit needs int8 query, key and value projections")
         };
         let shape = x.shape().clone();
-        // One quantized copy of the input feeds all three projections.
-        let xq = crate::int8::QuantizedRows::new(&flat(x.clone())?, b * t, x.dim(2)?);
-        let (q, k, v) = (q.forward_quantized(&xq), k.forward_quantized(&xq), v.forward_quantized(&xq));
+        // One quantized copy of the input feeds all three projections when
+        // they take it the same way (export smooths them alike).
+        let xs = flat(x.clone())?;
+        let xq = q.quantize(&xs, b * t);
+        let by = |l: &crate::int8::Int8Linear| {
+            if l.takes_inputs_as(q) { l.forward_quantized(&xq) } else { l.forward(&xs, b * t) }
+        };
+        let (k, v) = (by(k), by(v));
+        let q = q.forward_quantized(&xq);
         let ctx = crate::int8::attention(&q, &k, &v, &flat(mask_bias.clone())?, b, t, self.heads);
         let a = self.attn_out.forward(&Tensor::from_vec(ctx, shape, x.device())?)?;
         let x = self.attn_norm.forward(&(a + x)?)?;
@@ -332,6 +391,27 @@ impl Encoder {
             x = layer.forward(&x, &mask_bias, &mut dropout)?;
         }
         Ok(x)
+    }
+
+    /// For one text's token ids `[1, t]` (no padding), each linear layer's
+    /// input channels' largest magnitude over the tokens, by layer name:
+    /// what export calibrates the int8 kernels' input smoothing on.
+    pub fn linear_input_peaks(&self, ids: &Tensor) -> Result<Vec<(String, Vec<f32>)>> {
+        let (b, t) = ids.dims2()?;
+        if b != 1 {
+            candle_core::bail!("linear_input_peaks takes one text at a time, not {b}");
+        }
+        let mask_bias = Tensor::zeros((1, 1, 1, t), DType::F32, ids.device())?;
+        let mut x = self.embeddings.forward(ids)?;
+        let mut peaks = Vec::new();
+        for layer in &self.layers {
+            let (next, seen) = layer.forward_observed(&x, &mask_bias)?;
+            for (name, inputs) in seen {
+                peaks.push((name, inputs.abs()?.max(0)?.to_vec1::<f32>()?));
+            }
+            x = next;
+        }
+        Ok(peaks)
     }
 
     /// Mean of the hidden states over real (unmasked) tokens: `[b, hidden]`.
@@ -524,6 +604,75 @@ mod tests {
         let diff = (got - want).unwrap().abs().unwrap().broadcast_mul(&m).unwrap();
         let max = diff.flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
         assert!(max < 1e-4, "max abs difference {max}");
+    }
+
+    /// A tiny model's weights as a file of 8-bit matrices would give them,
+    /// with optional smoothing tensors.
+    struct Eight(HashMap<String, Tensor>);
+
+    impl Weights for Eight {
+        fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+            let t = self.0.get(name).ok_or_else(|| candle_core::Error::Msg(format!("missing {name}")))?;
+            t.reshape(shape)
+        }
+        fn is_8bit(&self, name: &str) -> bool {
+            name.starts_with("encoder.") && name.ends_with(".weight") && !name.contains("LayerNorm")
+        }
+        fn has(&self, name: &str) -> bool {
+            self.0.contains_key(name)
+        }
+    }
+
+    #[test]
+    fn linear_input_peaks_and_smoothing_factors_in_a_file() {
+        let (varmap, model, cfg) = tiny();
+        let ids = Tensor::new(&[[2u32, 7, 9, 11, 3]], &Device::Cpu).unwrap();
+        let peaks = model.encoder.linear_input_peaks(&ids).unwrap();
+        assert_eq!(peaks.len(), 6 * cfg.num_hidden_layers, "query, key, value, attention output, intermediate, output");
+        let get = |n: &str| &peaks.iter().find(|(name, _)| name == n).unwrap_or_else(|| panic!("no {n}")).1;
+        assert_eq!(get("encoder.layer.1.attention.self.query"), get("encoder.layer.1.attention.self.value"));
+        assert_eq!(get("encoder.layer.0.output.dense").len(), cfg.intermediate_size);
+        // The first layer's query input is the embeddings' output: its peak per channel.
+        let emb = model.encoder.embeddings.forward(&ids).unwrap().squeeze(0).unwrap();
+        let want = emb.abs().unwrap().max(0).unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(get("encoder.layer.0.attention.self.query"), &want);
+        assert!(peaks.iter().all(|(_, v)| v.iter().all(|x| x.is_finite() && *x >= 0.0)));
+
+        let tensors: HashMap<String, Tensor> =
+            varmap.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.as_tensor().copy().unwrap())).collect();
+        let mask = Tensor::ones((1, 5), DType::U32, &Device::Cpu).unwrap();
+        let pooled = |w: &Eight| -> Result<Vec<f32>> {
+            let m = PriceModel::load(w, &cfg)?;
+            m.encoder.pooled(&ids, &mask, None)?.flatten_all()?.to_vec1::<f32>()
+        };
+        let plain = pooled(&Eight(tensors.clone())).unwrap();
+        // Factors of one: the same bits as no smoothing.
+        let mut ones = tensors.clone();
+        for (name, v) in &peaks {
+            ones.insert(smoothing_name(name), Tensor::ones(v.len(), DType::F32, &Device::Cpu).unwrap());
+        }
+        assert_eq!(pooled(&Eight(ones.clone())).unwrap(), plain);
+        // Calibrated factors: a different product in int8, the same in exact arithmetic.
+        let mut calibrated = tensors.clone();
+        for (name, v) in &peaks {
+            let s: Vec<f32> = v.iter().map(|x| x.max(1e-3).sqrt()).collect();
+            calibrated.insert(smoothing_name(name), Tensor::new(s, &Device::Cpu).unwrap());
+        }
+        let got = pooled(&Eight(calibrated)).unwrap();
+        assert_ne!(got, plain);
+        let dense = model.encoder.pooled(&ids, &mask, None).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let gap = |a: &[f32]| a.iter().zip(&dense).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        assert!(gap(&got) < 0.1 && gap(&plain) < 0.1, "smoothed {} plain {}", gap(&got), gap(&plain));
+        // A factor that is not positive and finite is a clear error naming the tensor.
+        for bad in [0.0, f32::NAN, -1.0] {
+            let mut b = ones.clone();
+            let name = smoothing_name("encoder.layer.0.intermediate.dense");
+            let mut v = vec![1f32; cfg.hidden_size];
+            v[3] = bad;
+            b.insert(name.clone(), Tensor::new(v, &Device::Cpu).unwrap());
+            let err = pooled(&Eight(b)).unwrap_err().to_string();
+            assert!(err.contains(&name) && err.contains("positive and finite"), "{err}");
+        }
     }
 
     #[test]

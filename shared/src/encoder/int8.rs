@@ -39,6 +39,10 @@ pub struct Int8Linear {
     weight_sum: Vec<i32>,
     scale: Vec<f32>,
     bias: Vec<f32>,
+    /// Per-channel smoothing: each input channel is multiplied by this before
+    /// it is quantized (and the weights' column by its inverse), so that a
+    /// few channels of large values no longer set the whole row's step.
+    input_mul: Option<Vec<f32>>,
     inp: usize,
     width: usize,
     out: usize,
@@ -210,14 +214,30 @@ pub struct QuantizedRows {
 impl QuantizedRows {
     /// `x`: `rows x inp`, row-major.
     pub fn new(x: &[f32], rows: usize, inp: usize) -> QuantizedRows {
+        Self::smoothed(x, rows, inp, None)
+    }
+
+    /// `x` with channel `j` multiplied by `mul[j]` (when given) before it is
+    /// quantized: an IEEE product per value, the same bits on every build.
+    fn smoothed(x: &[f32], rows: usize, inp: usize, mul: Option<&[f32]>) -> QuantizedRows {
         assert_eq!(x.len(), rows * inp, "input is not rows x inp");
         let width = inp.div_ceil(STEP) * STEP;
         // Padding is zero in the weights, so whatever it holds here adds nothing.
         let mut q: Vec<Input> = vec![0; rows * width];
+        let mut scaled = vec![0f32; if mul.is_some() { inp } else { 0 }];
         let (scale, zero) = if inp == 0 {
             (vec![0.0; rows], vec![0; rows])
         } else {
-            x.chunks_exact(inp).zip(q.chunks_exact_mut(width)).map(|(r, d)| quantize_input(r, &mut d[..inp])).unzip()
+            x.chunks_exact(inp)
+                .zip(q.chunks_exact_mut(width))
+                .map(|(r, d)| match mul {
+                    Some(m) => {
+                        scaled.iter_mut().zip(r.iter().zip(m)).for_each(|(s, (v, m))| *s = v * m);
+                        quantize_input(&scaled, &mut d[..inp])
+                    }
+                    None => quantize_input(r, &mut d[..inp]),
+                })
+                .unzip()
         };
         QuantizedRows { q, scale, zero, inp, rows }
     }
@@ -226,8 +246,35 @@ impl QuantizedRows {
 impl Int8Linear {
     /// From an f32 weight matrix (`out x inp`, row-major) and bias.
     pub fn new(weight: &[f32], bias: Vec<f32>, out: usize, inp: usize) -> Int8Linear {
+        Self::with_smoothing(weight, bias, out, inp, None)
+    }
+
+    /// As [`Int8Linear::new`], with input channel `j` divided by `smooth[j]`
+    /// and the weights' column `j` multiplied by it (SmoothQuant): the same
+    /// product in exact arithmetic, and channels whose values dwarf the
+    /// others' no longer cost those their precision. `smooth` comes from
+    /// calibration at export (`pricer smooth`); values must be positive and finite.
+    pub fn with_smoothing(
+        weight: &[f32],
+        bias: Vec<f32>,
+        out: usize,
+        inp: usize,
+        smooth: Option<&[f32]>,
+    ) -> Int8Linear {
         assert_eq!(weight.len(), out * inp, "weight is not out x inp");
         assert_eq!(bias.len(), out, "one bias per output");
+        if let Some(s) = smooth {
+            assert_eq!(s.len(), inp, "one smoothing factor per input channel");
+            assert!(s.iter().all(|v| v.is_finite() && *v > 0.0), "smoothing factors must be positive and finite");
+        }
+        let scaled: Vec<f32>;
+        let weight = match smooth {
+            Some(s) => {
+                scaled = weight.chunks_exact(inp.max(1)).flat_map(|r| r.iter().zip(s).map(|(w, s)| w * s)).collect();
+                &scaled[..]
+            }
+            None => weight,
+        };
         let width = inp.div_ceil(STEP) * STEP;
         let mut q: Vec<Weight> = vec![0; out * width];
         let scale =
@@ -240,16 +287,28 @@ impl Int8Linear {
         scale.resize(padded, 0.0);
         weight_sum.resize(padded, 0);
         bias.resize(padded, 0.0);
-        Int8Linear { weight: q, weight_sum, scale, bias, inp, width, out }
+        let input_mul = smooth.map(|s| s.iter().map(|v| 1.0 / v).collect());
+        Int8Linear { weight: q, weight_sum, scale, bias, input_mul, inp, width, out }
     }
 
     pub fn out_features(&self) -> usize {
         self.out
     }
 
+    /// `x` (`rows x inp`, row-major) quantized as this layer takes its
+    /// inputs; layers that [`Int8Linear::takes_inputs_as`] each other can share it.
+    pub fn quantize(&self, x: &[f32], rows: usize) -> QuantizedRows {
+        QuantizedRows::smoothed(x, rows, self.inp, self.input_mul.as_deref())
+    }
+
+    /// Whether `other` quantizes its inputs the same way (width and smoothing).
+    pub fn takes_inputs_as(&self, other: &Int8Linear) -> bool {
+        self.inp == other.inp && self.input_mul == other.input_mul
+    }
+
     /// `x` (`rows x inp`, row-major) times the weights, plus the bias.
     pub fn forward(&self, x: &[f32], rows: usize) -> Vec<f32> {
-        self.forward_quantized(&QuantizedRows::new(x, rows, self.inp))
+        self.forward_quantized(&self.quantize(x, rows))
     }
 
     /// Quantized input rows times the weights, plus the bias. Natively, rows
@@ -665,6 +724,40 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn smoothing_an_outlier_channel_gives_the_other_channels_their_precision() {
+        // A transformer's fixed outlier channels: two input channels 30x the rest.
+        let (rows, inp, out) = (16, 384, 32);
+        let (w, b) = (data(out * inp, 11), data(out, 12));
+        let mut x = data(rows * inp, 13);
+        for r in 0..rows {
+            x[r * inp + 99] *= 30.0;
+            x[r * inp + 157] = 25.0 + r as f32;
+        }
+        let exact: Vec<f32> = (0..rows * out)
+            .map(|i| (0..inp).map(|k| x[i / out * inp + k] * w[i % out * inp + k]).sum::<f32>() + b[i % out])
+            .collect();
+        let err = |y: Vec<f32>| y.iter().zip(&exact).map(|(a, e)| (a - e).abs()).sum::<f32>() / y.len() as f32;
+        let plain = err(Int8Linear::new(&w, b.clone(), out, inp).forward(&x, rows));
+        // SmoothQuant's factors with alpha 0.5: sqrt(input peak / weight peak).
+        let smooth: Vec<f32> = (0..inp)
+            .map(|k| {
+                let xp = (0..rows).map(|r| x[r * inp + k].abs()).fold(0f32, f32::max);
+                let wp = (0..out).map(|o| w[o * inp + k].abs()).fold(0f32, f32::max);
+                (xp / wp).sqrt()
+            })
+            .collect();
+        let lin = Int8Linear::with_smoothing(&w, b.clone(), out, inp, Some(&smooth));
+        let smoothed = err(lin.forward(&x, rows));
+        assert!(smoothed < plain / 3.0, "mean error {smoothed} smoothed vs {plain} plain");
+        // Factors of 1 change nothing; a layer quantizes its own inputs and
+        // shares them only with layers that take them the same way.
+        let ones = Int8Linear::with_smoothing(&w, b.clone(), out, inp, Some(&vec![1.0; inp]));
+        assert_eq!(ones.forward(&x, rows), Int8Linear::new(&w, b.clone(), out, inp).forward(&x, rows));
+        assert_eq!(lin.forward_quantized(&lin.quantize(&x, rows)), lin.forward(&x, rows));
+        assert!(!lin.takes_inputs_as(&ones) && lin.takes_inputs_as(&lin.clone()));
     }
 
     #[test]

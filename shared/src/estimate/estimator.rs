@@ -436,7 +436,8 @@ impl Estimator {
         Ok(Estimator { kind, prep, predictor, log_range, file })
     }
 
-    pub(crate) fn neural(&self) -> Option<&NeuralPricer> {
+    /// The fine-tuned encoder and price head, when the model has one.
+    pub fn neural(&self) -> Option<&NeuralPricer> {
         match &self.predictor {
             Predictor::Neural(n) => Some(n),
             Predictor::Stack(s) => s.neural.as_ref(),

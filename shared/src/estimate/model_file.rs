@@ -308,6 +308,10 @@ impl crate::bert::Weights for ModelFile {
     fn is_8bit(&self, name: &str) -> bool {
         self.tensors.get(name).is_some_and(|t| t.dtype() == candle_core::quantized::GgmlDType::Q8_0)
     }
+
+    fn has(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
 }
 
 #[cfg(test)]

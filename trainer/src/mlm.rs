@@ -1,0 +1,584 @@
+//! `pricer mlm`: domain-adaptive masked-language-model training. The
+//! encoder reads every product text there is, priced or not, learning to
+//! fill in masked words, before `pricer train --kind minilm` teaches it
+//! prices. The output is a base model folder like the one it started from.
+//!
+//! MiniLM's checkpoint has no MLM head: the decoder is tied to the word
+//! embeddings (as BERT's is), with a new output bias, and the transform
+//! (dense, GELU, layer norm) starts as the identity, so that from the first
+//! step the logits are the hidden states' dot products with the words.
+
+use crate::data::{for_each_product, write_atomic};
+use crate::finetune::{
+    CHECKPOINT, RunState, bucketed_batches, device, load_base, load_checkpoint, mix, save_checkpoint, save_tensors,
+};
+use crate::optim::{AdamW, grad_norm, lr_at};
+use anyhow::{Context, Result, bail};
+use candle_core::{DType, Device, Tensor};
+use pricer::Product;
+use pricer::bert::{Config, Dropout, Encoder, LayerNorm, TrainableWeights, Weights, batch_tensors};
+use pricer::text::{Budget, model_input};
+use pricer::tokenizer::{TextTokenizer, Tokens};
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(clap::Args, Debug, Clone, Serialize, Deserialize)]
+pub struct MlmArgs {
+    /// The base model folder (config.json, model.safetensors, tokenizer.json).
+    #[arg(long)]
+    pub base: PathBuf,
+    /// Text sources: a `curate` directory (its train split; the titles of its
+    /// validation and test splits are kept out of every source), product
+    /// files of any format `curate` reads, or `{"title", "full"}` lines
+    /// without prices (`unpriced-22k.jsonl.gz`). Gzip is read as it is.
+    #[arg(long, num_args = 1.., required = true)]
+    pub texts: Vec<PathBuf>,
+    /// The model folder to write: the adapted encoder, for `pricer train --base`.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 1)]
+    pub epochs: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 5e-5)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// Token budget of a text (special tokens not counted), as in fine-tuning.
+    #[arg(long, default_value_t = 128)]
+    pub max_tokens: usize,
+    /// Share of each text's tokens masked (80% [MASK], 10% a random word, 10% kept).
+    #[arg(long, default_value_t = 0.15)]
+    pub mask: f64,
+    /// Share of steps warming the learning rate up.
+    #[arg(long, default_value_t = 0.06)]
+    pub warmup: f64,
+    #[arg(long, default_value_t = 0.01)]
+    pub weight_decay: f64,
+    #[arg(long, default_value_t = 1.0)]
+    pub clip: f64,
+    /// Share of the texts held out to measure the masked-word loss.
+    #[arg(long, default_value_t = 0.02)]
+    pub holdout: f64,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// cpu or cuda (a build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Write a checkpoint every N steps (0: only at epoch ends).
+    #[arg(long, default_value_t = 100)]
+    pub checkpoint_every: usize,
+    /// Continue the interrupted run in --out (the other arguments are the saved ones).
+    #[arg(long)]
+    pub resume: bool,
+}
+
+/// `mlm.json` in the output folder: the arguments and where the run stands.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct MlmRun {
+    args: MlmArgs,
+    state: RunState,
+    /// Held-out masked-word loss and accuracy before training and after each epoch.
+    held_out: Vec<HeldOut>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct HeldOut {
+    epoch: usize,
+    loss: f64,
+    accuracy: f64,
+}
+
+const RUN: &str = "mlm.json";
+/// Special tokens and unused slots sit below this id in BERT's vocabulary;
+/// random replacements are drawn from the words above it.
+const FIRST_WORD: u32 = 999;
+
+/// Texts for the encoder to read: each source's model inputs, without the
+/// texts (by title) of any validation or test split given.
+pub fn read_texts(sources: &[PathBuf], tok: &TextTokenizer, max_tokens: usize) -> Result<Vec<String>> {
+    let mut kept_out: HashSet<String> = HashSet::new();
+    let mut files = Vec::new();
+    for s in sources {
+        if s.is_dir() {
+            let train = s.join("train.jsonl");
+            if !train.exists() {
+                bail!("{} is a folder without train.jsonl (not a curate directory)", s.display());
+            }
+            for entry in std::fs::read_dir(s)? {
+                let p = entry?.path();
+                let name = p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+                if (name.starts_with("validation") || name.starts_with("test")) && name.ends_with(".jsonl") {
+                    for_each_product(&p, false, &mut Default::default(), |prod, _| {
+                        kept_out.insert(prod.title.to_lowercase());
+                        Ok(())
+                    })?;
+                }
+            }
+            files.push(train);
+        } else {
+            files.push(s.clone());
+        }
+    }
+    let mut texts = Vec::new();
+    let mut seen = HashSet::new();
+    let budget = Budget::Tokens(tok, max_tokens);
+    for f in &files {
+        let (mut kept, mut skipped) = (0usize, 0usize);
+        let mut take = |p: Product| -> Result<()> {
+            if kept_out.contains(&p.title.to_lowercase()) {
+                skipped += 1;
+                return Ok(());
+            }
+            match model_input(&p, budget) {
+                Ok(t) if seen.insert(t.clone()) => {
+                    texts.push(t);
+                    kept += 1;
+                }
+                _ => skipped += 1,
+            }
+            Ok(())
+        };
+        if is_unpriced_texts(f)? {
+            for p in read_unpriced(f)? {
+                take(p)?;
+            }
+        } else {
+            for_each_product(f, false, &mut Default::default(), |p, _| take(p))?;
+        }
+        println!("{}: {kept} texts ({skipped} left out: duplicates, held-out titles, empty)", f.display());
+    }
+    Ok(texts)
+}
+
+fn open_text(path: &Path) -> Result<Box<dyn BufRead>> {
+    let mut file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut magic = [0u8; 2];
+    let n = file.read(&mut magic)?;
+    let file = std::fs::File::open(path)?;
+    Ok(if n == 2 && magic == [0x1f, 0x8b] {
+        Box::new(BufReader::new(flate2::read::MultiGzDecoder::new(file)))
+    } else {
+        Box::new(BufReader::new(file))
+    })
+}
+
+/// Whether the file's first record is a `{"title", "full"}` line.
+fn is_unpriced_texts(path: &Path) -> Result<bool> {
+    let mut first = String::new();
+    open_text(path)?.read_line(&mut first)?;
+    let v: Option<serde_json::Value> = serde_json::from_str(first.trim()).ok();
+    Ok(v.is_some_and(|v| v.get("full").is_some_and(|f| f.is_string()) && v.get("title").is_some()))
+}
+
+/// `{"title", "full"}` lines: `full` is the title, then the description,
+/// features and details as text, a line each; they become the product's
+/// description, so preparation scrubs and cuts them as any other text.
+fn read_unpriced(path: &Path) -> Result<Vec<Product>> {
+    let mut out = Vec::new();
+    for (i, line) in open_text(path)?.lines().enumerate() {
+        let line = line.with_context(|| format!("{}:{}: unreadable", path.display(), i + 1))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+            eprintln!("{}:{}: not JSON; skipped", path.display(), i + 1);
+            continue;
+        };
+        let (Some(title), Some(full)) = (v["title"].as_str(), v["full"].as_str()) else {
+            eprintln!("{}:{}: no title or full text; skipped", path.display(), i + 1);
+            continue;
+        };
+        let body: Vec<String> = full.lines().skip(1).map(str::to_string).collect();
+        out.push(Product { title: title.to_string(), description: body, ..Default::default() });
+    }
+    Ok(out)
+}
+
+/// BERT's masking of one text (`[CLS] ... [SEP]`): `share` of the tokens
+/// between the special ones (at least one) are chosen; 80% of those become
+/// `[MASK]`, 10% a random word, 10% stay. Returns the input ids, and the
+/// chosen positions with their original ids (what the loss predicts).
+pub fn mask_tokens(
+    ids: &[u32],
+    share: f64,
+    mask_id: u32,
+    vocab: u32,
+    rng: &mut impl Rng,
+) -> (Vec<u32>, Vec<(usize, u32)>) {
+    let mut input = ids.to_vec();
+    if ids.len() < 3 {
+        return (input, Vec::new());
+    }
+    let mut inner: Vec<usize> = (1..ids.len() - 1).collect();
+    let n = ((share * inner.len() as f64).round() as usize).clamp(1, inner.len());
+    // A partial Fisher-Yates shuffle: the first n are the chosen positions.
+    for i in 0..n {
+        let j = rng.random_range(i..inner.len());
+        inner.swap(i, j);
+    }
+    let mut chosen: Vec<(usize, u32)> = inner[..n].iter().map(|&p| (p, ids[p])).collect();
+    chosen.sort_unstable();
+    for &(p, _) in &chosen {
+        let r: f64 = rng.random();
+        if r < 0.8 {
+            input[p] = mask_id;
+        } else if r < 0.9 && vocab > FIRST_WORD {
+            input[p] = rng.random_range(FIRST_WORD..vocab);
+        }
+    }
+    (input, chosen)
+}
+
+/// The MLM head over the encoder's hidden states, HF `BertForMaskedLM`
+/// names: `cls.predictions.transform.{dense,LayerNorm}`, `cls.predictions.bias`;
+/// the decoder is the word embedding matrix.
+pub struct MlmHead {
+    dense_w: Tensor,
+    dense_b: Tensor,
+    norm: LayerNorm,
+    decoder: Tensor,
+    bias: Tensor,
+}
+
+impl MlmHead {
+    pub fn load(w: &dyn Weights, cfg: &Config) -> candle_core::Result<Self> {
+        let h = cfg.hidden_size;
+        Ok(Self {
+            dense_w: w.get("cls.predictions.transform.dense.weight", &[h, h])?,
+            dense_b: w.get("cls.predictions.transform.dense.bias", &[h])?,
+            norm: LayerNorm::load(w, "cls.predictions.transform.LayerNorm", h, cfg.layer_norm_eps)?,
+            decoder: w.get("embeddings.word_embeddings.weight", &[cfg.vocab_size, h])?,
+            bias: w.get("cls.predictions.bias", &[cfg.vocab_size])?,
+        })
+    }
+
+    /// The head's starting values: the transform is the identity, the bias zero.
+    pub fn initial(cfg: &Config, dev: &Device) -> candle_core::Result<HashMap<String, Tensor>> {
+        let h = cfg.hidden_size;
+        let p = "cls.predictions";
+        Ok(HashMap::from([
+            (format!("{p}.transform.dense.weight"), Tensor::eye(h, DType::F32, dev)?),
+            (format!("{p}.transform.dense.bias"), Tensor::zeros(h, DType::F32, dev)?),
+            (format!("{p}.transform.LayerNorm.weight"), Tensor::ones(h, DType::F32, dev)?),
+            (format!("{p}.transform.LayerNorm.bias"), Tensor::zeros(h, DType::F32, dev)?),
+            (format!("{p}.bias"), Tensor::zeros(cfg.vocab_size, DType::F32, dev)?),
+        ]))
+    }
+
+    /// Vocabulary logits `[m, vocab]` of hidden states `[m, hidden]`.
+    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let x = x.matmul(&self.dense_w.t()?)?.broadcast_add(&self.dense_b)?.gelu_erf()?;
+        let x = self.norm.forward(&x)?;
+        x.matmul(&self.decoder.t()?)?.broadcast_add(&self.bias)
+    }
+}
+
+/// One batch's masked-word loss (mean cross-entropy over the masked
+/// positions) and how many of them the top logit gets right.
+fn batch_loss(
+    encoder: &Encoder,
+    head: &MlmHead,
+    masked: &[(Tokens, Vec<(usize, u32)>)],
+    pad: u32,
+    dropout: Option<&mut Dropout>,
+    dev: &Device,
+) -> Result<(Tensor, usize, usize)> {
+    let rows: Vec<Tokens> = masked.iter().map(|(t, _)| t.clone()).collect();
+    let (ids, mask) = batch_tensors(&rows, pad, dev)?;
+    let (b, t) = ids.dims2()?;
+    let hidden = encoder.hidden(&ids, &mask, dropout)?.reshape((b * t, ()))?;
+    let (mut at, mut labels) = (Vec::new(), Vec::new());
+    for (r, (_, chosen)) in masked.iter().enumerate() {
+        for &(p, id) in chosen {
+            at.push((r * t + p) as u32);
+            labels.push(id);
+        }
+    }
+    let n = labels.len();
+    let picked = hidden.index_select(&Tensor::from_vec(at, n, dev)?, 0)?;
+    let logits = head.forward(&picked)?;
+    let labels = Tensor::from_vec(labels, n, dev)?;
+    let loss = candle_nn::loss::cross_entropy(&logits, &labels)?;
+    let right = logits.argmax(1)?.eq(&labels)?.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()? as usize;
+    Ok((loss, right, n))
+}
+
+fn masked_rows(rows: &[&Tokens], share: f64, mask_id: u32, vocab: u32, seed: u64) -> Vec<(Tokens, Vec<(usize, u32)>)> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    rows.iter()
+        .map(|t| {
+            let (ids, chosen) = mask_tokens(&t.ids, share, mask_id, vocab, &mut rng);
+            (Tokens { ids, mask: t.mask.clone() }, chosen)
+        })
+        .collect()
+}
+
+/// Held-out loss and accuracy, each text masked the same way every time.
+fn held_out(
+    encoder: &Encoder,
+    head: &MlmHead,
+    texts: &[Tokens],
+    args: &MlmArgs,
+    (mask_id, vocab, pad): (u32, u32, u32),
+    dev: &Device,
+) -> Result<(f64, f64)> {
+    let (mut sum, mut right, mut n) = (0.0, 0usize, 0usize);
+    for (i, chunk) in texts.chunks(args.batch.max(1)).enumerate() {
+        let rows: Vec<&Tokens> = chunk.iter().collect();
+        let masked = masked_rows(&rows, args.mask, mask_id, vocab, mix(args.seed ^ 0x5eed, i as u64));
+        let (loss, r, m) = batch_loss(encoder, head, &masked, pad, None, dev)?;
+        sum += loss.to_scalar::<f32>()? as f64 * m as f64;
+        right += r;
+        n += m;
+    }
+    Ok((sum / n.max(1) as f64, right as f64 / n.max(1) as f64))
+}
+
+pub fn run(args: &MlmArgs) -> Result<()> {
+    let run_path = args.out.join(RUN);
+    let (args, mut run) = if args.resume {
+        let saved: MlmRun = serde_json::from_slice(
+            &std::fs::read(&run_path)
+                .with_context(|| format!("cannot read {} (nothing to resume)", run_path.display()))?,
+        )
+        .with_context(|| format!("{} is damaged", run_path.display()))?;
+        if saved.state.done {
+            println!("{} already finished; nothing to resume", args.out.display());
+            return Ok(());
+        }
+        (saved.args.clone(), Some(saved))
+    } else {
+        if run_path.exists() {
+            bail!(
+                "{} already holds an MLM run: continue it with --resume, or choose another --out",
+                args.out.display()
+            );
+        }
+        (args.clone(), None)
+    };
+    if !(args.mask > 0.0 && args.mask < 1.0) {
+        bail!("--mask {}: a share between 0 and 1", args.mask);
+    }
+    if args.batch == 0 || args.epochs == 0 {
+        bail!("--batch and --epochs must be at least 1");
+    }
+    let dev = device(&args.device)?;
+    let (cfg, mut pretrained, tok) = load_base(&args.base)?;
+    let mask_id = tok.token_id("[MASK]").context("the tokenizer has no [MASK] token")?;
+    let (vocab, pad) = (cfg.vocab_size as u32, tok.pad_id());
+    let texts = read_texts(&args.texts, &tok, args.max_tokens)?;
+    let max_len = (args.max_tokens + 2).min(cfg.max_position_embeddings);
+    let tokens: Vec<Tokens> = texts.iter().map(|t| tok.encode(t, max_len)).collect::<Result<_, _>>()?;
+    // Held out by a seeded hash of the text: the same texts whatever the order of the sources.
+    let hold = |t: &String| {
+        let h = t.bytes().fold(args.seed ^ 0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+        (mix(h, 0) % 10_000) as f64 / 10_000.0 < args.holdout
+    };
+    let (mut train, mut val) = (Vec::new(), Vec::new());
+    for (t, text) in tokens.into_iter().zip(&texts) {
+        if hold(text) { val.push(t) } else { train.push(t) }
+    }
+    if train.is_empty() {
+        bail!("no text to train on in {:?}", args.texts);
+    }
+
+    for (k, v) in MlmHead::initial(&cfg, &Device::Cpu)? {
+        pretrained.entry(k).or_insert(v);
+    }
+    let varmap = candle_nn::VarMap::new();
+    let (encoder, head) = {
+        let w = TrainableWeights::new(&varmap, pretrained, args.seed, &dev);
+        (Encoder::load(&w, &cfg)?, MlmHead::load(&w, &cfg)?)
+    };
+    let named: Vec<(String, candle_core::Var)> = {
+        let data = varmap.data().lock().map_err(|_| anyhow::anyhow!("varmap lock"))?;
+        data.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    };
+    let mut opt = AdamW::new(named, args.weight_decay)?;
+    std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
+    let ckpt = args.out.join(CHECKPOINT);
+    let ids = (mask_id, vocab, pad);
+    let mut run = match run.take() {
+        Some(mut r) => {
+            r.state = load_checkpoint(&ckpt, &varmap, &mut opt, &dev)?;
+            let s = &r.state;
+            println!(
+                "resuming {} at epoch {}, batch {} (step {})",
+                args.out.display(),
+                s.epoch + 1,
+                s.batch_in_epoch,
+                s.step
+            );
+            r
+        }
+        None => {
+            let (loss, acc) = held_out(&encoder, &head, &val, &args, ids, &dev)?;
+            println!("held-out masked words before training: loss {loss:.4}, {:.1}% right", 100.0 * acc);
+            MlmRun {
+                args: args.clone(),
+                state: RunState::default(),
+                held_out: vec![HeldOut { epoch: 0, loss, accuracy: acc }],
+            }
+        }
+    };
+    let lengths: Vec<usize> = train.iter().map(|t| t.ids.len()).collect();
+    let n_batches = bucketed_batches(&lengths, args.batch, args.seed, 0).len();
+    let total = n_batches * args.epochs;
+    let warmup = (total as f64 * args.warmup).round() as usize;
+    println!(
+        "masked-word training on {} ({} texts, {} held out), {} epochs of {} batches of {}, lr {}, {} tokens max",
+        args.device,
+        train.len(),
+        val.len(),
+        args.epochs,
+        n_batches,
+        args.batch,
+        args.lr,
+        max_len
+    );
+    let save_run = |run: &MlmRun| write_atomic(&run_path, &serde_json::to_vec_pretty(run).expect("serializable"));
+    save_run(&run)?;
+    let p_drop = cfg.hidden_dropout_prob as f32;
+    while run.state.epoch < args.epochs {
+        let epoch = run.state.epoch;
+        let batches = bucketed_batches(&lengths, args.batch, args.seed, epoch as u64);
+        let start = Instant::now();
+        let mut seen = 0usize;
+        for (bi, idx) in batches.iter().enumerate().skip(run.state.batch_in_epoch) {
+            let state = &mut run.state;
+            let rows: Vec<&Tokens> = idx.iter().map(|&i| &train[i]).collect();
+            let masked = masked_rows(&rows, args.mask, mask_id, vocab, mix(args.seed, state.step as u64));
+            let mut dropout = Dropout::new(p_drop, mix(args.seed ^ 1, state.step as u64));
+            let (loss, _, _) = batch_loss(&encoder, &head, &masked, pad, Some(&mut dropout), &dev)?;
+            let grads = loss.backward()?;
+            let norm = grad_norm(&grads, &opt.vars)?;
+            opt.step(
+                &grads,
+                lr_at(state.step, total, warmup, args.lr),
+                if norm > args.clip { args.clip / norm } else { 1.0 },
+            )?;
+            state.step += 1;
+            state.batch_in_epoch = bi + 1;
+            state.loss_sum += loss.to_scalar::<f32>()? as f64;
+            state.loss_count += 1;
+            seen += idx.len();
+            if state.batch_in_epoch.is_multiple_of(20) {
+                let rate = seen as f64 / start.elapsed().as_secs_f64().max(1e-9);
+                let loss = state.loss_sum / state.loss_count as f64;
+                println!(
+                    "epoch {}/{} batch {}/{} loss {loss:.4} | {rate:.1} texts/s",
+                    epoch + 1,
+                    args.epochs,
+                    bi + 1,
+                    batches.len()
+                );
+            }
+            if args.checkpoint_every > 0 && state.step.is_multiple_of(args.checkpoint_every) {
+                state.adam_t = opt.t;
+                save_checkpoint(&ckpt, &varmap, &opt, state)?;
+                save_run(&run)?;
+            }
+        }
+        let (loss, acc) = held_out(&encoder, &head, &val, &args, ids, &dev)?;
+        println!(
+            "epoch {}/{}: held-out masked words: loss {loss:.4}, {:.1}% right",
+            epoch + 1,
+            args.epochs,
+            100.0 * acc
+        );
+        run.held_out.push(HeldOut { epoch: epoch + 1, loss, accuracy: acc });
+        let state = &mut run.state;
+        state.epoch += 1;
+        state.batch_in_epoch = 0;
+        state.loss_sum = 0.0;
+        state.loss_count = 0;
+        state.done = state.epoch >= args.epochs;
+        state.adam_t = opt.t;
+        save_encoder(&args, &varmap)?;
+        save_checkpoint(&ckpt, &varmap, &opt, state)?;
+        save_run(&run)?;
+    }
+    println!("done: the adapted encoder is in {} (use it as pricer train --base)", args.out.display());
+    Ok(())
+}
+
+/// The encoder's weights (the MLM head left out) as a base model folder:
+/// `model.safetensors`, and the base's `config.json` and `tokenizer.json`.
+fn save_encoder(args: &MlmArgs, varmap: &candle_nn::VarMap) -> Result<()> {
+    let data = varmap.data().lock().map_err(|_| anyhow::anyhow!("varmap lock"))?;
+    let tensors: HashMap<String, Tensor> = data
+        .iter()
+        .filter(|(k, _)| !k.starts_with("cls."))
+        .map(|(k, v)| Ok((k.clone(), v.as_tensor().to_device(&Device::Cpu)?)))
+        .collect::<Result<_>>()?;
+    save_tensors(&args.out.join("model.safetensors"), &tensors)?;
+    for f in ["config.json", "tokenizer.json"] {
+        let bytes =
+            std::fs::read(args.base.join(f)).with_context(|| format!("cannot read {}", args.base.join(f).display()))?;
+        write_atomic(&args.out.join(f), &bytes)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masking_follows_bert_and_never_touches_special_tokens() {
+        let ids: Vec<u32> =
+            std::iter::once(101).chain((0..200).map(|i| 2000 + i)).chain(std::iter::once(102)).collect();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let (mut masked, mut random, mut kept, mut total) = (0, 0, 0, 0);
+        for _ in 0..50 {
+            let (input, chosen) = mask_tokens(&ids, 0.15, 103, 30522, &mut rng);
+            assert_eq!(chosen.len(), 30, "15% of 200");
+            assert_eq!((input[0], input[201]), (101, 102));
+            for (p, orig) in chosen {
+                assert!((1..=200).contains(&p) && orig == ids[p]);
+                match input[p] {
+                    103 => masked += 1,
+                    v if v == orig => kept += 1,
+                    v => {
+                        assert!(v >= FIRST_WORD);
+                        random += 1
+                    }
+                }
+                total += 1;
+            }
+            // Unchosen positions are untouched.
+            let changed = input.iter().zip(&ids).filter(|(a, b)| a != b).count();
+            assert!(changed <= 30);
+        }
+        let share = |n: i32| n as f64 / total as f64;
+        assert!((share(masked) - 0.8).abs() < 0.04 && (share(random) - 0.1).abs() < 0.03, "{masked} {random} {kept}");
+        // A text of one word still gets one masked; no room at all, none.
+        let (_, chosen) = mask_tokens(&[101, 2000, 102], 0.15, 103, 30522, &mut rng);
+        assert_eq!(chosen, vec![(1, 2000)]);
+        assert!(mask_tokens(&[101, 102], 0.15, 103, 30522, &mut rng).1.is_empty());
+    }
+
+    #[test]
+    fn an_identity_head_ranks_a_word_s_own_embedding_first() {
+        // With the transform at the identity and a zero bias, a hidden state
+        // equal to a word's embedding scores that word highest (words 0..32
+        // along the axes, the rest small).
+        let cfg = Config::tiny(50);
+        let h = cfg.hidden_size;
+        let varmap = candle_nn::VarMap::new();
+        let mut init = MlmHead::initial(&cfg, &Device::Cpu).unwrap();
+        let axes = (Tensor::eye(h, DType::F32, &Device::Cpu).unwrap() * 3.0).unwrap();
+        let small = (Tensor::randn(0f32, 1.0, (50 - h, h), &Device::Cpu).unwrap() * 0.1).unwrap();
+        let emb = Tensor::cat(&[axes, small], 0).unwrap();
+        init.insert("embeddings.word_embeddings.weight".into(), emb.clone());
+        let w = TrainableWeights::new(&varmap, init, 1, &Device::Cpu);
+        let head = MlmHead::load(&w, &cfg).unwrap();
+        let rows = emb.narrow(0, 10, 5).unwrap();
+        let best = head.forward(&rows).unwrap().argmax(1).unwrap().to_vec1::<u32>().unwrap();
+        assert_eq!(best, vec![10, 11, 12, 13, 14]);
+    }
+}
