@@ -130,7 +130,6 @@ fn train_kill_resume_export_eval_predict() {
     let f32_path = s.root.join("f32.gguf");
     let out = pricer_ok(&["export", full.to_str().unwrap(), "--quant", "q8_0", "--out", q8.to_str().unwrap()]);
     assert!(out.contains("vs f32 estimates"), "{out}");
-    assert!(out.contains("int8 input smoothing: alpha 0.5, calibrated on "), "{out}");
     pricer_ok(&["export", full.to_str().unwrap(), "--quant", "f32", "--out", f32_path.to_str().unwrap()]);
     let test = s.data.join("test.jsonl");
     let eval = |m: &Path| -> Value {
@@ -174,13 +173,18 @@ fn train_kill_resume_export_eval_predict() {
     assert!(out.contains("30 products: 8-bit kernels vs f32 on the same weights: mean "), "{out}");
     let out = pricer(&["quant-error", "--model", f32_path.to_str().unwrap(), "--data", test.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("holds no 8-bit tensors"), "{out:?}");
-    // The int8 kernels' input smoothing: export calibrates it (above); `pricer smooth` adds it to a file
-    // exported without, and says what it changed on the calibration products.
-    assert_eq!(info["pricer.quant.smooth_alpha"].as_f64(), Some(0.5), "{info}");
-    let plain = s.root.join("q8-plain.gguf");
-    pricer_ok(&["export", full.to_str().unwrap(), "--no-smoothing", "--out", plain.to_str().unwrap()]);
-    let plain_info = pricer_ok(&["info", "--model", plain.to_str().unwrap(), "--json"]);
-    assert!(!plain_info.contains("smooth_alpha"), "{plain_info}");
+    // The int8 kernels' input smoothing: export calibrates it when asked; `pricer smooth` adds it to a
+    // file exported without, says what it changed on the calibration products, and takes it out again.
+    assert!(info.get("pricer.quant.smooth_alpha").is_none(), "{info}");
+    let sq8 = s.root.join("q8-smooth-export.gguf");
+    let out = pricer_ok(&["export", full.to_str().unwrap(), "--smooth-alpha", "0.5", "--out", sq8.to_str().unwrap()]);
+    assert!(out.contains("int8 input smoothing: alpha 0.5, calibrated on "), "{out}");
+    let sq8_info = pricer_ok(&["info", "--model", sq8.to_str().unwrap(), "--json"]);
+    assert!(sq8_info.contains("\"pricer.quant.smooth_alpha\":0.5"), "{sq8_info}");
+    let out = pricer(&["export", full.to_str().unwrap(), "--smooth-alpha", "0.5", "--quant", "f16", "--out", "x.gguf"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("for q8_0 exports"), "{out:?}");
+    let plain = q8.clone();
+    let plain_info = info.to_string();
     let smoothed = s.root.join("q8-smoothed.gguf");
     let val = s.data.join("validation.jsonl");
     let out = pricer_ok(&[
@@ -202,6 +206,15 @@ fn train_kill_resume_export_eval_predict() {
     let (p, q) = (eval(&plain), eval(&smoothed));
     let rel = (p["mae"].as_f64().unwrap() - q["mae"].as_f64().unwrap()).abs() / p["mae"].as_f64().unwrap();
     assert!(rel < 0.05, "smoothed {q} vs plain {p}");
+    // Taken out again: the plain export's tensors exactly.
+    let removed = s.root.join("q8-removed.gguf");
+    let (m, v, r) = (smoothed.to_str().unwrap(), val.to_str().unwrap(), removed.to_str().unwrap());
+    let out = pricer_ok(&["smooth", "--model", m, "--data", v, "--out", r, "--remove"]);
+    assert!(out.contains("smoothing removed") && out.contains("(0 linear layers smoothed)"), "{out}");
+    let back: Value = serde_json::from_str(pricer_ok(&["info", "--model", r, "--json"]).trim()).unwrap();
+    let plain_info: Value = serde_json::from_str(plain_info.trim()).unwrap();
+    assert_eq!(back["pricer.tensor_crc32"], plain_info["pricer.tensor_crc32"]);
+    assert!(back.get("pricer.quant.smooth_alpha").is_none(), "{back}");
     let out = pricer(&[
         "smooth",
         "--model",

@@ -105,6 +105,9 @@ pub struct SmoothArgs {
     /// Calibrate on at most this many products (spread evenly over the file).
     #[arg(long, default_value_t = 512)]
     pub limit: usize,
+    /// Take the smoothing out instead (the kernels then quantize inputs as they come).
+    #[arg(long)]
+    pub remove: bool,
 }
 
 pub fn run_smooth(args: &SmoothArgs) -> Result<()> {
@@ -117,18 +120,31 @@ pub fn run_smooth(args: &SmoothArgs) -> Result<()> {
     if items.is_empty() {
         bail!("{}: no priced product to calibrate on", args.data.display());
     }
-    let factors = calibrate(&f32, &items, args.alpha)?;
-    let mut w = ModelWriter::from_file(&int8.file)?;
+    // The file without any smoothing, then (unless removing it) the new factors.
+    let mut w = ModelWriter::new(int8.file.kind()?);
+    for (k, v) in &int8.file.metadata {
+        if k != pricer::model_file::keys::CRC && k != SMOOTH_ALPHA && k != SMOOTH_TEXTS {
+            w.set(k, v.clone());
+        }
+    }
+    for (name, t) in &int8.file.tensors {
+        if !name.ends_with(pricer::bert::SMOOTHING_SUFFIX) {
+            w.add_tensor(name, pricer::model_file::copy_tensor(t)?);
+        }
+    }
+    let factors = if args.remove { Vec::new() } else { calibrate(&f32, &items, args.alpha)? };
     for (name, s) in &factors {
         w.add_f32(&pricer::bert::smoothing_name(name), s)?;
     }
-    w.set_f64(SMOOTH_ALPHA, args.alpha).set_u32(SMOOTH_TEXTS, items.len() as u32);
+    if !args.remove {
+        w.set_f64(SMOOTH_ALPHA, args.alpha).set_u32(SMOOTH_TEXTS, items.len() as u32);
+    }
     let bytes = w.to_bytes()?;
     let smoothed = Estimator::from_bytes(&bytes)?;
     println!(
-        "{} calibration products, alpha {}: 8-bit vs f32 before {}; after {}",
+        "{} calibration products, {}: 8-bit vs f32 before {}; after {}",
         items.len(),
-        args.alpha,
+        if args.remove { "smoothing removed".to_string() } else { format!("alpha {}", args.alpha) },
         Gap::measure(&int8, &f32, &items)?,
         Gap::measure(&smoothed, &f32, &items)?
     );

@@ -143,8 +143,11 @@ impl Linear {
 /// The optional tensor of a linear layer's per-input-channel smoothing
 /// factors (see [`crate::int8::Int8Linear::with_smoothing`]).
 pub fn smoothing_name(linear: &str) -> String {
-    format!("{linear}.input_smoothing")
+    format!("{linear}{SMOOTHING_SUFFIX}")
 }
+
+/// How the names of smoothing tensors end.
+pub const SMOOTHING_SUFFIX: &str = ".input_smoothing";
 
 /// Layer normalisation (fused on CPU, with its own backward: `fused.rs`).
 #[derive(Debug, Clone)]
