@@ -491,6 +491,27 @@ fn frozen_mode_trains_only_the_head() {
     }
     let m = s.root.join("m.gguf");
     pricer_ok(&["export", run.to_str().unwrap(), "--quant", "f32", "--out", m.to_str().unwrap()]);
+
+    // Layer-wise learning-rate decay: at 0.1 the embeddings (0.1^3 of the rate in this 2-layer
+    // model) move far less than in a run without it, and the head as much.
+    let moved = |decay: &str| -> (f32, f32) {
+        let dir = s.root.join(format!("decay-{decay}"));
+        let mut args = train_args(&s, dir.to_str().unwrap(), "1");
+        args.extend(["--layer-decay", decay]);
+        pricer_ok(&args);
+        let best = load(dir.join("best.safetensors"));
+        let change = |name: &str| {
+            let d: Vec<f32> = flat(&best[name]).iter().zip(flat(&base[name])).map(|(a, b)| (a - b).abs()).collect();
+            d.iter().sum::<f32>() / d.len() as f32
+        };
+        (change("embeddings.word_embeddings.weight"), change("encoder.layer.1.output.dense.weight"))
+    };
+    let (plain, decayed) = (moved("1"), moved("0.1"));
+    assert!(decayed.0 < 0.01 * plain.0, "embeddings moved {} with decay, {} without", decayed.0, plain.0);
+    assert!(decayed.1 < 0.3 * plain.1 && decayed.1 > 0.0, "top layer {} vs {}", decayed.1, plain.1);
+    let mut bad = train_args(&s, "never", "1");
+    bad.extend(["--layer-decay", "1.5"]);
+    assert!(String::from_utf8_lossy(&pricer(&bad).stderr).contains("--layer-decay 1.5: must lie in (0, 1]"));
 }
 
 #[test]

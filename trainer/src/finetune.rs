@@ -33,11 +33,32 @@ pub struct RunConfig {
     pub frozen: bool,
     pub warmup: f64,
     pub weight_decay: f64,
+    /// Layer-wise learning-rate decay (1: none; runs before it had none).
+    #[serde(default = "no_layer_decay")]
+    pub layer_decay: f64,
     pub clip: f64,
     pub patience: usize,
     pub checkpoint_every: usize,
     pub holdout: f64,
     pub command: String,
+}
+
+fn no_layer_decay() -> f64 {
+    1.0
+}
+
+/// A parameter's learning-rate factor under layer-wise decay `d`: 1 for the
+/// head, `d^(layers - i)` for encoder layer `i`, `d^(layers + 1)` for the embeddings.
+pub fn layer_lr_scale(name: &str, layers: usize, d: f64) -> f64 {
+    let depth = if name.starts_with("embeddings.") {
+        layers + 1
+    } else if let Some(rest) = name.strip_prefix("encoder.layer.") {
+        let i: usize = rest.split('.').next().and_then(|i| i.parse().ok()).unwrap_or(0);
+        layers.saturating_sub(i)
+    } else {
+        0
+    };
+    d.powi(depth as i32)
 }
 
 /// Validation metrics after one epoch.
@@ -178,6 +199,14 @@ pub fn run(config: Option<RunConfig>, out: &Path, resume: bool) -> Result<()> {
             .collect()
     };
     let mut opt = AdamW::new(named_vars, config.weight_decay)?;
+    if config.layer_decay != 1.0 {
+        if !(config.layer_decay > 0.0 && config.layer_decay <= 1.0) {
+            bail!("--layer-decay {}: must lie in (0, 1]", config.layer_decay);
+        }
+        let layers = bert_cfg.num_hidden_layers;
+        opt.lr_scale =
+            opt.vars.iter().map(|(n, _)| (n.clone(), layer_lr_scale(n, layers, config.layer_decay))).collect();
+    }
 
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let ckpt = out.join(CHECKPOINT);
@@ -485,6 +514,16 @@ mod tests {
         };
         let random: Vec<Vec<usize>> = (0..1000).collect::<Vec<_>>().chunks(16).map(|c| c.to_vec()).collect();
         assert!(waste(&a) * 5 < waste(&random), "{} vs {}", waste(&a), waste(&random));
+    }
+
+    #[test]
+    fn layer_decay_gives_lower_layers_smaller_rates() {
+        let f = |n: &str| layer_lr_scale(n, 6, 0.8);
+        assert_eq!(f("head.dense.weight"), 1.0);
+        assert!((f("encoder.layer.5.output.dense.weight") - 0.8).abs() < 1e-12);
+        assert!((f("encoder.layer.0.attention.self.query.bias") - 0.8f64.powi(6)).abs() < 1e-12);
+        assert!((f("embeddings.word_embeddings.weight") - 0.8f64.powi(7)).abs() < 1e-12);
+        assert_eq!(layer_lr_scale("embeddings.LayerNorm.weight", 6, 1.0), 1.0);
     }
 
     #[test]

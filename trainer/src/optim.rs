@@ -16,6 +16,8 @@ pub struct AdamW {
     pub beta2: f64,
     pub eps: f64,
     pub weight_decay: f64,
+    /// Per-parameter learning-rate factors (layer-wise decay); 1 when absent.
+    pub lr_scale: HashMap<String, f64>,
 }
 
 impl AdamW {
@@ -27,7 +29,7 @@ impl AdamW {
             m.insert(name.clone(), var.as_tensor().zeros_like()?);
             v.insert(name.clone(), var.as_tensor().zeros_like()?);
         }
-        Ok(Self { vars, m, v, t: 0, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay })
+        Ok(Self { vars, m, v, t: 0, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay, lr_scale: HashMap::new() })
     }
 
     /// One update with learning rate `lr`; gradients are scaled by `grad_scale`
@@ -40,6 +42,7 @@ impl AdamW {
         let bc2 = 1.0 - self.beta2.powi(self.t as i32);
         for (name, var) in &self.vars {
             let Some(g) = grads.get(var.as_tensor()) else { continue };
+            let lr = lr * self.lr_scale.get(name).copied().unwrap_or(1.0);
             let decay = if name.ends_with(".bias") || name.contains("LayerNorm") { 0.0 } else { self.weight_decay };
             let (m, v) = (&self.m[name], &self.v[name]);
             if var.device().is_cpu() && var.dtype() == DType::F32 {

@@ -85,6 +85,11 @@ pub struct TrainArgs {
     pub warmup: f64,
     #[arg(long, default_value_t = 0.01)]
     pub weight_decay: f64,
+    /// minilm: layer-wise learning-rate decay: the head trains at --lr, the
+    /// top encoder layer at lr x d, the one below at lr x d^2, ..., the
+    /// embeddings at lr x d^(layers + 1) (1: one rate for all).
+    #[arg(long, default_value_t = 1.0)]
+    pub layer_decay: f64,
     /// minilm: gradients are clipped to this global norm.
     #[arg(long, default_value_t = 1.0)]
     pub clip: f64,
@@ -154,6 +159,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             frozen: args.frozen,
             warmup: args.warmup,
             weight_decay: args.weight_decay,
+            layer_decay: args.layer_decay,
             clip: args.clip,
             patience: args.patience.max(1),
             checkpoint_every: args.checkpoint_every,
