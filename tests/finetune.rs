@@ -605,7 +605,7 @@ fn masked_word_training_reads_more_and_gives_a_base_to_fine_tune() {
         a
     };
     let out = pricer_ok(&args(&[]).iter().map(String::as_str).collect::<Vec<_>>());
-    assert!(out.contains("unpriced.jsonl.gz: 59 texts (1 left out"), "{out}");
+    assert!(out.contains("unpriced.jsonl.gz: 59 products (1 left out"), "{out}");
     assert!(out.contains("held-out masked words before training: loss "), "{out}");
     let run: Value = serde_json::from_slice(&std::fs::read(out_dir.join("mlm.json")).unwrap()).unwrap();
     let losses: Vec<f64> = run["held_out"].as_array().unwrap().iter().map(|h| h["loss"].as_f64().unwrap()).collect();
@@ -626,6 +626,30 @@ fn masked_word_training_reads_more_and_gives_a_base_to_fine_tune() {
     t[4] = out_dir.to_str().unwrap();
     pricer_ok(&t);
     assert_eq!(history(&ft).len(), 1);
+    // Self-training: a model prices the texts without prices (validation titles still kept out),
+    // and fine-tuning learns from them too, down-weighted.
+    let word = s.root.join("word.gguf");
+    pricer_ok(&["train", "--kind", "tfidf-ridge", "--data", s.data.to_str().unwrap(), "--out", word.to_str().unwrap()]);
+    let pseudo = s.root.join("pseudo.jsonl");
+    let (w, d, u, p) =
+        (word.to_str().unwrap(), s.data.to_str().unwrap(), unpriced.to_str().unwrap(), pseudo.to_str().unwrap());
+    let out = pricer_ok(&["pseudo-label", "--model", w, "--texts", d, u, "--out", p]);
+    assert!(out.contains("(59 products priced by"), "{out}");
+    let lines: Vec<Value> =
+        std::fs::read_to_string(&pseudo).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 59);
+    assert!(lines.iter().all(|l| l["price"].as_f64().unwrap() > 0.0 && l["pseudo"] == true));
+    assert!(lines.iter().all(|l| l["title"].as_str().unwrap() != val_title));
+    let self_trained = s.root.join("ft-pseudo");
+    let mut t = train_args(&s, self_trained.to_str().unwrap(), "1");
+    t.extend(["--pseudo", p, "--pseudo-weight", "0.5"]);
+    let out = pricer_ok(&t);
+    assert!(out.contains("self-training: 59 model-priced items") && out.contains("weight 0.5"), "{out}");
+    assert!(out.contains("(240 items, "), "validation and targets come from real items only: {out}");
+    let mut t = train_args(&s, "never", "1");
+    t.extend(["--pseudo", p, "--pseudo-weight", "2"]);
+    assert!(String::from_utf8_lossy(&pricer(&t).stderr).contains("--pseudo-weight 2: must lie in (0, 1]"));
+
     // Finished: resuming does nothing; a second run into the same folder is refused; bad sources are named.
     let again = pricer_ok(&args(&["--resume"]).iter().map(String::as_str).collect::<Vec<_>>());
     assert!(again.contains("already finished"), "{again}");

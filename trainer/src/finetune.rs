@@ -36,6 +36,11 @@ pub struct RunConfig {
     /// Layer-wise learning-rate decay (1: none; runs before it had none).
     #[serde(default = "no_layer_decay")]
     pub layer_decay: f64,
+    /// Model-priced items to learn from too, and their weight.
+    #[serde(default)]
+    pub pseudo: Option<PathBuf>,
+    #[serde(default)]
+    pub pseudo_weight: f64,
     pub clip: f64,
     pub patience: usize,
     pub checkpoint_every: usize,
@@ -180,11 +185,33 @@ pub fn run(config: Option<RunConfig>, out: &Path, resume: bool) -> Result<()> {
             })
             .collect()
     };
-    let train_tokens = encode(&ds.train)?;
+    let mut train_tokens = encode(&ds.train)?;
     let val_tokens = encode(&ds.validation)?;
-    let train_logs: Vec<f64> = ds.train.iter().map(|p| p.price.unwrap_or(0.0).ln_1p()).collect();
+    let mut train_logs: Vec<f64> = ds.train.iter().map(|p| p.price.unwrap_or(0.0).ln_1p()).collect();
+    // The target's scaling comes from real prices only.
     let mean = train_logs.iter().sum::<f64>() / train_logs.len() as f64;
     let std = (train_logs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / train_logs.len() as f64).sqrt().max(1e-6);
+    let mut weights: Option<Vec<f32>> = None;
+    if let Some(path) = &config.pseudo {
+        if config.frozen {
+            bail!("--pseudo trains the encoder: not with --frozen");
+        }
+        if !(config.pseudo_weight > 0.0 && config.pseudo_weight <= 1.0) {
+            bail!("--pseudo-weight {}: must lie in (0, 1]", config.pseudo_weight);
+        }
+        let pseudo = pseudo_items(path, &ds)?;
+        println!(
+            "self-training: {} model-priced items from {}, weight {}",
+            pseudo.len(),
+            path.display(),
+            config.pseudo_weight
+        );
+        let mut w = vec![1f32; train_tokens.len()];
+        w.extend(std::iter::repeat_n(config.pseudo_weight as f32, pseudo.len()));
+        train_tokens.extend(encode(&pseudo)?);
+        train_logs.extend(pseudo.iter().map(|p| p.price.unwrap_or(0.0).ln_1p()));
+        weights = Some(w);
+    }
 
     let varmap = candle_nn::VarMap::new();
     let model = {
@@ -220,7 +247,7 @@ pub fn run(config: Option<RunConfig>, out: &Path, resume: bool) -> Result<()> {
     write_run(out, &run)?;
     write_atomic(&out.join("tokenizer.json"), tok.json().as_bytes())?;
     let z = |i: usize| ((train_logs[i] - state.target_mean) / state.target_std) as f32;
-    let targets: Vec<f32> = (0..ds.train.len()).map(z).collect();
+    let targets: Vec<f32> = (0..train_logs.len()).map(z).collect();
 
     // Frozen mode: embed every text once; only the head trains.
     let frozen_inputs = if config.frozen {
@@ -277,7 +304,13 @@ pub fn run(config: Option<RunConfig>, out: &Path, resume: bool) -> Result<()> {
                 }
             };
             let y = Tensor::from_vec(idx.iter().map(|&i| targets[i]).collect::<Vec<_>>(), idx.len(), &dev)?;
-            let loss = price_loss(&out_t, &y)?;
+            let loss = match &weights {
+                None => price_loss(&out_t, &y)?,
+                Some(w) => {
+                    let w = Tensor::from_vec(idx.iter().map(|&i| w[i]).collect::<Vec<_>>(), idx.len(), &dev)?;
+                    weighted_price_loss(&out_t, &y, &w)?
+                }
+            };
             let grads = loss.backward()?;
             let norm = grad_norm(&grads, &opt.vars)?;
             let scale = if norm > config.clip { config.clip / norm } else { 1.0 };
@@ -405,6 +438,44 @@ pub fn price_loss(out: &Tensor, y: &Tensor) -> candle_core::Result<Tensor> {
     Ok(loss)
 }
 
+/// [`price_loss`] with each example weighted: the weighted mean over the batch.
+pub fn weighted_price_loss(out: &Tensor, y: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
+    let point = out.narrow(1, 0, 1)?.squeeze(1)?;
+    let mut per = (point - y)?.sqr()?;
+    for (i, q) in QUANTILES.iter().enumerate() {
+        let d = (y - out.narrow(1, i + 1, 1)?.squeeze(1)?)?;
+        per = (per + d.affine(*q, 0.0)?.maximum(&d.affine(q - 1.0, 0.0)?)?)?;
+    }
+    (per * w)?.sum_all()? / w.sum_all()?.to_scalar::<f32>()? as f64
+}
+
+/// Model-priced items of `path` whose titles are in none of the data set's
+/// validation or test splits.
+fn pseudo_items(path: &Path, ds: &crate::data::DataSet) -> Result<Vec<pricer::Product>> {
+    let held: std::collections::HashSet<String> = ds
+        .validation
+        .iter()
+        .chain(ds.tests.iter().flat_map(|s| s.products.iter()))
+        .map(|p| p.title.to_lowercase())
+        .collect();
+    let mut out = Vec::new();
+    let mut left_out = 0usize;
+    crate::data::for_each_product(path, false, &mut Default::default(), |p, _| {
+        match p.price {
+            Some(v) if v > 0.0 && !held.contains(&p.title.to_lowercase()) => out.push(p),
+            _ => left_out += 1,
+        }
+        Ok(())
+    })?;
+    if out.is_empty() {
+        bail!("{}: no priced item to learn from", path.display());
+    }
+    if left_out > 0 {
+        println!("{}: {left_out} items left out (no price, or a validation or test title)", path.display());
+    }
+    Ok(out)
+}
+
 /// Pooled vectors of all texts, without gradients, in batches.
 fn embed_all(model: &PriceModel, rows: &[Tokens], pad: u32, dev: &Device) -> Result<Tensor> {
     let mut parts = Vec::new();
@@ -524,6 +595,21 @@ mod tests {
         assert!((f("encoder.layer.0.attention.self.query.bias") - 0.8f64.powi(6)).abs() < 1e-12);
         assert!((f("embeddings.word_embeddings.weight") - 0.8f64.powi(7)).abs() < 1e-12);
         assert_eq!(layer_lr_scale("embeddings.LayerNorm.weight", 6, 1.0), 1.0);
+    }
+
+    #[test]
+    fn weighted_loss_with_equal_weights_is_the_loss_and_weights_shift_it() {
+        let y = Tensor::new(&[0.5f32, -1.0], &Device::Cpu).unwrap();
+        let out = Tensor::new(&[[1.5f32, 1.5, 0.5, 0.5], [-1.0, -2.0, -1.0, -0.5]], &Device::Cpu).unwrap();
+        let plain = price_loss(&out, &y).unwrap().to_scalar::<f32>().unwrap();
+        let ones = Tensor::new(&[0.3f32, 0.3], &Device::Cpu).unwrap();
+        let same = weighted_price_loss(&out, &y, &ones).unwrap().to_scalar::<f32>().unwrap();
+        assert!((plain - same).abs() < 1e-6, "{plain} vs {same}");
+        // All the weight on the second row: its loss alone (point exact; q10 1 below the truth: 0.1 x 1;
+        // q90 0.5 above it: 0.1 x 0.5).
+        let second = Tensor::new(&[0.0f32, 1.0], &Device::Cpu).unwrap();
+        let l = weighted_price_loss(&out, &y, &second).unwrap().to_scalar::<f32>().unwrap();
+        assert!((l - (0.1 + 0.05)).abs() < 1e-6, "{l}");
     }
 
     #[test]

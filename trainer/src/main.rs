@@ -17,6 +17,7 @@ mod init_base;
 mod mlm;
 mod optim;
 mod predict;
+mod pseudo;
 mod quant;
 mod report;
 mod train;
@@ -57,6 +58,8 @@ enum Command {
     /// Domain-adaptive masked-word training of the encoder on product texts
     /// (priced or not), before it learns prices: writes a base model folder.
     Mlm(mlm::MlmArgs),
+    /// Price products that have none with a model (self-training data for `train --pseudo`).
+    PseudoLabel(pseudo::PseudoLabelArgs),
     /// Calibrate the 8-bit kernels' per-channel input smoothing on products' texts.
     Smooth(quant::SmoothArgs),
     /// Show a model file's metadata: kind, provenance, test metrics.
@@ -125,6 +128,7 @@ fn main() {
         Command::QuantError(a) => quant::run(a),
         Command::Smooth(a) => quant::run_smooth(a),
         Command::Mlm(a) => mlm::run(a),
+        Command::PseudoLabel(a) => pseudo::run(a),
         Command::Embed(a) => embed::run(a),
         Command::Comparables(a) => comparables::run(a),
     };

@@ -97,9 +97,10 @@ const RUN: &str = "mlm.json";
 /// random replacements are drawn from the words above it.
 const FIRST_WORD: u32 = 999;
 
-/// Texts for the encoder to read: each source's model inputs, without the
-/// texts (by title) of any validation or test split given.
-pub fn read_texts(sources: &[PathBuf], tok: &TextTokenizer, max_tokens: usize) -> Result<Vec<String>> {
+/// Products of text sources (see [`MlmArgs::texts`]), without those whose
+/// title is in a validation or test split of a curate directory given, each
+/// source's count printed.
+pub fn read_sources(sources: &[PathBuf]) -> Result<Vec<Product>> {
     let mut kept_out: HashSet<String> = HashSet::new();
     let mut files = Vec::new();
     for s in sources {
@@ -123,34 +124,47 @@ pub fn read_texts(sources: &[PathBuf], tok: &TextTokenizer, max_tokens: usize) -
             files.push(s.clone());
         }
     }
-    let mut texts = Vec::new();
-    let mut seen = HashSet::new();
-    let budget = Budget::Tokens(tok, max_tokens);
+    let mut out = Vec::new();
     for f in &files {
-        let (mut kept, mut skipped) = (0usize, 0usize);
-        let mut take = |p: Product| -> Result<()> {
+        let (mut kept, mut held) = (0usize, 0usize);
+        let mut take = |p: Product| {
             if kept_out.contains(&p.title.to_lowercase()) {
-                skipped += 1;
-                return Ok(());
+                held += 1;
+            } else {
+                out.push(p);
+                kept += 1;
             }
-            match model_input(&p, budget) {
-                Ok(t) if seen.insert(t.clone()) => {
-                    texts.push(t);
-                    kept += 1;
-                }
-                _ => skipped += 1,
-            }
-            Ok(())
         };
         if is_unpriced_texts(f)? {
-            for p in read_unpriced(f)? {
-                take(p)?;
-            }
+            read_unpriced(f)?.into_iter().for_each(&mut take);
         } else {
-            for_each_product(f, false, &mut Default::default(), |p, _| take(p))?;
+            for_each_product(f, false, &mut Default::default(), |p, _| {
+                take(p);
+                Ok(())
+            })?;
         }
-        println!("{}: {kept} texts ({skipped} left out: duplicates, held-out titles, empty)", f.display());
+        println!("{}: {kept} products ({held} left out: titles of validation or test items)", f.display());
     }
+    Ok(out)
+}
+
+/// Texts for the encoder to read: the sources' model inputs, each once.
+pub fn read_texts(sources: &[PathBuf], tok: &TextTokenizer, max_tokens: usize) -> Result<Vec<String>> {
+    let budget = Budget::Tokens(tok, max_tokens);
+    let mut seen = HashSet::new();
+    let mut texts = Vec::new();
+    let mut empty = 0usize;
+    for p in read_sources(sources)? {
+        match model_input(&p, budget) {
+            Ok(t) => {
+                if seen.insert(t.clone()) {
+                    texts.push(t);
+                }
+            }
+            Err(_) => empty += 1,
+        }
+    }
+    println!("{} distinct texts ({empty} without a usable text)", texts.len());
     Ok(texts)
 }
 

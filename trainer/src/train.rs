@@ -90,6 +90,13 @@ pub struct TrainArgs {
     /// embeddings at lr x d^(layers + 1) (1: one rate for all).
     #[arg(long, default_value_t = 1.0)]
     pub layer_decay: f64,
+    /// minilm: self-training: also learn from these items priced by a model
+    /// (`pricer pseudo-label`), each weighing --pseudo-weight of a real one.
+    /// Their titles that are in validation or test are left out.
+    #[arg(long)]
+    pub pseudo: Option<PathBuf>,
+    #[arg(long, default_value_t = 0.3)]
+    pub pseudo_weight: f64,
     /// minilm: gradients are clipped to this global norm.
     #[arg(long, default_value_t = 1.0)]
     pub clip: f64,
@@ -160,6 +167,8 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             warmup: args.warmup,
             weight_decay: args.weight_decay,
             layer_decay: args.layer_decay,
+            pseudo: args.pseudo.clone(),
+            pseudo_weight: args.pseudo_weight,
             clip: args.clip,
             patience: args.patience.max(1),
             checkpoint_every: args.checkpoint_every,
