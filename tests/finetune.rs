@@ -650,6 +650,32 @@ fn masked_word_training_reads_more_and_gives_a_base_to_fine_tune() {
     t.extend(["--pseudo", p, "--pseudo-weight", "2"]);
     assert!(String::from_utf8_lossy(&pricer(&t).stderr).contains("--pseudo-weight 2: must lie in (0, 1]"));
 
+    // The GPU host's prepared script for these levers, as a dry run on the CPU with the tiny model.
+    let levers = s.root.join("levers");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../trainer/cuda/levers.sh");
+    let run = std::process::Command::new("bash")
+        .arg(&script)
+        .envs([
+            ("PRICER", pricer_bin().to_str().unwrap()),
+            ("BASE", s.base.to_str().unwrap()),
+            ("DATA", d),
+            ("OUT", levers.to_str().unwrap()),
+            ("DEVICE", "cpu"),
+            ("LEVERS", "base llrd mlm pseudo"),
+            ("UNPRICED", u),
+            ("LABELER", w),
+            ("BATCH", "8"),
+            ("LR", "2e-3"),
+            ("EPOCHS", "1"),
+        ])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{table}\n{}", String::from_utf8_lossy(&run.stderr));
+    for lever in ["base", "llrd", "mlm", "pseudo"] {
+        assert!(table.contains(&format!("{lever:>10}: best $")), "{lever}: {table}");
+    }
+
     // Finished: resuming does nothing; a second run into the same folder is refused; bad sources are named.
     let again = pricer_ok(&args(&["--resume"]).iter().map(String::as_str).collect::<Vec<_>>());
     assert!(again.contains("already finished"), "{again}");

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The accuracy levers of round 3, one fine-tune each, on a GPU host (or, with
+# DEVICE=cpu, anywhere: hours on 2 cores). Each lever changes one thing from
+# the base recipe; the table compares the encoder's best validation MAE (its
+# own price head, validation splits of $DATA) and the time. The winner's run
+# directory is what `pricer export` then stacks (on any machine).
+#
+#   LEVERS="base llrd epochs6 tokens192 mlm pseudo"   which ones, in order
+#   PRICER=./pricer-cuda BASE=models/all-MiniLM-L6-v2 DATA=data/all2 OUT=levers
+#   UNPRICED=../shared/data/amazon-2023/unpriced-22k.jsonl.gz  (mlm, pseudo)
+#   LABELER=static/models/default.gguf                         (pseudo: the model that prices)
+#
+# On an H200 a 3-epoch fine-tune of 12k items is expected to take a minute or
+# two; run fewer levers per call to stay inside a 10-minute command.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+PRICER=${PRICER:-./pricer-cuda}; BASE=${BASE:-models/all-MiniLM-L6-v2}; DATA=${DATA:-data/all2}
+OUT=${OUT:-levers}; DEVICE=${DEVICE:-cuda}; LEVERS=${LEVERS:-base llrd epochs6 tokens192 mlm pseudo}
+UNPRICED=${UNPRICED:-../shared/data/amazon-2023/unpriced-22k.jsonl.gz}; LABELER=${LABELER:-static/models/default.gguf}
+BATCH=${BATCH:-32}; LR=${LR:-1e-4}; EPOCHS=${EPOCHS:-3}
+mkdir -p "$OUT"
+status=0
+finetune() { # name, extra arguments...
+  local name=$1; shift
+  rm -rf "${OUT:?}/$name"
+  local start=$SECONDS
+  "$PRICER" train --kind minilm --device "$DEVICE" --data "$DATA" --out "$OUT/$name" --batch "$BATCH" \
+    --lr "$LR" --checkpoint-every 0 "$@" 2>&1 | tee "$OUT/$name.log" | grep -E "^(epoch [0-9]+/[0-9]+:|done|self-training)" || status=1
+  echo "$name seconds: $((SECONDS - start))" | tee -a "$OUT/times.txt"
+}
+for lever in $LEVERS; do
+  echo "== $lever"
+  case $lever in
+    base) finetune base --base "$BASE" --epochs "$EPOCHS" --max-tokens 128 ;;
+    llrd) finetune llrd --base "$BASE" --epochs "$EPOCHS" --max-tokens 128 --layer-decay 0.8 ;;
+    epochs6) finetune epochs6 --base "$BASE" --epochs 6 --max-tokens 128 --patience 3 ;;
+    tokens192) finetune tokens192 --base "$BASE" --epochs "$EPOCHS" --max-tokens 192 ;;
+    mlm)
+      rm -rf "${OUT:?}/mlm-base"
+      start=$SECONDS
+      "$PRICER" mlm --device "$DEVICE" --base "$BASE" --texts "$DATA" "$UNPRICED" --out "$OUT/mlm-base" \
+        --epochs 1 --batch 64 --lr 1e-4 --max-tokens 128 --checkpoint-every 0 2>&1 | tee "$OUT/mlm-base.log" \
+        | grep -E "^(held-out|epoch [0-9]+/[0-9]+:|done|[0-9]+ distinct)" || status=1
+      echo "mlm-base seconds: $((SECONDS - start))" | tee -a "$OUT/times.txt"
+      finetune mlm --base "$OUT/mlm-base" --epochs "$EPOCHS" --max-tokens 128 ;;
+    pseudo)
+      [ -f "$OUT/pseudo.jsonl" ] || "$PRICER" pseudo-label --model "$LABELER" --texts "$DATA" "$UNPRICED" \
+        --out "$OUT/pseudo.jsonl" 2>&1 | tail -n 1 || status=1
+      finetune pseudo --base "$BASE" --epochs "$EPOCHS" --max-tokens 128 --pseudo "$OUT/pseudo.jsonl" --pseudo-weight 0.3 ;;
+    *) echo "unknown lever $lever" >&2; status=1 ;;
+  esac
+done
+echo "== best validation MAE of the encoder's own head, per lever ($DATA, $DEVICE)"
+python3 - "$OUT" $LEVERS <<'PY'
+import json, os, sys
+out = sys.argv[1]
+for lever in sys.argv[2:]:
+    f = os.path.join(out, lever, "run.json")
+    if not os.path.exists(f):
+        print(f"{lever:>10}: no run"); continue
+    s = json.load(open(f))["state"]
+    h = " ".join(f"{e['val_mae']:.2f}" for e in s["history"])
+    print(f"{lever:>10}: best ${s['best_val_mae']:.2f} at epoch {s['best_epoch']} (per epoch: {h})")
+PY
+exit $status
