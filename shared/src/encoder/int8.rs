@@ -214,32 +214,29 @@ pub struct QuantizedRows {
 impl QuantizedRows {
     /// `x`: `rows x inp`, row-major.
     pub fn new(x: &[f32], rows: usize, inp: usize) -> QuantizedRows {
-        Self::smoothed(x, rows, inp, None)
+        assert_eq!(x.len(), rows * inp, "input is not rows x inp");
+        let width = inp.div_ceil(STEP) * STEP;
+        // Padding is zero in the weights, so whatever it holds here adds nothing.
+        let mut q: Vec<Input> = vec![0; rows * width];
+        let (scale, zero) = if inp == 0 {
+            (vec![0.0; rows], vec![0; rows])
+        } else {
+            x.chunks_exact(inp).zip(q.chunks_exact_mut(width)).map(|(r, d)| quantize_input(r, &mut d[..inp])).unzip()
+        };
+        QuantizedRows { q, scale, zero, inp, rows }
     }
 
     /// `x` with channel `j` multiplied by `mul[j]` (when given) before it is
     /// quantized: an IEEE product per value, the same bits on every build.
     fn smoothed(x: &[f32], rows: usize, inp: usize, mul: Option<&[f32]>) -> QuantizedRows {
-        assert_eq!(x.len(), rows * inp, "input is not rows x inp");
-        let width = inp.div_ceil(STEP) * STEP;
-        // Padding is zero in the weights, so whatever it holds here adds nothing.
-        let mut q: Vec<Input> = vec![0; rows * width];
-        let mut scaled = vec![0f32; if mul.is_some() { inp } else { 0 }];
-        let (scale, zero) = if inp == 0 {
-            (vec![0.0; rows], vec![0; rows])
-        } else {
-            x.chunks_exact(inp)
-                .zip(q.chunks_exact_mut(width))
-                .map(|(r, d)| match mul {
-                    Some(m) => {
-                        scaled.iter_mut().zip(r.iter().zip(m)).for_each(|(s, (v, m))| *s = v * m);
-                        quantize_input(&scaled, &mut d[..inp])
-                    }
-                    None => quantize_input(r, &mut d[..inp]),
-                })
-                .unzip()
-        };
-        QuantizedRows { q, scale, zero, inp, rows }
+        match mul {
+            None => Self::new(x, rows, inp),
+            Some(m) => {
+                let scaled: Vec<f32> =
+                    x.chunks_exact(inp.max(1)).flat_map(|r| r.iter().zip(m).map(|(v, m)| v * m)).collect();
+                Self::new(&scaled, rows, inp)
+            }
+        }
     }
 }
 
