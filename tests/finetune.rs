@@ -675,6 +675,14 @@ fn masked_word_training_reads_more_and_gives_a_base_to_fine_tune() {
     for lever in ["base", "llrd", "mlm", "pseudo"] {
         assert!(table.contains(&format!("{lever:>10}: best $")), "{lever}: {table}");
     }
+    // Without a file of unpriced texts, the levers that read one refuse to start.
+    let run = std::process::Command::new("bash")
+        .arg(&script)
+        .envs([("PRICER", pricer_bin().to_str().unwrap()), ("OUT", levers.to_str().unwrap()), ("LEVERS", "mlm")])
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("set UNPRICED"), "{run:?}");
 
     // Finished: resuming does nothing; a second run into the same folder is refused; bad sources are named.
     let again = pricer_ok(&args(&["--resume"]).iter().map(String::as_str).collect::<Vec<_>>());

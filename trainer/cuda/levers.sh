@@ -7,7 +7,7 @@
 #
 #   LEVERS="base llrd epochs6 tokens192 mlm pseudo"   which ones, in order
 #   PRICER=./pricer-cuda BASE=models/all-MiniLM-L6-v2 DATA=data/all2 OUT=levers
-#   UNPRICED=../shared/data/amazon-2023/unpriced-22k.jsonl.gz  (mlm, pseudo)
+#   UNPRICED=PATH/unpriced-22k.jsonl.gz   texts without prices (required by mlm and pseudo)
 #   LABELER=static/models/default.gguf                         (pseudo: the model that prices)
 #
 # On an H200 a 3-epoch fine-tune of 12k items is expected to take a minute or
@@ -16,7 +16,10 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 PRICER=${PRICER:-./pricer-cuda}; BASE=${BASE:-models/all-MiniLM-L6-v2}; DATA=${DATA:-data/all2}
 OUT=${OUT:-levers}; DEVICE=${DEVICE:-cuda}; LEVERS=${LEVERS:-base llrd epochs6 tokens192 mlm pseudo}
-UNPRICED=${UNPRICED:-../shared/data/amazon-2023/unpriced-22k.jsonl.gz}; LABELER=${LABELER:-static/models/default.gguf}
+UNPRICED=${UNPRICED:-}; LABELER=${LABELER:-static/models/default.gguf}
+case " $LEVERS " in *" mlm "*|*" pseudo "*)
+  [ -f "$UNPRICED" ] || { echo "levers.sh: set UNPRICED to a file of texts without prices (mlm, pseudo)" >&2; exit 2; } ;;
+esac
 BATCH=${BATCH:-32}; LR=${LR:-1e-4}; EPOCHS=${EPOCHS:-3}
 mkdir -p "$OUT"
 status=0

@@ -124,9 +124,9 @@ impl RunWeights {
     }
 
     /// Calibrates the input smoothing of the 8-bit encoder on up to
-    /// [`SMOOTH_TEXTS`] validation products spread over all validation splits.
+    /// [`CALIBRATION_PRODUCTS`] validation products spread over all validation splits.
     fn calibrate_smoothing(&mut self, validation: &[Product], alpha: f64) -> Result<()> {
-        let items = crate::quant::spread(validation, SMOOTH_TEXTS);
+        let items = crate::quant::spread(validation, CALIBRATION_PRODUCTS);
         if items.is_empty() {
             return Ok(());
         }
@@ -139,7 +139,7 @@ impl RunWeights {
 }
 
 /// Validation products the int8 input smoothing is calibrated on.
-const SMOOTH_TEXTS: usize = 512;
+const CALIBRATION_PRODUCTS: usize = 512;
 
 /// A writer holding a run's encoder and head (kind `minilm`), quantized.
 fn encoder_writer(rw: &RunWeights, quant: Quant) -> Result<ModelWriter> {
