@@ -689,6 +689,22 @@ fn masked_word_training_reads_more_and_gives_a_base_to_fine_tune() {
     assert!(again.contains("already finished"), "{again}");
     let err = pricer(&args(&[]).iter().map(String::as_str).collect::<Vec<_>>());
     assert!(String::from_utf8_lossy(&err.stderr).contains("--resume"), "{err:?}");
+    // A shorter run: --limit keeps texts at an even stride over all of them.
+    let short = s.root.join("mlm-short");
+    let set = |a: &mut Vec<String>, from: &str, to: &str| {
+        let i = a.iter().position(|x| x == from).unwrap();
+        a[i] = to.into();
+    };
+    let mut a = args(&["--limit", "100"]);
+    set(&mut a, out_dir.to_str().unwrap(), short.to_str().unwrap());
+    set(&mut a, "3", "1");
+    let out = pricer_ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let distinct: usize = out.split(" distinct texts").next().unwrap().rsplit('\n').next().unwrap().parse().unwrap();
+    assert!(out.contains(&format!("{} texts kept (--limit 100)", distinct.div_ceil(distinct.div_ceil(100)))), "{out}");
+    set(&mut a, short.to_str().unwrap(), s.root.join("mlm-zero").to_str().unwrap());
+    set(&mut a, "100", "0");
+    let err = pricer(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(String::from_utf8_lossy(&err.stderr).contains("--limit must be at least 1"), "{err:?}");
     let err = pricer(&["mlm", "--base", s.base.to_str().unwrap(), "--texts", s.root.to_str().unwrap(), "--out", "x"]);
     assert!(String::from_utf8_lossy(&err.stderr).contains("without train.jsonl"), "{err:?}");
 }

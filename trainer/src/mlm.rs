@@ -40,6 +40,11 @@ pub struct MlmArgs {
     /// The model folder to write: the adapted encoder, for `pricer train --base`.
     #[arg(long)]
     pub out: PathBuf,
+    /// At most about this many texts, taken at an even stride over all the
+    /// sources' texts (each source keeps its share): a shorter run.
+    #[arg(long)]
+    #[serde(default)]
+    pub limit: Option<usize>,
     #[arg(long, default_value_t = 1)]
     pub epochs: usize,
     /// Peak learning rate.
@@ -377,14 +382,18 @@ pub fn run(args: &MlmArgs) -> Result<()> {
     if !(args.mask > 0.0 && args.mask < 1.0) {
         bail!("--mask {}: a share between 0 and 1", args.mask);
     }
-    if args.batch == 0 || args.epochs == 0 {
-        bail!("--batch and --epochs must be at least 1");
+    if args.batch == 0 || args.epochs == 0 || args.limit == Some(0) {
+        bail!("--batch, --epochs and --limit must be at least 1");
     }
     let dev = device(&args.device)?;
     let (cfg, mut pretrained, tok) = load_base(&args.base)?;
     let mask_id = tok.token_id("[MASK]").context("the tokenizer has no [MASK] token")?;
     let (vocab, pad) = (cfg.vocab_size as u32, tok.pad_id());
-    let texts = read_texts(&args.texts, &tok, args.max_tokens)?;
+    let mut texts = read_texts(&args.texts, &tok, args.max_tokens)?;
+    if let Some(n) = args.limit {
+        texts = crate::quant::spread(&texts, n);
+        println!("{} texts kept (--limit {n})", texts.len());
+    }
     let max_len = (args.max_tokens + 2).min(cfg.max_position_embeddings);
     let tokens: Vec<Tokens> = texts.iter().map(|t| tok.encode(t, max_len)).collect::<Result<_, _>>()?;
     // Held out by a seeded hash of the text: the same texts whatever the order of the sources.

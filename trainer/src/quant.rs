@@ -155,7 +155,7 @@ pub fn run_smooth(args: &SmoothArgs) -> Result<()> {
 
 /// At most `n` of `items`, evenly spread over them (a file of several
 /// splits or catalogues is calibrated on all of them).
-pub fn spread(items: &[Product], n: usize) -> Vec<Product> {
+pub fn spread<T: Clone>(items: &[T], n: usize) -> Vec<T> {
     items.iter().step_by(items.len().div_ceil(n.max(1)).max(1)).cloned().collect()
 }
 
