@@ -650,6 +650,17 @@ fn masked_word_training_reads_more_and_gives_a_base_to_fine_tune() {
     t.extend(["--pseudo", p, "--pseudo-weight", "2"]);
     assert!(String::from_utf8_lossy(&pricer(&t).stderr).contains("--pseudo-weight 2: must lie in (0, 1]"));
 
+    // The loss weighed toward what the word member misses (out of fold), and a bad strength.
+    let focused = s.root.join("ft-focus");
+    let mut t = train_args(&s, focused.to_str().unwrap(), "1");
+    t.extend(["--focus", "1"]);
+    let out = pricer_ok(&t);
+    assert!(out.contains("focus 1: real items weighted by the word member's 5-fold misses"), "{out}");
+    assert_eq!(history(&focused).len(), 1);
+    let mut t = train_args(&s, "never", "1");
+    t.extend(["--focus", "11"]);
+    assert!(String::from_utf8_lossy(&pricer(&t).stderr).contains("--focus 11: must lie in [0, 10]"));
+
     // The GPU host's prepared script for these levers, as a dry run on the CPU with the tiny model.
     let levers = s.root.join("levers");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../trainer/cuda/levers.sh");
@@ -661,7 +672,7 @@ fn masked_word_training_reads_more_and_gives_a_base_to_fine_tune() {
             ("DATA", d),
             ("OUT", levers.to_str().unwrap()),
             ("DEVICE", "cpu"),
-            ("LEVERS", "base llrd mlm pseudo"),
+            ("LEVERS", "base llrd focus mlm pseudo"),
             ("UNPRICED", u),
             ("LABELER", w),
             ("BATCH", "8"),
@@ -672,7 +683,7 @@ fn masked_word_training_reads_more_and_gives_a_base_to_fine_tune() {
         .unwrap();
     let table = String::from_utf8_lossy(&run.stdout);
     assert!(run.status.success(), "{table}\n{}", String::from_utf8_lossy(&run.stderr));
-    for lever in ["base", "llrd", "mlm", "pseudo"] {
+    for lever in ["base", "llrd", "focus", "mlm", "pseudo"] {
         assert!(table.contains(&format!("{lever:>10}: best $")), "{lever}: {table}");
     }
     // Without a file of unpriced texts, the levers that read one refuse to start.

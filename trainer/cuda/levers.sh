@@ -5,7 +5,7 @@
 # own price head, validation splits of $DATA) and the time. The winner's run
 # directory is what `pricer export` then stacks (on any machine).
 #
-#   LEVERS="base llrd epochs6 tokens192 mlm pseudo"   which ones, in order
+#   LEVERS="base llrd focus epochs6 tokens192 mlm pseudo"   which ones, in order
 #   PRICER=./pricer-cuda BASE=models/all-MiniLM-L6-v2 DATA=data/all2 OUT=levers
 #   UNPRICED=PATH/unpriced-22k.jsonl.gz   texts without prices (required by mlm and pseudo)
 #   LABELER=static/models/default.gguf                         (pseudo: the model that prices)
@@ -15,7 +15,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 PRICER=${PRICER:-./pricer-cuda}; BASE=${BASE:-models/all-MiniLM-L6-v2}; DATA=${DATA:-data/all2}
-OUT=${OUT:-levers}; DEVICE=${DEVICE:-cuda}; LEVERS=${LEVERS:-base llrd epochs6 tokens192 mlm pseudo}
+OUT=${OUT:-levers}; DEVICE=${DEVICE:-cuda}; LEVERS=${LEVERS:-base llrd focus epochs6 tokens192 mlm pseudo}
 UNPRICED=${UNPRICED:-}; LABELER=${LABELER:-static/models/default.gguf}
 case " $LEVERS " in *" mlm "*|*" pseudo "*)
   [ -f "$UNPRICED" ] || { echo "levers.sh: set UNPRICED to a file of texts without prices (mlm, pseudo)" >&2; exit 2; } ;;
@@ -28,7 +28,7 @@ finetune() { # name, extra arguments...
   rm -rf "${OUT:?}/$name"
   local start=$SECONDS
   "$PRICER" train --kind minilm --device "$DEVICE" --data "$DATA" --out "$OUT/$name" --batch "$BATCH" \
-    --lr "$LR" --checkpoint-every 0 "$@" 2>&1 | tee "$OUT/$name.log" | grep -E "^(epoch [0-9]+/[0-9]+:|done|self-training)" || status=1
+    --lr "$LR" --checkpoint-every 0 "$@" 2>&1 | tee "$OUT/$name.log" | grep -E "^(epoch [0-9]+/[0-9]+:|done|self-training|focus)" || status=1
   echo "$name seconds: $((SECONDS - start))" | tee -a "$OUT/times.txt"
 }
 for lever in $LEVERS; do
@@ -36,6 +36,7 @@ for lever in $LEVERS; do
   case $lever in
     base) finetune base --base "$BASE" --epochs "$EPOCHS" --max-tokens 128 ;;
     llrd) finetune llrd --base "$BASE" --epochs "$EPOCHS" --max-tokens 128 --layer-decay 0.8 ;;
+    focus) finetune focus --base "$BASE" --epochs "$EPOCHS" --max-tokens 128 --focus 1 ;;
     epochs6) finetune epochs6 --base "$BASE" --epochs 6 --max-tokens 128 --patience 3 ;;
     tokens192) finetune tokens192 --base "$BASE" --epochs "$EPOCHS" --max-tokens 192 ;;
     mlm)

@@ -41,6 +41,9 @@ pub struct RunConfig {
     pub pseudo: Option<PathBuf>,
     #[serde(default)]
     pub pseudo_weight: f64,
+    /// Real items' loss weighted toward the word member's misses (0: none).
+    #[serde(default)]
+    pub focus: f64,
     pub clip: f64,
     pub patience: usize,
     pub checkpoint_every: usize,
@@ -192,6 +195,21 @@ pub fn run(config: Option<RunConfig>, out: &Path, resume: bool) -> Result<()> {
     let mean = train_logs.iter().sum::<f64>() / train_logs.len() as f64;
     let std = (train_logs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / train_logs.len() as f64).sqrt().max(1e-6);
     let mut weights: Option<Vec<f32>> = None;
+    if config.focus != 0.0 {
+        if !(config.focus > 0.0 && config.focus <= 10.0) {
+            bail!("--focus {}: must lie in [0, 10]", config.focus);
+        }
+        let prep = pricer::estimator::Prep { max_tokens: ds.prep.max_tokens, tokenizer: ds.tokenizer.clone() };
+        let misses = crate::train::word_member_misses(&ds.train, &prep, 5)?;
+        let w = crate::train::focus_weights(&misses, config.focus);
+        let (lo, hi) = w.iter().fold((f32::MAX, f32::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+        println!(
+            "focus {}: real items weighted by the word member's 5-fold misses (mean {:.3} in log price), weights {lo:.2} to {hi:.2}",
+            config.focus,
+            misses.iter().sum::<f64>() / misses.len() as f64
+        );
+        weights = Some(w);
+    }
     if let Some(path) = &config.pseudo {
         if config.frozen {
             bail!("--pseudo trains the encoder: not with --frozen");
@@ -206,7 +224,7 @@ pub fn run(config: Option<RunConfig>, out: &Path, resume: bool) -> Result<()> {
             path.display(),
             config.pseudo_weight
         );
-        let mut w = vec![1f32; train_tokens.len()];
+        let mut w = weights.take().unwrap_or_else(|| vec![1f32; train_tokens.len()]);
         w.extend(std::iter::repeat_n(config.pseudo_weight as f32, pseudo.len()));
         train_tokens.extend(encode(&pseudo)?);
         train_logs.extend(pseudo.iter().map(|p| p.price.unwrap_or(0.0).ln_1p()));

@@ -97,6 +97,11 @@ pub struct TrainArgs {
     pub pseudo: Option<PathBuf>,
     #[arg(long, default_value_t = 0.3)]
     pub pseudo_weight: f64,
+    /// minilm: weigh each real item's loss toward what the linear word member
+    /// misses: 1 + F x (its out-of-fold miss in log price / the mean miss, at
+    /// most 4), the weights then scaled to a mean of 1 (0: all weigh the same).
+    #[arg(long, default_value_t = 0.0)]
+    pub focus: f64,
     /// minilm: gradients are clipped to this global norm.
     #[arg(long, default_value_t = 1.0)]
     pub clip: f64,
@@ -169,6 +174,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             layer_decay: args.layer_decay,
             pseudo: args.pseudo.clone(),
             pseudo_weight: args.pseudo_weight,
+            focus: args.focus,
             clip: args.clip,
             patience: args.patience.max(1),
             checkpoint_every: args.checkpoint_every,
@@ -195,6 +201,61 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     let bytes = w.to_bytes()?;
     write_atomic(out, &bytes)?;
     report_written(out, &bytes)
+}
+
+/// The stack's word member recipe (`tfidf-ridge --with-details --sublinear --min-df 2`).
+fn word_member_args() -> TrainArgs {
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: TrainArgs,
+    }
+    // --data and --out are required by the parser and never read by `fit_linear`.
+    let argv = [
+        "train",
+        "--kind",
+        "tfidf-ridge",
+        "--with-details",
+        "--sublinear",
+        "--min-df",
+        "2",
+        "--data",
+        "-",
+        "--out",
+        "-",
+    ];
+    <Cli as clap::Parser>::try_parse_from(argv).expect("valid arguments").args
+}
+
+/// How far the word member misses each product, in log(1 + price), each
+/// estimated by a fit on the other `folds - 1` folds (every `folds`-th
+/// product is one fold): what `train --focus` weighs the loss toward.
+pub fn word_member_misses(products: &[Product], prep: &Prep, folds: usize) -> Result<Vec<f64>> {
+    if products.len() < 2 * folds {
+        bail!("{} products: too few for {folds} folds", products.len());
+    }
+    let all = prepared(products, prep)?;
+    let args = word_member_args();
+    let mut misses = vec![0.0; products.len()];
+    for k in 0..folds {
+        let (fit, held): (Vec<usize>, Vec<usize>) = (0..products.len()).partition(|i| i % folds != k);
+        let fit_products: Vec<Product> = fit.iter().map(|&i| products[i].clone()).collect();
+        let texts = fit.iter().map(|&i| all.texts[i].clone()).collect();
+        let model = fit_linear(Kind::TfidfRidge, &Prepared { products: &fit_products, texts }, &args)?;
+        for i in held {
+            let p = &products[i];
+            misses[i] = (model.log_price(p, &all.texts[i]) - p.price.unwrap_or(0.0).ln_1p()).abs();
+        }
+    }
+    Ok(misses)
+}
+
+/// Loss weights from misses: `1 + focus * min(miss / mean, 4)`, scaled to a mean of 1.
+pub fn focus_weights(misses: &[f64], focus: f64) -> Vec<f32> {
+    let mean = misses.iter().sum::<f64>() / misses.len().max(1) as f64;
+    let raw: Vec<f64> = misses.iter().map(|m| 1.0 + focus * (m / mean.max(1e-12)).min(4.0)).collect();
+    let scale = raw.iter().sum::<f64>() / raw.len().max(1) as f64;
+    raw.iter().map(|w| (w / scale) as f32).collect()
 }
 
 /// Prints what was written and its test metrics.
@@ -407,6 +468,37 @@ mod tests {
         assert!((idf[0] - ((3.0f32 / 2.0).ln() + 1.0)).abs() < 1e-6);
         let Featurizer::Tfidf { vocab, .. } = tfidf_featurizer(&texts, 2) else { panic!() };
         assert_eq!(vocab, vec!["red"]);
+    }
+
+    #[test]
+    fn focus_weights_lean_toward_misses_and_keep_a_mean_of_one() {
+        let mut misses = vec![0.1; 8];
+        misses.extend([0.4, 40.0]);
+        let w = focus_weights(&misses, 1.0);
+        assert!((w.iter().sum::<f32>() / 10.0 - 1.0).abs() < 1e-6, "{w:?}");
+        assert!(w[0] == w[1] && w[8] > w[0] && w[9] > w[8], "{w:?}");
+        // The outlier is capped at 4 mean misses (mean 4.12): weight 1 + 4 against 1 + 0.1 / 4.12.
+        assert!((w[9] / w[0] - 5.0 / (1.0 + 0.1 / 4.12)).abs() < 1e-4, "{w:?}");
+        assert!(focus_weights(&[0.1, 0.3, 2.0], 0.0).iter().all(|&x| x == 1.0));
+    }
+
+    #[test]
+    fn the_word_member_misses_the_odd_price_out_of_fold() {
+        // Kettles cost about $20, drills about $80; one kettle is priced $2,000.
+        let mut items: Vec<Product> = (0..40)
+            .map(|i| {
+                let (name, price) = if i % 2 == 0 { ("kettle steel", 20.0) } else { ("cordless drill", 80.0) };
+                Product { title: format!("{name} {i}"), price: Some(price + (i % 5) as f64), ..Default::default() }
+            })
+            .collect();
+        items[12].price = Some(2000.0);
+        let prep = Prep { max_tokens: 64, tokenizer: None };
+        let m = word_member_misses(&items, &prep, 5).unwrap();
+        assert_eq!(m.len(), 40);
+        let worst = (0..40).max_by(|&a, &b| m[a].total_cmp(&m[b])).unwrap();
+        assert_eq!(worst, 12, "{m:?}");
+        assert!(m[12] > 3.0 && m.iter().enumerate().all(|(i, &x)| i == 12 || x < 1.0), "{m:?}");
+        assert!(word_member_misses(&items[..9], &prep, 5).unwrap_err().to_string().contains("too few"));
     }
 
     #[test]
