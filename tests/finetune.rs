@@ -716,6 +716,10 @@ fn masked_word_training_reads_more_and_gives_a_base_to_fine_tune() {
     set(&mut a, "100", "0");
     let err = pricer(&a.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(String::from_utf8_lossy(&err.stderr).contains("--limit must be at least 1"), "{err:?}");
+    set(&mut a, "0", "100");
+    set(&mut a, "0.1", "0");
+    let err = pricer(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(String::from_utf8_lossy(&err.stderr).contains("texts was held out (--holdout 0)"), "{err:?}");
     let err = pricer(&["mlm", "--base", s.base.to_str().unwrap(), "--texts", s.root.to_str().unwrap(), "--out", "x"]);
     assert!(String::from_utf8_lossy(&err.stderr).contains("without train.jsonl"), "{err:?}");
 }

@@ -408,6 +408,14 @@ pub fn run(args: &MlmArgs) -> Result<()> {
     if train.is_empty() {
         bail!("no text to train on in {:?}", args.texts);
     }
+    if val.is_empty() {
+        bail!(
+            "none of the {} texts was held out (--holdout {}): the masked-word loss is measured on them; \
+             raise --holdout or give more texts",
+            train.len(),
+            args.holdout
+        );
+    }
 
     for (k, v) in MlmHead::initial(&cfg, &Device::Cpu)? {
         pretrained.entry(k).or_insert(v);
