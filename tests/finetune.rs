@@ -657,6 +657,16 @@ fn masked_word_training_reads_more_and_gives_a_base_to_fine_tune() {
     let out = pricer_ok(&t);
     assert!(out.contains("focus 1: real items weighted by the word member's 5-fold misses"), "{out}");
     assert_eq!(history(&focused).len(), 1);
+    // The weights reach the loss: the same run without them reports another training loss.
+    let plain = s.root.join("ft-plain");
+    pricer_ok(&train_args(&s, plain.to_str().unwrap(), "1"));
+    let train_loss = |d: &Path| run_json(d)["state"]["history"][0]["train_loss"].as_f64().unwrap();
+    assert!(
+        (train_loss(&focused) - train_loss(&plain)).abs() > 1e-6,
+        "{} {}",
+        train_loss(&focused),
+        train_loss(&plain)
+    );
     let mut t = train_args(&s, "never", "1");
     t.extend(["--focus", "11"]);
     assert!(String::from_utf8_lossy(&pricer(&t).stderr).contains("--focus 11: must lie in [0, 10]"));

@@ -228,6 +228,12 @@ pub fn sha256_files(paths: &[PathBuf]) -> Result<String> {
     Ok(format!("{:x}", h.finalize()))
 }
 
+/// At most `n` of `items` at an even stride over them, so that a file of
+/// several splits, catalogues or sources keeps each one's share.
+pub fn spread<T: Clone>(items: &[T], n: usize) -> Vec<T> {
+    items.iter().step_by(items.len().div_ceil(n.max(1)).max(1)).cloned().collect()
+}
+
 /// Writes `bytes` to `path` atomically: a temporary file, then a rename, so a
 /// crash never leaves a half-written file under the final name.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {

@@ -126,7 +126,7 @@ impl RunWeights {
     /// Calibrates the input smoothing of the 8-bit encoder on up to
     /// [`CALIBRATION_PRODUCTS`] validation products spread over all validation splits.
     fn calibrate_smoothing(&mut self, validation: &[Product], alpha: f64) -> Result<()> {
-        let items = crate::quant::spread(validation, CALIBRATION_PRODUCTS);
+        let items = crate::data::spread(validation, CALIBRATION_PRODUCTS);
         if items.is_empty() {
             return Ok(());
         }

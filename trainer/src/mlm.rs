@@ -40,7 +40,7 @@ pub struct MlmArgs {
     /// The model folder to write: the adapted encoder, for `pricer train --base`.
     #[arg(long)]
     pub out: PathBuf,
-    /// At most about this many texts, taken at an even stride over all the
+    /// At most this many texts, taken at an even stride over all the
     /// sources' texts (each source keeps its share): a shorter run.
     #[arg(long)]
     #[serde(default)]
@@ -391,7 +391,7 @@ pub fn run(args: &MlmArgs) -> Result<()> {
     let (vocab, pad) = (cfg.vocab_size as u32, tok.pad_id());
     let mut texts = read_texts(&args.texts, &tok, args.max_tokens)?;
     if let Some(n) = args.limit {
-        texts = crate::quant::spread(&texts, n);
+        texts = crate::data::spread(&texts, n);
         println!("{} texts kept (--limit {n})", texts.len());
     }
     let max_len = (args.max_tokens + 2).min(cfg.max_position_embeddings);

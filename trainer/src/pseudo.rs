@@ -28,7 +28,7 @@ pub fn run(args: &PseudoLabelArgs) -> Result<()> {
     let mut products: Vec<pricer::Product> =
         crate::mlm::read_sources(&args.texts)?.into_iter().filter(|p| p.price.is_none()).collect();
     if let Some(n) = args.limit {
-        products = crate::quant::spread(&products, n);
+        products = crate::data::spread(&products, n);
     }
     if products.is_empty() {
         bail!("no product without a price in {:?}", args.texts);

@@ -116,7 +116,7 @@ pub fn run_smooth(args: &SmoothArgs) -> Result<()> {
     }
     let int8 = load_model(&args.model)?;
     let f32 = f32_twin(&int8, &args.model)?;
-    let items = spread(&priced_products(&args.data)?, args.limit);
+    let items = crate::data::spread(&priced_products(&args.data)?, args.limit);
     if items.is_empty() {
         bail!("{}: no priced product to calibrate on", args.data.display());
     }
@@ -151,12 +151,6 @@ pub fn run_smooth(args: &SmoothArgs) -> Result<()> {
     crate::data::write_atomic(&args.out, &bytes)?;
     println!("wrote {} ({} linear layers smoothed)", args.out.display(), factors.len());
     Ok(())
-}
-
-/// At most `n` of `items`, evenly spread over them (a file of several
-/// splits or catalogues is calibrated on all of them).
-pub fn spread<T: Clone>(items: &[T], n: usize) -> Vec<T> {
-    items.iter().step_by(items.len().div_ceil(n.max(1)).max(1)).cloned().collect()
 }
 
 /// Metadata: the calibration's migration strength and number of texts.
