@@ -733,3 +733,76 @@ fn masked_word_training_reads_more_and_gives_a_base_to_fine_tune() {
     let err = pricer(&["mlm", "--base", s.base.to_str().unwrap(), "--texts", s.root.to_str().unwrap(), "--out", "x"]);
     assert!(String::from_utf8_lossy(&err.stderr).contains("without train.jsonl"), "{err:?}");
 }
+
+#[test]
+fn a_soup_averages_runs_and_exports_as_one() {
+    let s = setup();
+    let (a, b) = (s.root.join("seed-a"), s.root.join("seed-b"));
+    pricer_ok(&train_args(&s, a.to_str().unwrap(), "4"));
+    let mut args = train_args(&s, b.to_str().unwrap(), "4");
+    args.extend(["--seed", "7"]);
+    pricer_ok(&args);
+    let load = |p: PathBuf| candle_core::safetensors::load(p, &candle_core::Device::Cpu).unwrap();
+    let flat = |t: &candle_core::Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+
+    // A run souped with itself is that run: the same weights, and the soup's validation
+    // (computed anew) is the one training recorded.
+    let same = s.root.join("same");
+    pricer_ok(&["soup", a.to_str().unwrap(), a.to_str().unwrap(), "--out", same.to_str().unwrap()]);
+    let own = run_json(&a)["state"]["best_val_mae"].as_f64().unwrap();
+    let again = run_json(&same)["state"]["best_val_mae"].as_f64().unwrap();
+    assert!((own - again).abs() < 1e-6 * own.max(1.0), "{own} vs {again}");
+
+    // Two seeds: the element-wise mean, recorded with its ingredients, exported like any run.
+    let soup = s.root.join("soup");
+    let out = pricer_ok(&["soup", a.to_str().unwrap(), b.to_str().unwrap(), "--out", soup.to_str().unwrap()]);
+    assert!(out.contains("soup of 2: validation MAE $"), "{out}");
+    let (wa, wb, ws) =
+        (load(a.join("best.safetensors")), load(b.join("best.safetensors")), load(soup.join("best.safetensors")));
+    assert_eq!(wa.len(), ws.len());
+    for name in ["encoder.layer.1.output.dense.weight", "head.dense.weight", "embeddings.word_embeddings.weight"] {
+        let (x, y, m) = (flat(&wa[name]), flat(&wb[name]), flat(&ws[name]));
+        assert!(x.iter().zip(&y).any(|(p, q)| p != q), "{name}: the seeds trained alike");
+        for ((p, q), r) in x.iter().zip(&y).zip(&m) {
+            assert!(((p + q) / 2.0 - r).abs() < 1e-6, "{name}: {r} is not the mean of {p} and {q}");
+        }
+    }
+    let rec = &run_json(&soup)["soup"];
+    assert_eq!(rec["ingredients"].as_array().unwrap().len(), 2);
+    assert!(rec["ingredients"].as_array().unwrap().iter().all(|i| i["kept"] == true));
+    let m = s.root.join("soup.gguf");
+    pricer_ok(&["export", soup.to_str().unwrap(), "--quant", "f32", "--out", m.to_str().unwrap()]);
+    let info = pricer_ok(&["info", "--model", m.to_str().unwrap()]);
+    assert!(
+        info.contains("pricer.provenance.soup_of = ") && info.contains("seed-a") && info.contains("seed-b"),
+        "the card names the runs averaged:\n{info}"
+    );
+
+    // Greedy: best-first, a run kept only when it helps; the record says which.
+    let greedy = s.root.join("greedy");
+    let r = pricer(&["soup", a.to_str().unwrap(), b.to_str().unwrap(), "--greedy", "--out", greedy.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&r.stdout).to_string() + &String::from_utf8_lossy(&r.stderr);
+    if r.status.success() {
+        let kept =
+            run_json(&greedy)["soup"]["ingredients"].as_array().unwrap().iter().filter(|i| i["kept"] == true).count();
+        assert_eq!(kept, 2, "{text}");
+        assert!(text.contains("(kept)"), "{text}");
+    } else {
+        assert!(text.contains("no run improved on") && !greedy.join("run.json").exists(), "{text}");
+    }
+
+    // Refusals: one run, a run on other tokens, writing over a run, a run with no epoch done.
+    let err = |args: &[&str]| String::from_utf8_lossy(&pricer(args).stderr).to_string();
+    assert!(err(&["soup", a.to_str().unwrap(), "--out", "x"]).contains("2"), "one run is no soup");
+    let short = s.root.join("short");
+    let mut args = train_args(&s, short.to_str().unwrap(), "1");
+    let at = args.iter().position(|x| *x == "--max-tokens").unwrap() + 1;
+    args[at] = "32";
+    pricer_ok(&args);
+    let e = err(&["soup", a.to_str().unwrap(), short.to_str().unwrap(), "--out", s.root.join("x").to_str().unwrap()]);
+    assert!(e.contains("cannot join") && e.contains("32 tokens, not 48"), "{e}");
+    let e = err(&["soup", a.to_str().unwrap(), b.to_str().unwrap(), "--out", soup.to_str().unwrap()]);
+    assert!(e.contains("already holds a run"), "{e}");
+    let e = err(&["soup", a.to_str().unwrap(), s.root.to_str().unwrap(), "--out", s.root.join("y").to_str().unwrap()]);
+    assert!(e.contains("not a training run"), "{e}");
+}

@@ -169,6 +169,11 @@ fn encoder_writer(rw: &RunWeights, quant: Quant) -> Result<ModelWriter> {
         .set_str("pricer.provenance.base", &run.config.base.display().to_string())
         .set_f64("pricer.train.best_epoch", run.state.best_epoch.unwrap_or(0) as f64)
         .set_f64("pricer.train.best_val_mae", run.state.best_val_mae.unwrap_or(f64::NAN));
+    if let Some(soup) = &run.soup {
+        let kept: Vec<String> =
+            soup.ingredients.iter().filter(|i| i.kept).map(|i| i.run.display().to_string()).collect();
+        w.set_str("pricer.provenance.soup_of", &kept.join(" "));
+    }
     Prep { max_tokens: run.config.max_tokens, tokenizer: Some(pricer::TextTokenizer::from_json(tok_json)?) }
         .write(&mut w);
     Ok(w)

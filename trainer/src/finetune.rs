@@ -105,6 +105,9 @@ pub struct RunFile {
     pub config: RunConfig,
     pub bert: Config,
     pub state: RunState,
+    /// Set when the run is an average of others (`pricer soup`), not trained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soup: Option<crate::soup::SoupRecord>,
 }
 
 pub const RUN_FILE: &str = "run.json";
@@ -261,7 +264,7 @@ pub fn run(config: Option<RunConfig>, out: &Path, resume: bool) -> Result<()> {
         println!("resuming {} at epoch {}, batch {} (step {})", out.display(), s.epoch + 1, s.batch_in_epoch, s.step);
     }
     let mut state = state.unwrap_or(RunState { target_mean: mean, target_std: std, ..Default::default() });
-    let mut run = RunFile { config: config.clone(), bert: bert_cfg.clone(), state: state.clone() };
+    let mut run = RunFile { config: config.clone(), bert: bert_cfg.clone(), state: state.clone(), soup: None };
     write_run(out, &run)?;
     write_atomic(&out.join("tokenizer.json"), tok.json().as_bytes())?;
     let z = |i: usize| ((train_logs[i] - state.target_mean) / state.target_std) as f32;

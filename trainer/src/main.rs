@@ -20,6 +20,7 @@ mod predict;
 mod pseudo;
 mod quant;
 mod report;
+mod soup;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -60,6 +61,9 @@ enum Command {
     Mlm(mlm::MlmArgs),
     /// Price products that have none with a model (self-training data for `train --pseudo`).
     PseudoLabel(pseudo::PseudoLabelArgs),
+    /// Average the weights of fine-tuning runs on the same data into one run
+    /// (a model soup): one model's size and speed, often better than each.
+    Soup(soup::SoupArgs),
     /// Calibrate the 8-bit kernels' per-channel input smoothing on products' texts.
     Smooth(quant::SmoothArgs),
     /// Show a model file's metadata: kind, provenance, test metrics.
@@ -128,6 +132,7 @@ fn main() {
         Command::QuantError(a) => quant::run(a),
         Command::Smooth(a) => quant::run_smooth(a),
         Command::Mlm(a) => mlm::run(a),
+        Command::Soup(a) => soup::run(a),
         Command::PseudoLabel(a) => pseudo::run(a),
         Command::Embed(a) => embed::run(a),
         Command::Comparables(a) => comparables::run(a),
