@@ -682,7 +682,7 @@ fn masked_word_training_reads_more_and_gives_a_base_to_fine_tune() {
             ("DATA", d),
             ("OUT", levers.to_str().unwrap()),
             ("DEVICE", "cpu"),
-            ("LEVERS", "base llrd focus mlm pseudo"),
+            ("LEVERS", "base seed2 soup llrd focus mlm pseudo"),
             ("UNPRICED", u),
             ("LABELER", w),
             ("BATCH", "8"),
@@ -693,7 +693,7 @@ fn masked_word_training_reads_more_and_gives_a_base_to_fine_tune() {
         .unwrap();
     let table = String::from_utf8_lossy(&run.stdout);
     assert!(run.status.success(), "{table}\n{}", String::from_utf8_lossy(&run.stderr));
-    for lever in ["base", "llrd", "focus", "mlm", "pseudo"] {
+    for lever in ["base", "seed2", "soup", "llrd", "focus", "mlm", "pseudo"] {
         assert!(table.contains(&format!("{lever:>10}: best $")), "{lever}: {table}");
     }
     // Without a file of unpriced texts, the levers that read one refuse to start.

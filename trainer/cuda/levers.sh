@@ -5,7 +5,9 @@
 # own price head, validation splits of $DATA) and the time. The winner's run
 # directory is what `pricer export` then stacks (on any machine).
 #
-#   LEVERS="base llrd focus epochs6 tokens192 mlm pseudo"   which ones, in order
+#   LEVERS="base seed2 soup llrd focus epochs6 tokens160 mlm pseudo"   which ones, in order
+#   (soup averages base and seed2, so it comes after both; curate cuts texts at 160
+#   tokens, so more tokens than 160 need the data curated again with --max-tokens)
 #   PRICER=./pricer-cuda BASE=models/all-MiniLM-L6-v2 DATA=data/all2 OUT=levers
 #   UNPRICED=PATH/unpriced-22k.jsonl.gz   texts without prices (required by mlm and pseudo)
 #   LABELER=static/models/default.gguf                         (pseudo: the model that prices)
@@ -15,7 +17,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 PRICER=${PRICER:-./pricer-cuda}; BASE=${BASE:-models/all-MiniLM-L6-v2}; DATA=${DATA:-data/all2}
-OUT=${OUT:-levers}; DEVICE=${DEVICE:-cuda}; LEVERS=${LEVERS:-base llrd focus epochs6 tokens192 mlm pseudo}
+OUT=${OUT:-levers}; DEVICE=${DEVICE:-cuda}; LEVERS=${LEVERS:-base seed2 soup llrd focus epochs6 tokens160 mlm pseudo}
 UNPRICED=${UNPRICED:-}; LABELER=${LABELER:-static/models/default.gguf}
 case " $LEVERS " in *" mlm "*|*" pseudo "*)
   [ -f "$UNPRICED" ] || { echo "levers.sh: set UNPRICED to a file of texts without prices (mlm, pseudo)" >&2; exit 2; } ;;
@@ -35,10 +37,15 @@ for lever in $LEVERS; do
   echo "== $lever"
   case $lever in
     base) finetune base --base "$BASE" --epochs "$EPOCHS" --max-tokens 128 ;;
+    seed2) finetune seed2 --base "$BASE" --epochs "$EPOCHS" --max-tokens 128 --seed 43 ;;
+    soup)
+      rm -rf "${OUT:?}/soup"
+      "$PRICER" soup "$OUT/base" "$OUT/seed2" --device "$DEVICE" --out "$OUT/soup" 2>&1 | tee "$OUT/soup.log" \
+        | grep -E "^soup of" || status=1 ;;
     llrd) finetune llrd --base "$BASE" --epochs "$EPOCHS" --max-tokens 128 --layer-decay 0.8 ;;
     focus) finetune focus --base "$BASE" --epochs "$EPOCHS" --max-tokens 128 --focus 1 ;;
     epochs6) finetune epochs6 --base "$BASE" --epochs 6 --max-tokens 128 --patience 3 ;;
-    tokens192) finetune tokens192 --base "$BASE" --epochs "$EPOCHS" --max-tokens 192 ;;
+    tokens160) finetune tokens160 --base "$BASE" --epochs "$EPOCHS" --max-tokens 160 ;;
     mlm)
       rm -rf "${OUT:?}/mlm-base"
       start=$SECONDS
@@ -62,7 +69,11 @@ for lever in sys.argv[2:]:
     f = os.path.join(out, lever, "run.json")
     if not os.path.exists(f):
         print(f"{lever:>10}: no run"); continue
-    s = json.load(open(f))["state"]
+    run = json.load(open(f))
+    s = run["state"]
+    if run.get("soup"):
+        kept = sum(i["kept"] for i in run["soup"]["ingredients"])
+        print(f"{lever:>10}: best ${s['best_val_mae']:.2f} (the weights of {kept} runs averaged)"); continue
     h = " ".join(f"{e['val_mae']:.2f}" for e in s["history"])
     print(f"{lever:>10}: best ${s['best_val_mae']:.2f} at epoch {s['best_epoch']} (per epoch: {h})")
 PY
