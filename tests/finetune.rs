@@ -262,6 +262,36 @@ fn train_kill_resume_export_eval_predict() {
         serde_json::from_str(pricer_ok(&["info", "--model", ens.to_str().unwrap(), "--json"]).trim()).unwrap();
     assert_eq!(info["pricer.kind"], "stack");
     assert_eq!(info["pricer.knn.k"], 5.0);
+    // Where the 8-bit difference comes from, member by member (the word member is not computed by the
+    // kernels); and with the f32 side's neighbour index embedded in f32 from the items it holds.
+    let qe = |extra: &[&str]| {
+        let mut a = vec!["quant-error", "--model", ens.to_str().unwrap(), "--data", test.to_str().unwrap()];
+        a.extend(extra);
+        pricer_ok(&a)
+    };
+    let row = |out: &str, member: &str| {
+        out.lines().find(|l| l.trim_start().starts_with(&format!("{member}: "))).unwrap_or_default().to_string()
+    };
+    let shared_index = qe(&[]);
+    assert!(shared_index.contains("where it comes from"), "{shared_index}");
+    assert!(row(&shared_index, "words").ends_with("words: 0.000% / 0.000%"), "{shared_index}");
+    let train = s.data.join("train.jsonl");
+    let own_index = qe(&["--index-items", train.to_str().unwrap()]);
+    assert!(own_index.contains("neighbour index embedded in f32 from"), "{own_index}");
+    assert_eq!(row(&own_index, "encoder"), row(&shared_index, "encoder"), "only the index changed");
+    assert_ne!(row(&own_index, "knn"), row(&shared_index, "knn"), "{own_index}\n{shared_index}");
+    let val = s.data.join("validation.jsonl");
+    let out = pricer(&[
+        "quant-error",
+        "--model",
+        ens.to_str().unwrap(),
+        "--data",
+        test.to_str().unwrap(),
+        "--index-items",
+        val.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--index-items") && err.contains("but the neighbour index holds"), "{err}");
     // The range is calibrated on validation: about 80% of its prices inside.
     let coverage = info["pricer.test.coverage_pct"].as_f64().unwrap();
     assert!((50.0..=100.0).contains(&coverage), "{info}");

@@ -25,11 +25,22 @@ pub struct QuantErrorArgs {
     /// At most this many products.
     #[arg(long)]
     pub limit: Option<usize>,
+    /// The items the neighbour index was built from (its train.jsonl): the f32
+    /// side then embeds them in f32 too, so each side's query meets an index
+    /// computed as itself (by default both sides share the file's index, which
+    /// export embedded with the 8-bit kernels).
+    #[arg(long)]
+    pub index_items: Option<PathBuf>,
 }
 
 pub fn run(args: &QuantErrorArgs) -> Result<()> {
     let int8 = load_model(&args.model)?;
-    let f32 = f32_twin(&int8, &args.model)?;
+    let mut f32 = f32_twin(&int8, &args.model)?;
+    if let Some(path) = &args.index_items {
+        f32 = with_index_of(f32, &priced_products(path)?)
+            .map_err(|e| anyhow::anyhow!("--index-items {}: {e}", path.display()))?;
+        println!("the f32 side's neighbour index embedded in f32 from {}", path.display());
+    }
     let mut items = priced_products(&args.data)?;
     if let Some(n) = args.limit {
         items.truncate(n);
@@ -39,7 +50,33 @@ pub fn run(args: &QuantErrorArgs) -> Result<()> {
         items.len(),
         Gap::measure(&int8, &f32, &items)?
     );
+    let members = member_gaps(&int8, &f32, &items)?;
+    if !members.is_empty() {
+        println!("where it comes from: each member's weight x its difference, in log price (mean / max)");
+        for (name, mean, max) in members {
+            println!("  {name:>24}: {:.3}% / {:.3}%", 100.0 * mean, 100.0 * max);
+        }
+    }
     Ok(())
+}
+
+/// For a stack, each member's share of the 8-bit vs f32 difference of the
+/// blended log price: `|weight x (value_8bit - value_f32)|`, mean and max over
+/// the products (members the kernels do not touch come out 0).
+pub fn member_gaps(int8: &Estimator, f32: &Estimator, items: &[Product]) -> Result<Vec<(String, f64, f64)>> {
+    let pricer::estimator::Predictor::Stack(stack) = &int8.predictor else { return Ok(Vec::new()) };
+    let mut sums = vec![(0.0f64, 0.0f64); stack.members.len()];
+    let mut n = 0usize;
+    for (a, b) in int8.member_values(items).into_iter().zip(f32.member_values(items)) {
+        let (Ok(a), Ok(b)) = (a, b) else { continue };
+        for (i, s) in sums.iter_mut().enumerate() {
+            let d = (stack.weights[i] * (a.values[i] - b.values[i])).abs();
+            s.0 += d;
+            s.1 = s.1.max(d);
+        }
+        n += 1;
+    }
+    Ok(stack.members.iter().zip(sums).map(|(m, (sum, max))| (m.name(), sum / n.max(1) as f64, max)).collect())
 }
 
 /// The same model with every Q8_0 tensor dequantized to F32: the encoder
@@ -56,6 +93,44 @@ fn f32_twin(int8: &Estimator, path: &Path) -> Result<Estimator> {
     if converted == 0 {
         bail!("{} holds no 8-bit tensors", path.display());
     }
+    Ok(Estimator::from_bytes(&w.to_bytes()?)?)
+}
+
+/// The model with its neighbour index's vectors computed by its own encoder
+/// from `items`, which must be the items the index holds (same count, same
+/// prices, in order). Stored as export stores them.
+pub fn with_index_of(model: Estimator, items: &[Product]) -> Result<Estimator> {
+    let old = pricer::knn::Knn::read(&model.file)?;
+    if old.len() != items.len() {
+        bail!("{} items, but the neighbour index holds {}", items.len(), old.len());
+    }
+    if let Some(i) = (0..items.len()).find(|&i| {
+        ((items[i].price.unwrap_or(0.0).ln_1p() as f32) - old.log_price(i)).abs()
+            > 1e-4 * (1.0 + old.log_price(i).abs())
+    }) {
+        bail!(
+            "item {} is priced {:?}, not as the index's item {i}: not the items it was built from",
+            i + 1,
+            items[i].price
+        );
+    }
+    let bar = indicatif::ProgressBar::new(items.len() as u64);
+    let mut vectors = Vec::new();
+    let mut dim = 0;
+    for chunk in items.chunks(256) {
+        for v in model.member_values(chunk) {
+            let pooled = v?.pooled.ok_or_else(|| anyhow::anyhow!("the model's encoder gives no pooled vector"))?;
+            dim = pooled.len();
+            vectors.extend(pooled);
+        }
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    let log_prices = (0..old.len()).map(|i| old.log_price(i)).collect();
+    let mut knn = pricer::knn::Knn::new(&vectors, log_prices, dim, old.k, old.temperature)?;
+    knn.labels = old.labels;
+    let mut w = ModelWriter::from_file(&model.file)?;
+    knn.write(&mut w)?;
     Ok(Estimator::from_bytes(&w.to_bytes()?)?)
 }
 
