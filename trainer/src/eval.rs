@@ -140,6 +140,8 @@ pub struct Evaluated {
 
 /// One evaluated item.
 pub struct Row {
+    /// Position among the file's priced items (pairs two models' rows).
+    pub item: usize,
     pub title: String,
     pub estimate: f64,
     pub truth: f64,
@@ -248,16 +250,26 @@ pub fn compare(args: &CompareArgs) -> Result<()> {
     };
     let read = Reading { limit: args.limit, strict: args.strict, cut: None };
     let mut table = vec![
-        "| model | data | items | MAE | RMSLE | hits | median error | no estimate |".to_string(),
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |".to_string(),
+        "| model | data | items | MAE | RMSLE | hits | median error | no estimate | MAE vs the first model (95% CI) |"
+            .to_string(),
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |".to_string(),
     ];
-    for spec in &args.models {
+    // The first model's rows per split, to pair the others' with.
+    let mut first: Vec<Vec<Row>> = Vec::new();
+    for (m, spec) in args.models.iter().enumerate() {
         let mut model = Pricer::open(spec, &args.chat)?;
-        for (split, path) in &files {
+        for (f, (split, path)) in files.iter().enumerate() {
             let e = evaluate(&mut model, path, read, false)?;
             let s = &e.summary;
+            let vs = match first.get(f) {
+                Some(base) if m > 0 => match paired_mae_difference(base, &e.rows, 2000, 42) {
+                    Some(d) => format!("{:+.2} [{:+.2}, {:+.2}] on {}", d.mean, d.low, d.high, d.n),
+                    None => "no item in common".into(),
+                },
+                _ => String::new(),
+            };
             table.push(format!(
-                "| {} | {split} | {} | ${:.2} | {:.3} | {:.1}% | ${:.2} | {} |",
+                "| {} | {split} | {} | ${:.2} | {:.3} | {:.1}% | ${:.2} | {} | {vs} |",
                 model_name(spec),
                 s.n,
                 s.mae,
@@ -266,10 +278,55 @@ pub fn compare(args: &CompareArgs) -> Result<()> {
                 s.median_abs_error,
                 e.errors
             ));
+            if m == 0 {
+                first.push(e.rows);
+            }
         }
     }
     println!("{}", table.join("\n"));
+    if args.models.len() > 1 {
+        println!(
+            "\n(MAE vs the first model: the mean of the paired absolute-error differences on the items both \
+             estimated, in dollars; the 95% interval from 2,000 paired bootstrap resamples. An interval that \
+             holds 0 cannot tell the two apart on these items.)"
+        );
+    }
     Ok(())
+}
+
+/// The MAE of `b` minus the MAE of `a` on the items both estimated, with a
+/// paired bootstrap interval.
+#[derive(Debug, Clone, Copy)]
+pub struct Difference {
+    pub mean: f64,
+    pub low: f64,
+    pub high: f64,
+    pub n: usize,
+}
+
+/// Paired bootstrap of the MAE difference `b - a` (95%: the 2.5th and 97.5th
+/// percentiles of `resamples` means of resampled item differences, seeded).
+pub fn paired_mae_difference(a: &[Row], b: &[Row], resamples: usize, seed: u64) -> Option<Difference> {
+    use rand::{Rng, SeedableRng};
+    let by_item: std::collections::HashMap<usize, &Row> = a.iter().map(|r| (r.item, r)).collect();
+    let d: Vec<f64> = b
+        .iter()
+        .filter_map(|rb| {
+            let ra = by_item.get(&rb.item)?;
+            Some((rb.estimate - rb.truth).abs() - (ra.estimate - ra.truth).abs())
+        })
+        .collect();
+    if d.is_empty() {
+        return None;
+    }
+    let n = d.len();
+    let mean = d.iter().sum::<f64>() / n as f64;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut means: Vec<f64> =
+        (0..resamples.max(1)).map(|_| (0..n).map(|_| d[rng.random_range(0..n)]).sum::<f64>() / n as f64).collect();
+    means.sort_by(f64::total_cmp);
+    let at = |q: f64| means[((means.len() - 1) as f64 * q).round() as usize];
+    Some(Difference { mean, low: at(0.025), high: at(0.975), n })
 }
 
 /// A curate directory's test (or validation) split files, by split name.
@@ -351,12 +408,12 @@ fn evaluate(model: &mut Pricer, data: &Path, read: Reading, print_rows: bool) ->
     }
     let mut rows: Vec<Row> = Vec::new();
     let mut errors = 0;
-    for (p, e) in products.iter().zip(model.estimate_all(&products)?) {
+    for (item, (p, e)) in products.iter().zip(model.estimate_all(&products)?).enumerate() {
         let truth = p.price.unwrap_or(0.0);
         match e {
             Ok(e) => {
                 tally.kept += 1;
-                let row = Row { title: p.title.clone(), estimate: e.price, truth, low: e.low, high: e.high };
+                let row = Row { item, title: p.title.clone(), estimate: e.price, truth, low: e.low, high: e.high };
                 if print_rows {
                     print_row(rows.len() + 1, &row, color);
                 }
@@ -420,4 +477,41 @@ fn write_report(dir: &std::path::Path, name: &str, rows: &[Row], s: &Summary) ->
     }
     w.flush()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(errors: &[f64]) -> Vec<Row> {
+        errors
+            .iter()
+            .enumerate()
+            .map(|(item, e)| Row { item, title: String::new(), estimate: 100.0 + e, truth: 100.0, low: 0.0, high: 0.0 })
+            .collect()
+    }
+
+    #[test]
+    fn paired_difference_pairs_items_and_its_interval_says_when_models_differ() {
+        let a = rows(&(0..200).map(|i| (i % 17) as f64 * 3.0).collect::<Vec<_>>());
+        let same = paired_mae_difference(&a, &a, 500, 1).unwrap();
+        assert_eq!((same.mean, same.low, same.high, same.n), (0.0, 0.0, 0.0, 200));
+        // Every error $1 smaller (signs kept): exactly -1.
+        let better = rows(&(0..200).map(|i| ((i % 17) as f64 * 3.0 - 1.0).max(0.0)).collect::<Vec<_>>());
+        let d = paired_mae_difference(&a, &better, 500, 1).unwrap();
+        assert!(d.mean < 0.0 && d.high < 0.0, "{d:?}");
+        // Noise around the same errors: the interval holds 0; a consistent gain of $5 with the same noise: not.
+        let noise = |i: usize| ((i * 7919) % 11) as f64 - 5.0;
+        let noisy = rows(&(0..200).map(|i| (i % 17) as f64 * 3.0 + 10.0 + noise(i)).collect::<Vec<_>>());
+        let base = rows(&(0..200).map(|i| (i % 17) as f64 * 3.0 + 10.0).collect::<Vec<_>>());
+        let tie = paired_mae_difference(&base, &noisy, 2000, 1).unwrap();
+        assert!(tie.low < 0.0 && tie.high > 0.0, "{tie:?}");
+        let gain = rows(&(0..200).map(|i| (i % 17) as f64 * 3.0 + 5.0 + noise(i)).collect::<Vec<_>>());
+        let g = paired_mae_difference(&base, &gain, 2000, 1).unwrap();
+        assert!(g.high < 0.0 && (g.mean + 5.0).abs() < 1.0, "{g:?}");
+        // Only items both estimated are paired; none in common is no answer.
+        let some: Vec<Row> = better.into_iter().filter(|r| r.item % 2 == 0).collect();
+        assert_eq!(paired_mae_difference(&a, &some, 100, 1).unwrap().n, 100);
+        assert!(paired_mae_difference(&a, &[], 100, 1).is_none());
+    }
 }
