@@ -185,7 +185,10 @@ fn a_chat_model_is_evaluated_with_retries_a_timeout_and_a_cache() {
     assert!(c.status.success(), "{}", String::from_utf8_lossy(&c.stderr));
     let table = String::from_utf8_lossy(&c.stdout);
     // With the default timeout the slow reply ("10", truth 50) arrives in time; the 500 stays an error.
-    assert!(table.contains("| chat:test-model | items.jsonl | 4 | $85.50 | 0.778 | 50.0% | $21.00 | 2 |  |"), "{table}");
+    assert!(
+        table.contains("| chat:test-model | items.jsonl | 4 | $85.50 | 0.778 | 50.0% | $21.00 | 2 |  |"),
+        "{table}"
+    );
     assert!(table.contains("| constant.gguf | items.jsonl | 6 |"), "{table}");
     // The second model against the first, paired on the 4 items both estimated.
     let row = table.lines().find(|l| l.starts_with("| constant.gguf")).unwrap();

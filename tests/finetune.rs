@@ -778,7 +778,8 @@ fn a_soup_averages_runs_and_exports_as_one() {
     // A run souped with itself is that run: the same weights, and the soup's validation
     // (computed anew) is the one training recorded.
     let same = s.root.join("same");
-    pricer_ok(&["soup", a.to_str().unwrap(), a.to_str().unwrap(), "--out", same.to_str().unwrap()]);
+    let out = pricer_ok(&["soup", a.to_str().unwrap(), a.to_str().unwrap(), "--out", same.to_str().unwrap()]);
+    assert!(!out.contains("different seeds"), "{out}");
     let own = run_json(&a)["state"]["best_val_mae"].as_f64().unwrap();
     let again = run_json(&same)["state"]["best_val_mae"].as_f64().unwrap();
     assert!((own - again).abs() < 1e-6 * own.max(1.0), "{own} vs {again}");
@@ -786,7 +787,10 @@ fn a_soup_averages_runs_and_exports_as_one() {
     // Two seeds: the element-wise mean, recorded with its ingredients, exported like any run.
     let soup = s.root.join("soup");
     let out = pricer_ok(&["soup", a.to_str().unwrap(), b.to_str().unwrap(), "--out", soup.to_str().unwrap()]);
-    assert!(out.contains("soup of 2: validation MAE $"), "{out}");
+    assert!(
+        out.contains("soup of 2: validation MAE $") && out.contains("note: the runs have different seeds"),
+        "{out}"
+    );
     let (wa, wb, ws) =
         (load(a.join("best.safetensors")), load(b.join("best.safetensors")), load(soup.join("best.safetensors")));
     assert_eq!(wa.len(), ws.len());
