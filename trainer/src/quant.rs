@@ -52,7 +52,9 @@ pub fn run(args: &QuantErrorArgs) -> Result<()> {
     );
     let members = member_gaps(&int8, &f32, &items)?;
     if !members.is_empty() {
-        println!("where it comes from: each member's weight x its difference, in log price (mean / max)");
+        println!(
+            "where it comes from: each member's weight x its difference (with its has-details interaction), in log price (mean / max)"
+        );
         for (name, mean, max) in members {
             println!("  {name:>24}: {:.3}% / {:.3}%", 100.0 * mean, 100.0 * max);
         }
@@ -61,22 +63,38 @@ pub fn run(args: &QuantErrorArgs) -> Result<()> {
 }
 
 /// For a stack, each member's share of the 8-bit vs f32 difference of the
-/// blended log price: `|weight x (value_8bit - value_f32)|`, mean and max over
-/// the products (members the kernels do not touch come out 0).
+/// blended log price: `|weight x (value_8bit - value_f32)|`, a member and its
+/// has-details interaction summed first (they move together), mean and max
+/// over the products. Members the kernels do not touch come out 0.
 pub fn member_gaps(int8: &Estimator, f32: &Estimator, items: &[Product]) -> Result<Vec<(String, f64, f64)>> {
+    use pricer::estimator::Member;
     let pricer::estimator::Predictor::Stack(stack) = &int8.predictor else { return Ok(Vec::new()) };
-    let mut sums = vec![(0.0f64, 0.0f64); stack.members.len()];
+    let base = |m: &Member| match m {
+        Member::WithDetails(inner) => inner.name(),
+        other => other.name(),
+    };
+    let mut names: Vec<String> = Vec::new();
+    for m in &stack.members {
+        if !names.contains(&base(m)) {
+            names.push(base(m));
+        }
+    }
+    let mut sums = vec![(0.0f64, 0.0f64); names.len()];
     let mut n = 0usize;
     for (a, b) in int8.member_values(items).into_iter().zip(f32.member_values(items)) {
         let (Ok(a), Ok(b)) = (a, b) else { continue };
-        for (i, s) in sums.iter_mut().enumerate() {
-            let d = (stack.weights[i] * (a.values[i] - b.values[i])).abs();
-            s.0 += d;
-            s.1 = s.1.max(d);
+        let mut signed = vec![0.0f64; names.len()];
+        for (i, m) in stack.members.iter().enumerate() {
+            let at = names.iter().position(|x| *x == base(m)).expect("every member's name is listed");
+            signed[at] += stack.weights[i] * (a.values[i] - b.values[i]);
+        }
+        for (s, d) in sums.iter_mut().zip(signed) {
+            s.0 += d.abs();
+            s.1 = s.1.max(d.abs());
         }
         n += 1;
     }
-    Ok(stack.members.iter().zip(sums).map(|(m, (sum, max))| (m.name(), sum / n.max(1) as f64, max)).collect())
+    Ok(names.into_iter().zip(sums).map(|(name, (sum, max))| (name, sum / n.max(1) as f64, max)).collect())
 }
 
 /// The same model with every Q8_0 tensor dequantized to F32: the encoder
