@@ -5,9 +5,9 @@
 # own price head, validation splits of $DATA) and the time. The winner's run
 # directory is what `pricer export` then stacks (on any machine).
 #
-#   LEVERS="base seed2 soup llrd focus epochs6 tokens160 mlm pseudo"   which ones, in order
-#   (soup averages base and seed2, so it comes after both; curate cuts texts at 160
-#   tokens, so more tokens than 160 need the data curated again with --max-tokens)
+#   LEVERS="base seed2 llrd focus epochs6 tokens160 mlm pseudo soup"   which ones, in order
+#   (seed2 tells the levers from chance; soup averages the seed-42 runs before it;
+#   curate cuts texts at 160 tokens, so more than 160 needs the data curated again)
 #   PRICER=./pricer-cuda BASE=models/all-MiniLM-L6-v2 DATA=data/all2 OUT=levers
 #   UNPRICED=PATH/unpriced-22k.jsonl.gz   texts without prices (required by mlm and pseudo)
 #   LABELER=static/models/default.gguf                         (pseudo: the model that prices)
@@ -17,7 +17,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 PRICER=${PRICER:-./pricer-cuda}; BASE=${BASE:-models/all-MiniLM-L6-v2}; DATA=${DATA:-data/all2}
-OUT=${OUT:-levers}; DEVICE=${DEVICE:-cuda}; LEVERS=${LEVERS:-base seed2 soup llrd focus epochs6 tokens160 mlm pseudo}
+OUT=${OUT:-levers}; DEVICE=${DEVICE:-cuda}; LEVERS=${LEVERS:-base seed2 llrd focus epochs6 tokens160 mlm pseudo soup}
 UNPRICED=${UNPRICED:-}; LABELER=${LABELER:-static/models/default.gguf}
 case " $LEVERS " in *" mlm "*|*" pseudo "*)
   [ -f "$UNPRICED" ] || { echo "levers.sh: set UNPRICED to a file of texts without prices (mlm, pseudo)" >&2; exit 2; } ;;
@@ -38,10 +38,17 @@ for lever in $LEVERS; do
   case $lever in
     base) finetune base --base "$BASE" --epochs "$EPOCHS" --max-tokens 128 ;;
     seed2) finetune seed2 --base "$BASE" --epochs "$EPOCHS" --max-tokens 128 --seed 43 ;;
-    soup)
+    soup) # the finished runs of seed 42 and 128 tokens, best-first, each kept only if validation improves
+      # (runs of different seeds do not average: their heads start apart)
       rm -rf "${OUT:?}/soup"
-      "$PRICER" soup "$OUT/base" "$OUT/seed2" --device "$DEVICE" --out "$OUT/soup" 2>&1 | tee "$OUT/soup.log" \
-        | grep -E "^soup of" || status=1 ;;
+      runs=()
+      for r in base llrd focus mlm pseudo; do [ -f "$OUT/$r/best.safetensors" ] && runs+=("$OUT/$r"); done
+      if [ ${#runs[@]} -ge 2 ]; then
+        "$PRICER" soup "${runs[@]}" --greedy --device "$DEVICE" --out "$OUT/soup" > "$OUT/soup.log" 2>&1
+        grep -E "^soup of|no run improved" "$OUT/soup.log" || { tail -n 3 "$OUT/soup.log"; status=1; }
+      else
+        echo "soup: needs two finished runs of base llrd focus mlm pseudo first"
+      fi ;;
     llrd) finetune llrd --base "$BASE" --epochs "$EPOCHS" --max-tokens 128 --layer-decay 0.8 ;;
     focus) finetune focus --base "$BASE" --epochs "$EPOCHS" --max-tokens 128 --focus 1 ;;
     epochs6) finetune epochs6 --base "$BASE" --epochs 6 --max-tokens 128 --patience 3 ;;
