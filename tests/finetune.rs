@@ -292,6 +292,25 @@ fn train_kill_resume_export_eval_predict() {
     ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--index-items") && err.contains("but the neighbour index holds"), "{err}");
+    // The same number of items, one with another price: not the index's items either.
+    let text = std::fs::read_to_string(&train).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let mut third: Value = serde_json::from_str(&lines[2]).unwrap();
+    third["price"] = (third["price"].as_f64().unwrap() * 3.0 + 1.0).into();
+    lines[2] = third.to_string();
+    let altered = s.root.join("altered.jsonl");
+    std::fs::write(&altered, lines.join("\n")).unwrap();
+    let out = pricer(&[
+        "quant-error",
+        "--model",
+        ens.to_str().unwrap(),
+        "--data",
+        test.to_str().unwrap(),
+        "--index-items",
+        altered.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("item 3 is priced") && err.contains("not the items it was built from"), "{err}");
     // The range is calibrated on validation: about 80% of its prices inside.
     let coverage = info["pricer.test.coverage_pct"].as_f64().unwrap();
     assert!((50.0..=100.0).contains(&coverage), "{info}");

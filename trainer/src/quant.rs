@@ -127,9 +127,11 @@ pub fn with_index_of(model: Estimator, items: &[Product]) -> Result<Estimator> {
             > 1e-4 * (1.0 + old.log_price(i).abs())
     }) {
         bail!(
-            "item {} is priced {:?}, not as the index's item {i}: not the items it was built from",
+            "item {} is priced {:?}, the index's item {} ${:.2}: not the items it was built from",
             i + 1,
-            items[i].price
+            items[i].price,
+            i + 1,
+            old.price(i)
         );
     }
     let bar = indicatif::ProgressBar::new(items.len() as u64);
