@@ -264,10 +264,18 @@ fn train_kill_resume_export_eval_predict() {
     assert_eq!(info["pricer.knn.k"], 5.0);
     // Where the 8-bit difference comes from, member by member (the word member is not computed by the
     // kernels); and with the f32 side's neighbour index embedded in f32 from the items it holds.
-    let qe = |extra: &[&str]| {
+    let qe_args = |extra: &[&str]| {
         let mut a = vec!["quant-error", "--model", ens.to_str().unwrap(), "--data", test.to_str().unwrap()];
         a.extend(extra);
-        pricer_ok(&a)
+        a.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let qe = |extra: &[&str]| pricer_ok(&qe_args(extra).iter().map(String::as_str).collect::<Vec<_>>());
+    let qe_refused = |index_items: &Path| {
+        let out = pricer(
+            &qe_args(&["--index-items", index_items.to_str().unwrap()]).iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).to_string()
     };
     let row = |out: &str, member: &str| {
         out.lines().find(|l| l.trim_start().starts_with(&format!("{member}: "))).unwrap_or_default().to_string()
@@ -280,17 +288,7 @@ fn train_kill_resume_export_eval_predict() {
     assert!(own_index.contains("neighbour index embedded in f32 from"), "{own_index}");
     assert_eq!(row(&own_index, "encoder"), row(&shared_index, "encoder"), "only the index changed");
     assert_ne!(row(&own_index, "knn"), row(&shared_index, "knn"), "{own_index}\n{shared_index}");
-    let val = s.data.join("validation.jsonl");
-    let out = pricer(&[
-        "quant-error",
-        "--model",
-        ens.to_str().unwrap(),
-        "--data",
-        test.to_str().unwrap(),
-        "--index-items",
-        val.to_str().unwrap(),
-    ]);
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = qe_refused(&s.data.join("validation.jsonl"));
     assert!(err.contains("--index-items") && err.contains("but the neighbour index holds"), "{err}");
     // The same number of items, one with another price: not the index's items either.
     let text = std::fs::read_to_string(&train).unwrap();
@@ -300,16 +298,7 @@ fn train_kill_resume_export_eval_predict() {
     lines[2] = third.to_string();
     let altered = s.root.join("altered.jsonl");
     std::fs::write(&altered, lines.join("\n")).unwrap();
-    let out = pricer(&[
-        "quant-error",
-        "--model",
-        ens.to_str().unwrap(),
-        "--data",
-        test.to_str().unwrap(),
-        "--index-items",
-        altered.to_str().unwrap(),
-    ]);
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = qe_refused(&altered);
     assert!(err.contains("item 3 is priced") && err.contains("not the items it was built from"), "{err}");
     // The range is calibrated on validation: about 80% of its prices inside.
     let coverage = info["pricer.test.coverage_pct"].as_f64().unwrap();
@@ -849,6 +838,13 @@ fn a_soup_averages_runs_and_exports_as_one() {
     } else {
         assert!(text.contains("no run improved on") && !greedy.join("run.json").exists(), "{text}");
     }
+
+    // A run offered twice adds nothing: the greedy soup says so and writes no run.
+    let twice = s.root.join("twice");
+    let r = pricer(&["soup", a.to_str().unwrap(), a.to_str().unwrap(), "--greedy", "--out", twice.to_str().unwrap()]);
+    let e = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success() && e.contains("no run improved on"), "{e}");
+    assert!(!twice.join("run.json").exists() && !twice.join("best.safetensors").exists());
 
     // Refusals: one run, a run on other tokens, writing over a run, a run with no epoch done.
     let err = |args: &[&str]| String::from_utf8_lossy(&pricer(args).stderr).to_string();

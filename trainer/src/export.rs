@@ -335,20 +335,8 @@ fn neighbour_vectors(rw: &RunWeights, args: &ExportArgs, ds: &DataSet) -> Result
     }
     println!("embedding {} training items for the neighbour index", ds.train.len());
     let encoder = Estimator::from_bytes(&model_bytes(rw, args.quant, None)?)?;
-    let bar = indicatif::ProgressBar::new(ds.train.len() as u64);
-    let mut vectors = Vec::new();
-    let mut log_prices = Vec::new();
-    let mut dim = 0;
-    for chunk in ds.train.chunks(256) {
-        for (p, v) in chunk.iter().zip(encoder.member_values(chunk)) {
-            let pooled = v?.pooled.context("the encoder gave no pooled vector")?;
-            dim = pooled.len();
-            vectors.extend(pooled);
-            log_prices.push(p.price.unwrap_or(0.0).ln_1p() as f32);
-        }
-        bar.inc(chunk.len() as u64);
-    }
-    bar.finish_and_clear();
+    let (vectors, dim) = pooled_vectors(&encoder, &ds.train)?;
+    let log_prices: Vec<f32> = ds.train.iter().map(|p| p.price.unwrap_or(0.0).ln_1p() as f32).collect();
     let n = log_prices.len();
     let tensors: HashMap<String, Tensor> = [
         ("vectors".to_string(), Tensor::from_slice(&vectors, (n, dim), &Device::Cpu)?),
@@ -363,6 +351,24 @@ fn neighbour_vectors(rw: &RunWeights, args: &ExportArgs, ds: &DataSet) -> Result
         let _ = std::fs::rename(&tmp, &cache);
     }
     Ok((vectors, log_prices, dim))
+}
+
+/// The model's pooled encoder vector of each product (rows of `dim`, in
+/// order), with a progress bar: what a neighbour index holds.
+pub fn pooled_vectors(model: &Estimator, products: &[Product]) -> Result<(Vec<f32>, usize)> {
+    let bar = indicatif::ProgressBar::new(products.len() as u64);
+    let mut vectors = Vec::new();
+    let mut dim = 0;
+    for chunk in products.chunks(256) {
+        for v in model.member_values(chunk) {
+            let pooled = v?.pooled.context("the model's encoder gave no pooled vector")?;
+            dim = pooled.len();
+            vectors.extend(pooled);
+        }
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    Ok((vectors, dim))
 }
 
 /// Member values of the validation items (in the stack's member order) and

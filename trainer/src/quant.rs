@@ -134,18 +134,7 @@ pub fn with_index_of(model: Estimator, items: &[Product]) -> Result<Estimator> {
             old.price(i)
         );
     }
-    let bar = indicatif::ProgressBar::new(items.len() as u64);
-    let mut vectors = Vec::new();
-    let mut dim = 0;
-    for chunk in items.chunks(256) {
-        for v in model.member_values(chunk) {
-            let pooled = v?.pooled.ok_or_else(|| anyhow::anyhow!("the model's encoder gives no pooled vector"))?;
-            dim = pooled.len();
-            vectors.extend(pooled);
-        }
-        bar.inc(chunk.len() as u64);
-    }
-    bar.finish_and_clear();
+    let (vectors, dim) = crate::export::pooled_vectors(&model, items)?;
     let log_prices = (0..old.len()).map(|i| old.log_price(i)).collect();
     let mut knn = pricer::knn::Knn::new(&vectors, log_prices, dim, old.k, old.temperature)?;
     knn.labels = old.labels;
