@@ -47,6 +47,11 @@ pub struct ExportArgs {
     /// Softmax temperature over the neighbours' cosine similarities.
     #[arg(long, default_value_t = 0.05)]
     pub knn_temperature: f32,
+    /// How the K neighbours share the vote: `softmax` of their similarities,
+    /// or `fade` (less the next item's weight, so the estimate moves
+    /// continuously with the query; the 8-bit page then follows f32 closer).
+    #[arg(long, default_value = "softmax", value_parser = ["softmax", "fade"])]
+    pub knn_vote: String,
     /// Stack a 0/1 input telling whether the product comes with `details`.
     #[arg(long)]
     pub has_details: bool,
@@ -237,7 +242,8 @@ pub fn run(args: &ExportArgs) -> Result<()> {
             let (vectors, log_prices, dim) = neighbour_vectors(&rw, args, &ds)?;
             // Titles and categories, so an estimate can show its comparables.
             let labels = ItemLabels::new(ds.train.iter().map(|p| (p.title.as_str(), p.category.as_deref())));
-            Some(Knn::new(&vectors, log_prices, dim, args.knn, args.knn_temperature)?.with_labels(labels)?)
+            let vote = pricer::knn::Vote::parse(&args.knn_vote)?;
+            Some(Knn::new(&vectors, log_prices, dim, args.knn, args.knn_temperature)?.with_vote(vote).with_labels(labels)?)
         } else {
             None
         };

@@ -50,25 +50,71 @@ pub fn run(args: &QuantErrorArgs) -> Result<()> {
         items.len(),
         Gap::measure(&int8, &f32, &items)?
     );
-    let members = member_gaps(&int8, &f32, &items)?;
-    if !members.is_empty() {
+    let gaps = member_gaps(&int8, &f32, &items)?;
+    if !gaps.members.is_empty() {
         println!(
             "where it comes from: each member's weight x its difference (with its has-details interaction), in log price (mean / max)"
         );
-        for (name, mean, max) in members {
+        for (name, mean, max) in &gaps.members {
             println!("  {name:>24}: {:.3}% / {:.3}%", 100.0 * mean, 100.0 * max);
         }
     }
+    if let Some(q) = gaps.query {
+        println!(
+            "the neighbour member's query, 8-bit vs f32: cosine mean {:.5} / lowest {:.5}; of its {} neighbours, shared: mean {:.1} / fewest {}; largest move of a neighbour's weight {:.3} (mean {:.3})",
+            q.cosine_mean, q.cosine_min, q.k, q.shared_mean, q.shared_min, q.weight_move_max, q.weight_move_mean
+        );
+    }
     Ok(())
+}
+
+/// How the neighbour member's input moves between the two sides.
+#[derive(Debug, Clone, Copy)]
+pub struct QueryShift {
+    /// Cosine between the 8-bit and the f32 pooled vector of a product.
+    pub cosine_mean: f64,
+    pub cosine_min: f64,
+    /// The neighbours that vote (the index's k).
+    pub k: usize,
+    /// How many of the k neighbours both sides find.
+    pub shared_mean: f64,
+    pub shared_min: usize,
+    /// Total variation between the two sides' neighbour weights (0: the same
+    /// votes, 1: disjoint): how much of the vote moved.
+    pub weight_move_mean: f64,
+    pub weight_move_max: f64,
+}
+
+/// What [`member_gaps`] finds: each member's share, and for a model with a
+/// neighbour index how its query moved.
+pub struct MemberGaps {
+    /// (member, mean, max) of `|weight x (value_8bit - value_f32)|`.
+    pub members: Vec<(String, f64, f64)>,
+    pub query: Option<QueryShift>,
+}
+
+/// The share of the vote `knn` gives each of its neighbours of `query`, by item.
+fn vote(knn: &pricer::knn::Knn, query: &[f32]) -> BTreeMap<usize, f64> {
+    let near = knn.nearest(query, knn.reads());
+    near.iter().map(|n| n.index).zip(knn.vote_weights(&near)).collect()
 }
 
 /// For a stack, each member's share of the 8-bit vs f32 difference of the
 /// blended log price: `|weight x (value_8bit - value_f32)|`, a member and its
 /// has-details interaction summed first (they move together), mean and max
 /// over the products. Members the kernels do not touch come out 0.
-pub fn member_gaps(int8: &Estimator, f32: &Estimator, items: &[Product]) -> Result<Vec<(String, f64, f64)>> {
+pub fn member_gaps(int8: &Estimator, f32: &Estimator, items: &[Product]) -> Result<MemberGaps> {
     use pricer::estimator::Member;
-    let pricer::estimator::Predictor::Stack(stack) = &int8.predictor else { return Ok(Vec::new()) };
+    let pricer::estimator::Predictor::Stack(stack) = &int8.predictor else {
+        return Ok(MemberGaps { members: Vec::new(), query: None });
+    };
+    let indexes = match pricer::knn::Knn::in_file(&int8.file, "knn") {
+        true => Some((pricer::knn::Knn::read(&int8.file)?, pricer::knn::Knn::read(&f32.file)?)),
+        false => None,
+    };
+    let mut cosines = Vec::new();
+    let mut shared = Vec::new();
+    let mut moved = Vec::new();
     let base = |m: &Member| match m {
         Member::WithDetails(inner) => inner.name(),
         other => other.name(),
@@ -83,6 +129,15 @@ pub fn member_gaps(int8: &Estimator, f32: &Estimator, items: &[Product]) -> Resu
     let mut n = 0usize;
     for (a, b) in int8.member_values(items).into_iter().zip(f32.member_values(items)) {
         let (Ok(a), Ok(b)) = (a, b) else { continue };
+        if let (Some((ka, kb)), Some(qa), Some(qb)) = (&indexes, &a.pooled, &b.pooled) {
+            let (na, nb) = (pricer::knn::normalized(qa), pricer::knn::normalized(qb));
+            cosines.push(na.iter().zip(&nb).map(|(x, y)| (x * y) as f64).sum::<f64>());
+            let (va, vb) = (vote(ka, qa), vote(kb, qb));
+            shared.push(va.keys().filter(|i| vb.contains_key(i)).count());
+            let keys: std::collections::BTreeSet<_> = va.keys().chain(vb.keys()).collect();
+            let tv = keys.iter().map(|i| (va.get(i).unwrap_or(&0.0) - vb.get(i).unwrap_or(&0.0)).abs()).sum::<f64>();
+            moved.push(tv / 2.0);
+        }
         let mut signed = vec![0.0f64; names.len()];
         for (i, m) in stack.members.iter().enumerate() {
             let at = names.iter().position(|x| *x == base(m)).expect("every member's name is listed");
@@ -94,7 +149,20 @@ pub fn member_gaps(int8: &Estimator, f32: &Estimator, items: &[Product]) -> Resu
         }
         n += 1;
     }
-    Ok(names.into_iter().zip(sums).map(|(name, (sum, max))| (name, sum / n.max(1) as f64, max)).collect())
+    let query = match (&indexes, cosines.len()) {
+        (Some((ka, _)), m) if m > 0 => Some(QueryShift {
+            cosine_mean: cosines.iter().sum::<f64>() / m as f64,
+            cosine_min: cosines.iter().copied().fold(f64::INFINITY, f64::min),
+            k: ka.k.min(ka.len()),
+            shared_mean: shared.iter().sum::<usize>() as f64 / m as f64,
+            shared_min: shared.iter().copied().min().unwrap_or(0),
+            weight_move_mean: moved.iter().sum::<f64>() / m as f64,
+            weight_move_max: moved.iter().copied().fold(0.0, f64::max),
+        }),
+        _ => None,
+    };
+    let members = names.into_iter().zip(sums).map(|(name, (sum, max))| (name, sum / n.max(1) as f64, max)).collect();
+    Ok(MemberGaps { members, query })
 }
 
 /// The same model with every Q8_0 tensor dequantized to F32: the encoder
@@ -136,7 +204,7 @@ pub fn with_index_of(model: Estimator, items: &[Product]) -> Result<Estimator> {
     }
     let (vectors, dim) = crate::export::pooled_vectors(&model, items)?;
     let log_prices = (0..old.len()).map(|i| old.log_price(i)).collect();
-    let mut knn = pricer::knn::Knn::new(&vectors, log_prices, dim, old.k, old.temperature)?;
+    let mut knn = pricer::knn::Knn::new(&vectors, log_prices, dim, old.k, old.temperature)?.with_vote(old.vote);
     knn.labels = old.labels;
     let mut w = ModelWriter::from_file(&model.file)?;
     knn.write(&mut w)?;

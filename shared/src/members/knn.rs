@@ -12,6 +12,8 @@ use candle_core::{Device, Tensor};
 pub mod keys {
     pub const K: &str = "pricer.knn.k";
     pub const TEMPERATURE: &str = "pricer.knn.temperature";
+    /// How the neighbours vote ([`Vote`]); files without it vote `softmax`.
+    pub const VOTE: &str = "pricer.knn.vote";
     pub const VECTORS: &str = "knn.vectors";
     pub const LOG_PRICES: &str = "knn.log_prices";
     /// The indexed items' titles, one per line (comparables to show).
@@ -28,6 +30,7 @@ pub mod keys {
 pub struct IndexKeys {
     pub k: String,
     pub temperature: String,
+    pub vote: String,
     pub vectors: String,
     pub log_prices: String,
     pub titles: String,
@@ -40,6 +43,7 @@ impl IndexKeys {
         IndexKeys {
             k: format!("pricer.{name}.k"),
             temperature: format!("pricer.{name}.temperature"),
+            vote: format!("pricer.{name}.vote"),
             vectors: format!("{name}.vectors"),
             log_prices: format!("{name}.log_prices"),
             titles: format!("pricer.{name}.titles"),
@@ -109,6 +113,37 @@ pub fn short_title(title: &str) -> String {
     format!("{cut}…")
 }
 
+/// How the k nearest items share the vote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Vote {
+    /// A softmax of their similarities. An item entering or leaving the k
+    /// nearest moves the estimate by a step: its whole weight comes or goes.
+    #[default]
+    Softmax,
+    /// The softmax weight less that of the (k+1)-th nearest item, so the
+    /// k-th item's weight fades to 0 as the next one catches up with it: the
+    /// estimate moves continuously with the query, and a query nudged by
+    /// 8-bit arithmetic no longer swaps whole votes at the boundary.
+    Fade,
+}
+
+impl Vote {
+    pub fn name(self) -> &'static str {
+        match self {
+            Vote::Softmax => "softmax",
+            Vote::Fade => "fade",
+        }
+    }
+
+    pub fn parse(name: &str) -> Result<Vote, Error> {
+        match name {
+            "softmax" => Ok(Vote::Softmax),
+            "fade" => Ok(Vote::Fade),
+            other => Err(Error::ModelFile(format!("unknown neighbour vote {other:?} (softmax or fade)"))),
+        }
+    }
+}
+
 /// Unit-length embeddings of training items with their log(1 + price).
 #[derive(Debug, Clone)]
 pub struct Knn {
@@ -121,6 +156,7 @@ pub struct Knn {
     /// Softmax temperature over cosine similarities: small values trust the
     /// closest neighbours most.
     pub temperature: f32,
+    pub vote: Vote,
     /// Titles and categories of the items (files written before comparables
     /// were shown have none).
     pub labels: Option<Box<ItemLabels>>,
@@ -169,7 +205,7 @@ impl Knn {
             )));
         }
         let vectors = vectors.chunks(dim).flat_map(normalized).collect();
-        Ok(Self { vectors, log_prices, dim, k, temperature, labels: None })
+        Ok(Self { vectors, log_prices, dim, k, temperature, vote: Vote::Softmax, labels: None })
     }
 
     /// The index with each item's title and category (in the vectors' order).
@@ -203,19 +239,53 @@ impl Knn {
         self.log_prices.iter().map(|x| *x as f64).sum::<f64>() / self.len().max(1) as f64
     }
 
-    /// The similarity-weighted log price of the first `k` of `near` (most
-    /// similar first) that `allowed` lets vote: what [`Knn::log_estimate`]
-    /// gives when only those items are indexed. `None` when none is allowed.
-    pub fn log_estimate_among(&self, near: &[Neighbour], allowed: impl Fn(usize) -> bool) -> Option<f64> {
-        let mut voters = near.iter().filter(|n| allowed(n.index)).take(self.k).peekable();
-        let top = voters.peek()?.similarity;
-        let (mut sum, mut total) = (0.0f64, 0.0f64);
-        for n in voters {
-            let w = (((n.similarity - top) / self.temperature) as f64).exp();
-            sum += w * self.log_prices[n.index] as f64;
-            total += w;
+    /// The index with another vote.
+    pub fn with_vote(mut self, vote: Vote) -> Self {
+        self.vote = vote;
+        self
+    }
+
+    /// How many of the nearest items a vote reads: the k voters, and for
+    /// [`Vote::Fade`] the item after them.
+    pub fn reads(&self) -> usize {
+        match self.vote {
+            Vote::Softmax => self.k,
+            Vote::Fade => self.k.saturating_add(1),
         }
-        Some(sum / total.max(f64::MIN_POSITIVE))
+    }
+
+    /// The weighted log price of the first `k` of `near` (most similar
+    /// first) that `allowed` lets vote: what [`Knn::log_estimate`] gives when
+    /// only those items are indexed. `near` should hold [`Knn::reads`] of
+    /// them. `None` when none is allowed.
+    pub fn log_estimate_among(&self, near: &[Neighbour], allowed: impl Fn(usize) -> bool) -> Option<f64> {
+        let read: Vec<Neighbour> = near.iter().filter(|n| allowed(n.index)).take(self.reads()).copied().collect();
+        if read.is_empty() {
+            return None;
+        }
+        let weights = self.vote_weights(&read);
+        Some(read.iter().zip(weights).map(|(n, w)| w * self.log_prices[n.index] as f64).sum())
+    }
+
+    /// The share of the vote (summing to 1) of each of the first `k` of
+    /// `near` (most similar first): a softmax of the similarities at the
+    /// index's temperature; for [`Vote::Fade`] less the weight of `near[k]`
+    /// when there is one (all equal: an even vote).
+    pub fn vote_weights(&self, near: &[Neighbour]) -> Vec<f64> {
+        let Some(top) = near.first().map(|n| n.similarity) else { return Vec::new() };
+        let weight = |n: &Neighbour| (((n.similarity - top) / self.temperature) as f64).exp();
+        let floor = match self.vote {
+            Vote::Fade => near.get(self.k).map_or(0.0, weight),
+            Vote::Softmax => 0.0,
+        };
+        let voters = &near[..near.len().min(self.k)];
+        let w: Vec<f64> = voters.iter().map(|n| (weight(n) - floor).max(0.0)).collect();
+        let total = w.iter().sum::<f64>();
+        if total > 0.0 {
+            w.into_iter().map(|w| w / total).collect()
+        } else {
+            vec![1.0 / voters.len() as f64; voters.len()]
+        }
     }
 
     /// The `k` items most similar to `query` (any length; it is normalised),
@@ -237,7 +307,7 @@ impl Knn {
 
     /// The neighbours' log prices, weighted by a softmax of their similarity.
     pub fn log_estimate(&self, query: &[f32]) -> f64 {
-        self.log_estimate_among(&self.nearest(query, self.k), |_| true).unwrap_or(0.0)
+        self.log_estimate_among(&self.nearest(query, self.reads()), |_| true).unwrap_or(0.0)
     }
 
     /// Stores the index: vectors as Q4_0 when their width splits into blocks
@@ -256,6 +326,10 @@ impl Knn {
         w.add_tensor(&keys.vectors, QTensor::quantize(&t, dtype)?);
         w.add_f32(&keys.log_prices, &self.log_prices)?;
         w.set_u32(&keys.k, self.k as u32).set_f64(&keys.temperature, self.temperature as f64);
+        // Older readers know only the softmax: its files stay as they were.
+        if self.vote != Vote::Softmax {
+            w.set_str(&keys.vote, self.vote.name());
+        }
         if let Some(l) = &self.labels {
             w.set_str(&keys.titles, &l.titles.join("\n")).set_strs(&keys.category_names, &l.category_names);
             w.add_f32(&keys.categories, &l.categories.iter().map(|c| *c as f32).collect::<Vec<_>>())?;
@@ -291,7 +365,10 @@ impl Knn {
         let vectors = f.tensor_f32(&keys.vectors)?;
         let k = f.u32(&keys.k)? as usize;
         let temperature = f.f64(&keys.temperature)? as f32;
-        let knn = Knn::new(&vectors, log_prices, dim, k, temperature).map_err(|e| Error::ModelFile(e.to_string()))?;
+        let vote = f.opt_str(&keys.vote).map(Vote::parse).transpose()?.unwrap_or_default();
+        let knn = Knn::new(&vectors, log_prices, dim, k, temperature)
+            .map_err(|e| Error::ModelFile(e.to_string()))?
+            .with_vote(vote);
         let Some(text) = f.opt_str(&keys.titles) else { return Ok(knn) };
         let titles: Vec<String> = if n == 0 { vec![] } else { text.split('\n').map(str::to_string).collect() };
         let category_names = f.strs(&keys.category_names)?;
@@ -348,6 +425,86 @@ mod tests {
         // A very low temperature gives the nearest item's price.
         let sharp = Knn { temperature: 1e-4, ..index() };
         assert!((sharp.log_estimate(&[1.0, 1.0]) - 4.0).abs() < 1e-6);
+    }
+
+    /// `n` items spread over a quarter circle, priced 0, 1, 2, ...
+    fn arc(n: usize, k: usize, vote: Vote) -> Knn {
+        let v: Vec<f32> =
+            (0..n).flat_map(|i| {
+                let (s, c) = (i as f32 / n as f32 * std::f32::consts::FRAC_PI_2).sin_cos();
+                [s, c]
+            })
+            .collect();
+        Knn::new(&v, (0..n).map(|i| i as f32).collect(), 2, k, 0.05).unwrap().with_vote(vote)
+    }
+
+    /// The largest change of the estimate between two queries a small step apart,
+    /// sweeping over the arc (the k nearest change many times on the way).
+    fn largest_step(knn: &Knn) -> f64 {
+        let estimate = |a: f32| knn.log_estimate(&[a.sin(), a.cos()]);
+        let steps = 4000;
+        (0..steps)
+            .map(|i| {
+                let a = i as f32 / steps as f32 * std::f32::consts::FRAC_PI_2;
+                (estimate(a + std::f32::consts::FRAC_PI_2 / steps as f32) - estimate(a)).abs()
+            })
+            .fold(0.0, f64::max)
+    }
+
+    #[test]
+    fn a_fading_vote_moves_continuously_where_the_softmax_jumps() {
+        let (soft, fade) = (arc(40, 3, Vote::Softmax), arc(40, 3, Vote::Fade));
+        // Both follow the query: at item 20, both say about 20.
+        let item20 = [soft.vectors[40], soft.vectors[41]];
+        let (s20, f20) = (soft.log_estimate(&item20), fade.log_estimate(&item20));
+        assert!((s20 - 20.0).abs() < 1.0 && (f20 - 20.0).abs() < 1.0, "{s20} {f20}");
+        // A step of 1/4000 of the arc swaps the third neighbour now and then: the
+        // softmax jumps by its weight times a price a few apart (about 1), the
+        // fading vote by about as much as any step moves it (the estimate climbs
+        // 40 over 4000 steps: 0.01 a step on average).
+        let (s, f) = (largest_step(&soft), largest_step(&fade));
+        assert!(s > 0.5, "softmax's largest step {s}");
+        assert!(f < 0.05, "fading vote's largest step {f} (softmax {s})");
+    }
+
+    #[test]
+    fn a_fading_vote_needs_the_next_item_and_keeps_its_weights_sound() {
+        // With no item after the k-th, there is nothing to fade to: the softmax's vote.
+        let (soft, fade) = (arc(3, 3, Vote::Softmax), arc(3, 3, Vote::Fade));
+        assert_eq!(fade.reads(), 4);
+        let q = [0.3f32, 0.9];
+        assert!((soft.log_estimate(&q) - fade.log_estimate(&q)).abs() < 1e-12);
+        // Equal similarities: the (k+1)-th weighs as much as the rest, so an even vote.
+        let same = Knn::new(&[1.0, 0.0, 1.0, 0.0, 1.0, 0.0], vec![1.0, 2.0, 6.0], 2, 2, 0.05).unwrap();
+        let near = same.nearest(&[1.0, 0.0], 3);
+        assert_eq!(same.with_vote(Vote::Fade).vote_weights(&near), vec![0.5, 0.5]);
+        // Weights sum to 1 and the k-th weighs less under the fading vote.
+        let fade = arc(40, 5, Vote::Fade);
+        let near = fade.nearest(&[0.6, 0.8], fade.reads());
+        let (wf, ws) = (fade.vote_weights(&near), arc(40, 5, Vote::Softmax).vote_weights(&near));
+        assert_eq!(wf.len(), 5);
+        assert!((wf.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+        assert!(wf[4] < ws[4] && wf[0] > ws[0], "{wf:?} vs {ws:?}");
+    }
+
+    #[test]
+    fn the_vote_round_trips_and_an_unknown_one_is_refused() {
+        let fade = arc(40, 3, Vote::Fade);
+        let mut w = ModelWriter::new("test");
+        fade.write(&mut w).unwrap();
+        let f = ModelFile::from_bytes(&w.to_bytes().unwrap()).unwrap();
+        assert_eq!(f.opt_str(keys::VOTE), Some("fade"));
+        assert_eq!(Knn::read(&f).unwrap().vote, Vote::Fade);
+        // The softmax writes no key, so files read by older pages stay as they were.
+        let mut w = ModelWriter::new("test");
+        arc(40, 3, Vote::Softmax).write(&mut w).unwrap();
+        let f = ModelFile::from_bytes(&w.to_bytes().unwrap()).unwrap();
+        assert_eq!((f.opt_str(keys::VOTE), Knn::read(&f).unwrap().vote), (None, Vote::Softmax));
+        let mut w = ModelWriter::from_file(&f).unwrap();
+        w.set_str(keys::VOTE, "majority");
+        let f = ModelFile::from_bytes(&w.to_bytes().unwrap()).unwrap();
+        let err = Knn::read(&f).unwrap_err().to_string();
+        assert!(err.contains("unknown neighbour vote \"majority\""), "{err}");
     }
 
     #[test]
