@@ -283,6 +283,10 @@ fn train_kill_resume_export_eval_predict() {
     let shared_index = qe(&[]);
     assert!(shared_index.contains("where it comes from"), "{shared_index}");
     assert!(row(&shared_index, "words").ends_with("words: 0.000% / 0.000%"), "{shared_index}");
+    // How the neighbour member's query and vote move: a cosine just under 1, some of the 5 neighbours shared.
+    let query = shared_index.lines().find(|l| l.starts_with("the neighbour member's query")).unwrap_or_default();
+    let cosine: f64 = query.split("cosine mean ").nth(1).and_then(|r| r.split(' ').next()?.parse().ok()).unwrap();
+    assert!((0.9..=1.0).contains(&cosine) && query.contains("of its 5 neighbours, shared"), "{shared_index}");
     let train = s.data.join("train.jsonl");
     let own_index = qe(&["--index-items", train.to_str().unwrap()]);
     assert!(own_index.contains("neighbour index embedded in f32 from"), "{own_index}");
@@ -300,6 +304,27 @@ fn train_kill_resume_export_eval_predict() {
     std::fs::write(&altered, lines.join("\n")).unwrap();
     let err = qe_refused(&altered);
     assert!(err.contains("item 3 is priced") && err.contains("not the items it was built from"), "{err}");
+    // The fading neighbour vote: stored in the file, and it changes the neighbour member's values.
+    assert!(info.get("pricer.knn.vote").is_none(), "the softmax writes no key: {info}");
+    let fade = s.root.join("ens-fade.gguf");
+    let mut fade_args = vec!["export", full.to_str().unwrap(), "--out", fade.to_str().unwrap(), "--with", &with];
+    fade_args.extend(["--knn", "5", "--has-details", "--knn-vote", "fade"]);
+    pricer_ok(&fade_args);
+    let fade_info: Value =
+        serde_json::from_str(pricer_ok(&["info", "--model", fade.to_str().unwrap(), "--json"]).trim()).unwrap();
+    assert_eq!(fade_info["pricer.knn.vote"], "fade", "{fade_info}");
+    // Export is deterministic: the same run and members give the same file, so
+    // another estimate can only come from the vote.
+    let price = |model: &Path| {
+        let out = pricer_ok(&["predict", "--model", model.to_str().unwrap(), "Acme kettle, steel, 1.7 l"]);
+        serde_json::from_str::<Value>(out.trim()).unwrap()["price"].as_f64().unwrap()
+    };
+    assert_ne!(price(&ens), price(&fade));
+    let last = fade_args.len() - 1;
+    (fade_args[3], fade_args[last]) = ("x.gguf", "majority");
+    let out = pricer(&fade_args);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("'majority'"), "{out:?}");
+    assert!(!Path::new("x.gguf").exists());
     // The range is calibrated on validation: about 80% of its prices inside.
     let coverage = info["pricer.test.coverage_pct"].as_f64().unwrap();
     assert!((50.0..=100.0).contains(&coverage), "{info}");

@@ -243,7 +243,11 @@ pub fn run(args: &ExportArgs) -> Result<()> {
             // Titles and categories, so an estimate can show its comparables.
             let labels = ItemLabels::new(ds.train.iter().map(|p| (p.title.as_str(), p.category.as_deref())));
             let vote = pricer::knn::Vote::parse(&args.knn_vote)?;
-            Some(Knn::new(&vectors, log_prices, dim, args.knn, args.knn_temperature)?.with_vote(vote).with_labels(labels)?)
+            Some(
+                Knn::new(&vectors, log_prices, dim, args.knn, args.knn_temperature)?
+                    .with_vote(vote)
+                    .with_labels(labels)?,
+            )
         } else {
             None
         };

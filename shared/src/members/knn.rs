@@ -429,8 +429,8 @@ mod tests {
 
     /// `n` items spread over a quarter circle, priced 0, 1, 2, ...
     fn arc(n: usize, k: usize, vote: Vote) -> Knn {
-        let v: Vec<f32> =
-            (0..n).flat_map(|i| {
+        let v: Vec<f32> = (0..n)
+            .flat_map(|i| {
                 let (s, c) = (i as f32 / n as f32 * std::f32::consts::FRAC_PI_2).sin_cos();
                 [s, c]
             })
