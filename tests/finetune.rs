@@ -287,6 +287,13 @@ fn train_kill_resume_export_eval_predict() {
     let query = shared_index.lines().find(|l| l.starts_with("the neighbour member's query")).unwrap_or_default();
     let cosine: f64 = query.split("cosine mean ").nth(1).and_then(|r| r.split(' ').next()?.parse().ok()).unwrap();
     assert!((0.9..=1.0).contains(&cosine) && query.contains("of its 5 neighbours, shared"), "{shared_index}");
+    // The products whose two estimates differ most, largest first, with what the neighbour member saw.
+    let worst = qe(&["--worst", "3"]);
+    let rows: Vec<&str> = worst.lines().skip_while(|l| !l.starts_with("| product |")).skip(2).collect();
+    assert_eq!(rows.len(), 3, "{worst}");
+    let diff = |row: &str| row.split(" | ").nth(4).unwrap().trim_end_matches('%').parse::<f64>().unwrap();
+    assert!(diff(rows[0]) >= diff(rows[1]) && diff(rows[1]) >= diff(rows[2]), "{worst}");
+    assert!(rows.iter().all(|r| r.split(" | ").nth(5).unwrap().contains(" / $")), "{worst}");
     let train = s.data.join("train.jsonl");
     let own_index = qe(&["--index-items", train.to_str().unwrap()]);
     assert!(own_index.contains("neighbour index embedded in f32 from"), "{own_index}");

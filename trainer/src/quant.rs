@@ -31,6 +31,10 @@ pub struct QuantErrorArgs {
     /// export embedded with the 8-bit kernels).
     #[arg(long)]
     pub index_items: Option<PathBuf>,
+    /// Also list the N products whose two estimates differ most, with what
+    /// the neighbour member saw on each side.
+    #[arg(long, default_value_t = 0)]
+    pub worst: usize,
 }
 
 pub fn run(args: &QuantErrorArgs) -> Result<()> {
@@ -63,6 +67,62 @@ pub fn run(args: &QuantErrorArgs) -> Result<()> {
         println!(
             "the neighbour member's query, 8-bit vs f32: cosine mean {:.5} / lowest {:.5}; of its {} neighbours, shared: mean {:.1} / fewest {}; largest move of a neighbour's weight {:.3} (mean {:.3})",
             q.cosine_mean, q.cosine_min, q.k, q.shared_mean, q.shared_min, q.weight_move_max, q.weight_move_mean
+        );
+    }
+    if args.worst > 0 {
+        print_worst(&int8, &f32, &items, args.worst)?;
+    }
+    Ok(())
+}
+
+/// The `n` products whose 8-bit and f32 estimates differ most: both prices,
+/// and for a model with a neighbour index the member's value on each side
+/// (as a price), the nearest item's cosine and how many neighbours both find.
+fn print_worst(int8: &Estimator, f32: &Estimator, items: &[Product], n: usize) -> Result<()> {
+    let (a, b) = (int8.member_values(items), f32.member_values(items));
+    let (pa, pb) = (int8.estimate_batch(items), f32.estimate_batch(items));
+    let indexes = match pricer::knn::Knn::in_file(&int8.file, "knn") {
+        true => Some((pricer::knn::Knn::read(&int8.file)?, pricer::knn::Knn::read(&f32.file)?)),
+        false => None,
+    };
+    let mut rows: Vec<(f64, usize)> = Vec::new();
+    for i in 0..items.len() {
+        if let (Ok(x), Ok(y)) = (&pa[i], &pb[i]) {
+            rows.push(((x.price - y.price).abs() / y.price.abs().max(1e-9), i));
+        }
+    }
+    rows.sort_by(|x, y| y.0.total_cmp(&x.0));
+    println!("the {} products whose estimates differ most:", n.min(rows.len()));
+    println!(
+        "| product | price | 8-bit | f32 | difference | knn 8-bit / f32 | nearest cosine 8-bit / f32 | shared neighbours |"
+    );
+    println!("|---|---:|---:|---:|---:|---|---|---:|");
+    for &(diff, i) in rows.iter().take(n) {
+        let (x, y) = (pa[i].as_ref().expect("kept"), pb[i].as_ref().expect("kept"));
+        let title = pricer::knn::short_title(&items[i].title).chars().take(50).collect::<String>();
+        let mut knn = String::new();
+        let mut cosines = String::new();
+        let mut shared = String::new();
+        if let (Some((ka, kb)), Ok(va), Ok(vb)) = (&indexes, &a[i], &b[i])
+            && let (Some(qa), Some(qb)) = (&va.pooled, &vb.pooled)
+        {
+            let (na, nb) = (ka.nearest(qa, ka.reads()), kb.nearest(qb, kb.reads()));
+            let value = |k: &pricer::knn::Knn, near: &[pricer::knn::Neighbour]| {
+                k.log_estimate_among(near, |_| true).unwrap_or(0.0).exp_m1()
+            };
+            knn = format!("${:.2} / ${:.2}", value(ka, &na), value(kb, &nb));
+            let top = |near: &[pricer::knn::Neighbour]| near.first().map_or(f32::NAN, |n| n.similarity);
+            cosines = format!("{:.4} / {:.4}", top(&na), top(&nb));
+            let (ia, ib): (Vec<usize>, Vec<usize>) =
+                (na.iter().take(ka.k).map(|n| n.index).collect(), nb.iter().take(kb.k).map(|n| n.index).collect());
+            shared = ia.iter().filter(|i| ib.contains(i)).count().to_string();
+        }
+        println!(
+            "| {title} | ${:.2} | ${:.2} | ${:.2} | {:.2}% | {knn} | {cosines} | {shared} |",
+            items[i].price.unwrap_or(f64::NAN),
+            x.price,
+            y.price,
+            100.0 * diff
         );
     }
     Ok(())
