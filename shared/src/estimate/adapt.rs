@@ -59,6 +59,10 @@ pub const FOLDS: usize = 5;
 pub const OWN_K: usize = 10;
 /// Softmax temperature of the own neighbour member (as the training index's).
 pub const OWN_TEMPERATURE: f32 = 0.05;
+/// How the own items vote: fading out at the k-th, as the default model's
+/// index (software halves: the same or a few cents better than the softmax
+/// at every size, docs/benchmarks.md).
+pub const OWN_VOTE: crate::knn::Vote = crate::knn::Vote::Fade;
 /// Pull of a refit's weights toward the model's blend, per item (ridge).
 pub const REFIT_PULL: f64 = 0.05;
 /// How much lower a richer fit's cross-validated MAE must be than the
@@ -549,6 +553,7 @@ pub fn fit_with(
     let vectors: Vec<f32> = rows.iter().flat_map(|r| r.pooled.iter().copied()).collect();
     let log_prices: Vec<f32> = rows.iter().map(|r| r.log_price as f32).collect();
     let own = Knn::new(&vectors, log_prices, dim, OWN_K, OWN_TEMPERATURE)?
+        .with_vote(OWN_VOTE)
         .with_labels(ItemLabels::new(labels.iter().copied()))?;
 
     // Folds from a seeded shuffle: files are often sorted by price or kind.
