@@ -81,10 +81,7 @@ pub fn run(args: &QuantErrorArgs) -> Result<()> {
 fn print_worst(int8: &Estimator, f32: &Estimator, items: &[Product], n: usize) -> Result<()> {
     let (a, b) = (int8.member_values(items), f32.member_values(items));
     let (pa, pb) = (int8.estimate_batch(items), f32.estimate_batch(items));
-    let indexes = match pricer::knn::Knn::in_file(&int8.file, "knn") {
-        true => Some((pricer::knn::Knn::read(&int8.file)?, pricer::knn::Knn::read(&f32.file)?)),
-        false => None,
-    };
+    let indexes = neighbour_indexes(int8, f32)?;
     let mut rows: Vec<(f64, usize)> = Vec::new();
     for i in 0..items.len() {
         if let (Ok(x), Ok(y)) = (&pa[i], &pb[i]) {
@@ -153,6 +150,14 @@ pub struct MemberGaps {
     pub query: Option<QueryShift>,
 }
 
+/// Each side's neighbour index, for a model that has one.
+fn neighbour_indexes(int8: &Estimator, f32: &Estimator) -> Result<Option<(pricer::knn::Knn, pricer::knn::Knn)>> {
+    if !pricer::knn::Knn::in_file(&int8.file, "knn") {
+        return Ok(None);
+    }
+    Ok(Some((pricer::knn::Knn::read(&int8.file)?, pricer::knn::Knn::read(&f32.file)?)))
+}
+
 /// The share of the vote `knn` gives each of its neighbours of `query`, by item.
 fn vote(knn: &pricer::knn::Knn, query: &[f32]) -> BTreeMap<usize, f64> {
     let near = knn.nearest(query, knn.reads());
@@ -168,10 +173,7 @@ pub fn member_gaps(int8: &Estimator, f32: &Estimator, items: &[Product]) -> Resu
     let pricer::estimator::Predictor::Stack(stack) = &int8.predictor else {
         return Ok(MemberGaps { members: Vec::new(), query: None });
     };
-    let indexes = match pricer::knn::Knn::in_file(&int8.file, "knn") {
-        true => Some((pricer::knn::Knn::read(&int8.file)?, pricer::knn::Knn::read(&f32.file)?)),
-        false => None,
-    };
+    let indexes = neighbour_indexes(int8, f32)?;
     let mut cosines = Vec::new();
     let mut shared = Vec::new();
     let mut moved = Vec::new();
