@@ -50,8 +50,8 @@ pub struct ExportArgs {
     /// How the K neighbours share the vote: `softmax` of their similarities,
     /// or `fade` (less the next item's weight, so the estimate moves
     /// continuously with the query; the 8-bit page then follows f32 closer).
-    #[arg(long, default_value = "softmax", value_parser = ["softmax", "fade"])]
-    pub knn_vote: String,
+    #[arg(long, default_value = "softmax", value_parser = pricer::knn::Vote::parse)]
+    pub knn_vote: pricer::knn::Vote,
     /// Stack a 0/1 input telling whether the product comes with `details`.
     #[arg(long)]
     pub has_details: bool,
@@ -242,10 +242,9 @@ pub fn run(args: &ExportArgs) -> Result<()> {
             let (vectors, log_prices, dim) = neighbour_vectors(&rw, args, &ds)?;
             // Titles and categories, so an estimate can show its comparables.
             let labels = ItemLabels::new(ds.train.iter().map(|p| (p.title.as_str(), p.category.as_deref())));
-            let vote = pricer::knn::Vote::parse(&args.knn_vote)?;
             Some(
                 Knn::new(&vectors, log_prices, dim, args.knn, args.knn_temperature)?
-                    .with_vote(vote)
+                    .with_vote(args.knn_vote)
                     .with_labels(labels)?,
             )
         } else {

@@ -10,6 +10,7 @@ use candle_core::Tensor;
 use candle_core::quantized::{GgmlDType, QTensor};
 use pricer::Estimator;
 use pricer::Product;
+use pricer::estimator::MemberValues;
 use pricer::model_file::ModelWriter;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -49,12 +50,15 @@ pub fn run(args: &QuantErrorArgs) -> Result<()> {
     if let Some(n) = args.limit {
         items.truncate(n);
     }
+    // Each side's encoder runs once; the figures below all read these.
+    let (a, b) = (Side::of(&int8, &items)?, Side::of(&f32, &items)?);
     println!(
         "{} products: 8-bit kernels vs f32 on the same weights: {}",
         items.len(),
-        Gap::measure(&int8, &f32, &items)?
+        Gap::between(&a.prices, &b.prices)
     );
-    let gaps = member_gaps(&int8, &f32, &items)?;
+    let indexes = neighbour_indexes(&int8, &f32)?;
+    let gaps = member_gaps(&int8, indexes.as_ref(), &a, &b);
     if !gaps.members.is_empty() {
         println!(
             "where it comes from: each member's weight x its difference (with its has-details interaction), in log price (mean / max)"
@@ -70,24 +74,37 @@ pub fn run(args: &QuantErrorArgs) -> Result<()> {
         );
     }
     if args.worst > 0 {
-        print_worst(&int8, &f32, &items, args.worst)?;
+        print_worst(&items, indexes.as_ref(), &a, &b, args.worst);
     }
     Ok(())
 }
 
+/// One side's member values and estimated price of each product.
+pub struct Side {
+    pub values: Vec<MemberValues>,
+    pub prices: Vec<f64>,
+}
+
+impl Side {
+    pub fn of(model: &Estimator, items: &[Product]) -> Result<Side> {
+        let values = model.member_values(items).into_iter().collect::<Result<Vec<_>, _>>()?;
+        let prices = items
+            .iter()
+            .zip(&values)
+            .map(|(p, v)| Ok(model.estimate_from(p, v.clone())?.price))
+            .collect::<Result<Vec<f64>>>()?;
+        Ok(Side { values, prices })
+    }
+}
+
+/// Both sides' neighbour indexes.
+type Indexes = (pricer::knn::Knn, pricer::knn::Knn);
+
 /// The `n` products whose 8-bit and f32 estimates differ most: both prices,
 /// and for a model with a neighbour index the member's value on each side
 /// (as a price), the nearest item's cosine and how many neighbours both find.
-fn print_worst(int8: &Estimator, f32: &Estimator, items: &[Product], n: usize) -> Result<()> {
-    let (a, b) = (int8.member_values(items), f32.member_values(items));
-    let (pa, pb) = (int8.estimate_batch(items), f32.estimate_batch(items));
-    let indexes = neighbour_indexes(int8, f32)?;
-    let mut rows: Vec<(f64, usize)> = Vec::new();
-    for i in 0..items.len() {
-        if let (Ok(x), Ok(y)) = (&pa[i], &pb[i]) {
-            rows.push(((x.price - y.price).abs() / y.price.abs().max(1e-9), i));
-        }
-    }
+fn print_worst(items: &[Product], indexes: Option<&Indexes>, a: &Side, b: &Side, n: usize) {
+    let mut rows: Vec<(f64, usize)> = (0..items.len()).map(|i| (relative(a.prices[i], b.prices[i]), i)).collect();
     rows.sort_by(|x, y| y.0.total_cmp(&x.0));
     println!("the {} products whose estimates differ most:", n.min(rows.len()));
     println!(
@@ -95,14 +112,11 @@ fn print_worst(int8: &Estimator, f32: &Estimator, items: &[Product], n: usize) -
     );
     println!("|---|---:|---:|---:|---:|---|---|---:|");
     for &(diff, i) in rows.iter().take(n) {
-        let (x, y) = (pa[i].as_ref().expect("kept"), pb[i].as_ref().expect("kept"));
         let title = pricer::knn::short_title(&items[i].title).chars().take(50).collect::<String>();
         let mut knn = String::new();
         let mut cosines = String::new();
         let mut shared = String::new();
-        if let (Some((ka, kb)), Ok(va), Ok(vb)) = (&indexes, &a[i], &b[i])
-            && let (Some(qa), Some(qb)) = (&va.pooled, &vb.pooled)
-        {
+        if let (Some((ka, kb)), Some(qa), Some(qb)) = (indexes, &a.values[i].pooled, &b.values[i].pooled) {
             let (na, nb) = (ka.nearest(qa, ka.reads()), kb.nearest(qb, kb.reads()));
             let value = |k: &pricer::knn::Knn, near: &[pricer::knn::Neighbour]| {
                 k.log_estimate_among(near, |_| true).unwrap_or(0.0).exp_m1()
@@ -117,12 +131,11 @@ fn print_worst(int8: &Estimator, f32: &Estimator, items: &[Product], n: usize) -
         println!(
             "| {title} | ${:.2} | ${:.2} | ${:.2} | {:.2}% | {knn} | {cosines} | {shared} |",
             items[i].price.unwrap_or(f64::NAN),
-            x.price,
-            y.price,
+            a.prices[i],
+            b.prices[i],
             100.0 * diff
         );
     }
-    Ok(())
 }
 
 /// How the neighbour member's input moves between the two sides.
@@ -151,7 +164,7 @@ pub struct MemberGaps {
 }
 
 /// Each side's neighbour index, for a model that has one.
-fn neighbour_indexes(int8: &Estimator, f32: &Estimator) -> Result<Option<(pricer::knn::Knn, pricer::knn::Knn)>> {
+fn neighbour_indexes(int8: &Estimator, f32: &Estimator) -> Result<Option<Indexes>> {
     if !pricer::knn::Knn::in_file(&int8.file, "knn") {
         return Ok(None);
     }
@@ -168,12 +181,11 @@ fn vote(knn: &pricer::knn::Knn, query: &[f32]) -> BTreeMap<usize, f64> {
 /// blended log price: `|weight x (value_8bit - value_f32)|`, a member and its
 /// has-details interaction summed first (they move together), mean and max
 /// over the products. Members the kernels do not touch come out 0.
-pub fn member_gaps(int8: &Estimator, f32: &Estimator, items: &[Product]) -> Result<MemberGaps> {
+pub fn member_gaps(int8: &Estimator, indexes: Option<&Indexes>, a: &Side, b: &Side) -> MemberGaps {
     use pricer::estimator::Member;
     let pricer::estimator::Predictor::Stack(stack) = &int8.predictor else {
-        return Ok(MemberGaps { members: Vec::new(), query: None });
+        return MemberGaps { members: Vec::new(), query: None };
     };
-    let indexes = neighbour_indexes(int8, f32)?;
     let mut cosines = Vec::new();
     let mut shared = Vec::new();
     let mut moved = Vec::new();
@@ -189,9 +201,8 @@ pub fn member_gaps(int8: &Estimator, f32: &Estimator, items: &[Product]) -> Resu
     }
     let mut sums = vec![(0.0f64, 0.0f64); names.len()];
     let mut n = 0usize;
-    for (a, b) in int8.member_values(items).into_iter().zip(f32.member_values(items)) {
-        let (Ok(a), Ok(b)) = (a, b) else { continue };
-        if let (Some((ka, kb)), Some(qa), Some(qb)) = (&indexes, &a.pooled, &b.pooled) {
+    for (a, b) in a.values.iter().zip(&b.values) {
+        if let (Some((ka, kb)), Some(qa), Some(qb)) = (indexes, &a.pooled, &b.pooled) {
             let (na, nb) = (pricer::knn::normalized(qa), pricer::knn::normalized(qb));
             cosines.push(na.iter().zip(&nb).map(|(x, y)| (x * y) as f64).sum::<f64>());
             let (va, vb) = (vote(ka, qa), vote(kb, qb));
@@ -211,7 +222,7 @@ pub fn member_gaps(int8: &Estimator, f32: &Estimator, items: &[Product]) -> Resu
         }
         n += 1;
     }
-    let query = match (&indexes, cosines.len()) {
+    let query = match (indexes, cosines.len()) {
         (Some((ka, _)), m) if m > 0 => Some(QueryShift {
             cosine_mean: cosines.iter().sum::<f64>() / m as f64,
             cosine_min: cosines.iter().copied().fold(f64::INFINITY, f64::min),
@@ -224,7 +235,7 @@ pub fn member_gaps(int8: &Estimator, f32: &Estimator, items: &[Product]) -> Resu
         _ => None,
     };
     let members = names.into_iter().zip(sums).map(|(name, (sum, max))| (name, sum / n.max(1) as f64, max)).collect();
-    Ok(MemberGaps { members, query })
+    MemberGaps { members, query }
 }
 
 /// The same model with every Q8_0 tensor dequantized to F32: the encoder
@@ -282,17 +293,19 @@ pub struct Gap {
 }
 
 impl Gap {
-    pub fn measure(int8: &Estimator, f32: &Estimator, items: &[Product]) -> Result<Gap> {
-        let mut diffs = Vec::new();
-        for (a, b) in int8.estimate_batch(items).into_iter().zip(f32.estimate_batch(items)) {
-            let (a, b) = (a?.price, b?.price);
-            diffs.push((a - b).abs() / b.abs().max(1e-9));
-        }
+    /// The gap of `prices` from `reference`, item by item.
+    pub fn between(prices: &[f64], reference: &[f64]) -> Gap {
+        let mut diffs: Vec<f64> = prices.iter().zip(reference).map(|(a, b)| relative(*a, *b)).collect();
         diffs.sort_by(f64::total_cmp);
         let n = diffs.len();
         let at = |q: f64| diffs.get(((n as f64 - 1.0) * q).round() as usize).copied().unwrap_or(f64::NAN);
-        Ok(Gap { mean: diffs.iter().sum::<f64>() / n.max(1) as f64, p99: at(0.99), max: at(1.0) })
+        Gap { mean: diffs.iter().sum::<f64>() / n.max(1) as f64, p99: at(0.99), max: at(1.0) }
     }
+}
+
+/// `|price - reference|` relative to the reference.
+fn relative(price: f64, reference: f64) -> f64 {
+    (price - reference).abs() / reference.abs().max(1e-9)
 }
 
 impl std::fmt::Display for Gap {
@@ -355,12 +368,13 @@ pub fn run_smooth(args: &SmoothArgs) -> Result<()> {
     }
     let bytes = w.to_bytes()?;
     let smoothed = Estimator::from_bytes(&bytes)?;
+    let reference = Side::of(&f32, &items)?.prices;
     println!(
         "{} calibration products, {}: 8-bit vs f32 before {}; after {}",
         items.len(),
         if args.remove { "smoothing removed".to_string() } else { format!("alpha {}", args.alpha) },
-        Gap::measure(&int8, &f32, &items)?,
-        Gap::measure(&smoothed, &f32, &items)?
+        Gap::between(&Side::of(&int8, &items)?.prices, &reference),
+        Gap::between(&Side::of(&smoothed, &items)?.prices, &reference)
     );
     crate::data::write_atomic(&args.out, &bytes)?;
     println!("wrote {} ({} linear layers smoothed)", args.out.display(), factors.len());

@@ -135,11 +135,12 @@ impl Vote {
         }
     }
 
-    pub fn parse(name: &str) -> Result<Vote, Error> {
+    /// A vote by its name; the error names what was given and what exists.
+    pub fn parse(name: &str) -> Result<Vote, String> {
         match name {
             "softmax" => Ok(Vote::Softmax),
             "fade" => Ok(Vote::Fade),
-            other => Err(Error::ModelFile(format!("unknown neighbour vote {other:?} (softmax or fade)"))),
+            other => Err(format!("unknown neighbour vote {other:?} (softmax or fade)")),
         }
     }
 }
@@ -156,6 +157,7 @@ pub struct Knn {
     /// Softmax temperature over cosine similarities: small values trust the
     /// closest neighbours most.
     pub temperature: f32,
+    /// How the k nearest share the vote.
     pub vote: Vote,
     /// Titles and categories of the items (files written before comparables
     /// were shown have none).
@@ -305,7 +307,7 @@ impl Knn {
         best
     }
 
-    /// The neighbours' log prices, weighted by a softmax of their similarity.
+    /// The neighbours' log prices, weighted by the index's [`Vote`].
     pub fn log_estimate(&self, query: &[f32]) -> f64 {
         self.log_estimate_among(&self.nearest(query, self.reads()), |_| true).unwrap_or(0.0)
     }
@@ -365,7 +367,7 @@ impl Knn {
         let vectors = f.tensor_f32(&keys.vectors)?;
         let k = f.u32(&keys.k)? as usize;
         let temperature = f.f64(&keys.temperature)? as f32;
-        let vote = f.opt_str(&keys.vote).map(Vote::parse).transpose()?.unwrap_or_default();
+        let vote = f.opt_str(&keys.vote).map(Vote::parse).transpose().map_err(Error::ModelFile)?.unwrap_or_default();
         let knn = Knn::new(&vectors, log_prices, dim, k, temperature)
             .map_err(|e| Error::ModelFile(e.to_string()))?
             .with_vote(vote);
