@@ -332,6 +332,42 @@ fn train_kill_resume_export_eval_predict() {
     let out = pricer(&fade_args);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("'majority'"), "{out:?}");
     assert!(!Path::new("x.gguf").exists());
+    // The validation items indexed too, once the blend is fitted: a validation item finds itself first.
+    let indexed = s.root.join("ens-indexed.gguf");
+    fade_args[3] = indexed.to_str().unwrap();
+    fade_args[last] = "fade";
+    fade_args.push("--index-validation");
+    let out = pricer_ok(&fade_args);
+    let validation = std::fs::read_to_string(s.data.join("validation.jsonl")).unwrap();
+    let held = validation.lines().count();
+    assert!(out.contains(&format!("training and {held} validation items")), "{out}");
+    let info_indexed: Value =
+        serde_json::from_str(pricer_ok(&["info", "--model", indexed.to_str().unwrap(), "--json"]).trim()).unwrap();
+    assert_eq!(info_indexed["pricer.knn.validation_items"], held as f64, "{info_indexed}");
+    let first_comparable = |model: &Path, line: &str| {
+        let mut child = std::process::Command::new(pricer_bin())
+            .args(["predict", "--model", model.to_str().unwrap(), "--neighbours", "1"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(format!("{line}\n").as_bytes()).unwrap();
+        let out = String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap();
+        serde_json::from_str::<Value>(out.trim()).unwrap()["comparables"][0].clone()
+    };
+    let item = validation.lines().next().unwrap();
+    let title = serde_json::from_str::<Value>(item).unwrap()["title"].clone();
+    let own = first_comparable(&indexed, item);
+    // (Just under 1: the index's vectors are stored in 4 bits.)
+    assert!(own["title"] == title && own["similarity"].as_f64().unwrap() > 0.99, "{own} for {item}");
+    assert_ne!(first_comparable(&fade, item)["title"], title, "not indexed without the flag");
+    // Validation figures of such a file come with a warning; test figures without.
+    let val =
+        pricer(&["eval", "--model", indexed.to_str().unwrap(), "--data", s.data.to_str().unwrap(), "--validation"]);
+    assert!(val.status.success() && String::from_utf8_lossy(&val.stderr).contains("not out-of-sample"), "{val:?}");
+    let tst = pricer(&["eval", "--model", indexed.to_str().unwrap(), "--data", s.data.to_str().unwrap()]);
+    assert!(tst.status.success() && String::from_utf8_lossy(&tst.stderr).is_empty(), "{tst:?}");
     // The range is calibrated on validation: about 80% of its prices inside.
     let coverage = info["pricer.test.coverage_pct"].as_f64().unwrap();
     assert!((50.0..=100.0).contains(&coverage), "{info}");

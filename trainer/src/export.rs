@@ -72,7 +72,17 @@ pub struct ExportArgs {
     /// model it helped one test split and not the other (docs/benchmarks.md).
     #[arg(long)]
     pub smooth_alpha: Option<f64>,
+    /// Once the blend is fitted, index the validation items too: new products
+    /// find their comparables among training and validation items (the blend
+    /// was fitted with the training items' votes alone). The file's figures
+    /// on the validation splits are then no longer out-of-sample.
+    #[arg(long)]
+    pub index_validation: bool,
 }
+
+/// How many validation items the neighbour index holds (`--index-validation`):
+/// the file's figures on them are not out-of-sample.
+pub const VALIDATION_INDEXED: &str = "pricer.knn.validation_items";
 
 fn parse_member_file(s: &str) -> Result<(String, PathBuf), String> {
     let (name, path) = match s.split_once('=') {
@@ -237,16 +247,18 @@ pub fn run(args: &ExportArgs) -> Result<()> {
         bail!("--no-head leaves nothing to estimate with: add --knn K or --with FILE");
     }
 
+    if args.index_validation && args.knn == 0 {
+        bail!("--index-validation adds to the neighbour index: give --knn K too");
+    }
+
+    let mut index_items = None;
+    let mut validation_indexed = 0;
     let stack = if stacked {
         let knn = if args.knn > 0 {
             let (vectors, log_prices, dim) = neighbour_vectors(&rw, args, &ds)?;
-            // Titles and categories, so an estimate can show its comparables.
-            let labels = ItemLabels::new(ds.train.iter().map(|p| (p.title.as_str(), p.category.as_deref())));
-            Some(
-                Knn::new(&vectors, log_prices, dim, args.knn, args.knn_temperature)?
-                    .with_vote(args.knn_vote)
-                    .with_labels(labels)?,
-            )
+            let knn = neighbour_index(args, &vectors, log_prices.clone(), dim, &ds.train)?;
+            index_items = Some((vectors, log_prices, dim));
+            Some(knn)
         } else {
             None
         };
@@ -259,25 +271,39 @@ pub fn run(args: &ExportArgs) -> Result<()> {
             members,
             band_scale: 1.0,
         };
-        fit_stack(&mut stack, &rw, args, &ds)?;
+        let validation_vectors = fit_stack(&mut stack, &rw, args, &ds)?;
+        let est = Estimator::from_bytes(&model_bytes(&rw, args.quant, Some(&stack))?)?;
+        // Before the index holds the validation items, which would find themselves.
+        stack.band_scale = fit_band_scale(&est, &ds.validation, &stack)?;
+        println!(
+            "likely range: the encoder's 10-90% band scaled by {:.3} (80% of validation prices inside)",
+            stack.band_scale
+        );
+        if args.index_validation
+            && let Some((mut vectors, mut log_prices, dim)) = index_items
+        {
+            let validation: Vec<Product> =
+                ds.validation_splits.iter().flat_map(|s| s.products.iter().cloned()).collect();
+            vectors.extend(validation_vectors);
+            log_prices.extend(validation.iter().map(|p| p.price.unwrap_or(0.0).ln_1p() as f32));
+            let products: Vec<Product> = ds.train.iter().chain(&validation).cloned().collect();
+            stack.knn = Some(neighbour_index(args, &vectors, log_prices, dim, &products)?);
+            validation_indexed = validation.len();
+            println!("neighbour index: {} training and {} validation items", ds.train.len(), validation.len());
+        }
         Some(stack)
     } else {
         None
     };
 
     let mut w_bytes = model_bytes(&rw, args.quant, stack.as_ref())?;
-    if let Some(stack) = &stack {
-        let est = Estimator::from_bytes(&w_bytes)?;
-        let scale = fit_band_scale(&est, &ds.validation, stack)?;
-        println!("likely range: the encoder's 10-90% band scaled by {scale:.3} (80% of validation prices inside)");
-        let mut w = ModelWriter::from_file(&est.file)?;
-        w.set_f64(Stack::BAND_SCALE, scale);
-        w_bytes = w.to_bytes()?;
-    }
     // Provenance, range and test metrics come from the exported file itself.
     let file = ModelFile::from_bytes(&w_bytes)?;
     let mut w = ModelWriter::from_file(&file)?;
     finish(&mut w, &ds, run.config.seed)?;
+    if validation_indexed > 0 {
+        w.set_u32(VALIDATION_INDEXED, validation_indexed as u32);
+    }
     w_bytes = w.to_bytes()?;
     let test_items: Vec<Product> = ds.tests.iter().flat_map(|s| s.products.iter().cloned()).collect();
     if args.quant != Quant::F32 && !test_items.is_empty() {
@@ -362,6 +388,22 @@ fn neighbour_vectors(rw: &RunWeights, args: &ExportArgs, ds: &DataSet) -> Result
     Ok((vectors, log_prices, dim))
 }
 
+/// The neighbour member's index of `products` (their pooled `vectors`, rows
+/// of `dim`, and log prices), with titles and categories so an estimate can
+/// show its comparables.
+fn neighbour_index(
+    args: &ExportArgs,
+    vectors: &[f32],
+    log_prices: Vec<f32>,
+    dim: usize,
+    products: &[Product],
+) -> Result<Knn> {
+    let labels = ItemLabels::new(products.iter().map(|p| (p.title.as_str(), p.category.as_deref())));
+    Ok(Knn::new(vectors, log_prices, dim, args.knn, args.knn_temperature)?
+        .with_vote(args.knn_vote)
+        .with_labels(labels)?)
+}
+
 /// The model's pooled encoder vector of each product (rows of `dim`, in
 /// order), with a progress bar: what a neighbour index holds.
 pub fn pooled_vectors(model: &Estimator, products: &[Product]) -> Result<(Vec<f32>, usize)> {
@@ -391,15 +433,20 @@ struct Design {
 
 /// Fits the blend weights by least squares on validation items and prints
 /// each member alone and the blend without it (both 5-fold cross-validated).
-fn fit_stack(stack: &mut Stack, rw: &RunWeights, args: &ExportArgs, ds: &DataSet) -> Result<()> {
+/// Returns the validation items' pooled vectors (in `validation_splits`
+/// order), what an index of them holds.
+fn fit_stack(stack: &mut Stack, rw: &RunWeights, args: &ExportArgs, ds: &DataSet) -> Result<Vec<f32>> {
     let bytes = model_bytes(rw, args.quant, Some(stack))?;
     let est = Estimator::from_bytes(&bytes)?;
     let Predictor::Stack(s) = &est.predictor else { unreachable!("written as a stack") };
     let mut design = Design { rows: vec![], y: vec![], split: vec![] };
+    let mut pooled = Vec::new();
     for split in &ds.validation_splits {
         let name = if split.name.is_empty() { "validation".to_string() } else { split.name.clone() };
         for (p, v) in split.products.iter().zip(est.member_values(&split.products)) {
-            design.rows.push(v?.values);
+            let v = v?;
+            pooled.extend(v.pooled.unwrap_or_default());
+            design.rows.push(v.values);
             design.y.push(p.price.unwrap_or(0.0).ln_1p());
             design.split.push(name.clone());
         }
@@ -465,7 +512,7 @@ fn fit_stack(stack: &mut Stack, rw: &RunWeights, args: &ExportArgs, ds: &DataSet
         row("all, without the has-details interactions".into(), &plain);
     }
     row("all".into(), &all);
-    Ok(())
+    Ok(pooled)
 }
 
 /// Least-squares weights of the columns `cols` (others get 0) and the bias,
