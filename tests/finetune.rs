@@ -344,6 +344,11 @@ fn train_kill_resume_export_eval_predict() {
     let info_indexed: Value =
         serde_json::from_str(pricer_ok(&["info", "--model", indexed.to_str().unwrap(), "--json"]).trim()).unwrap();
     assert_eq!(info_indexed["pricer.knn.validation_items"], held as f64, "{info_indexed}");
+    // Its likely range and validation figures are the model's before it held them (to float noise).
+    for key in ["pricer.validation.mae", "pricer.range.log_low", "pricer.stack.band_scale"] {
+        let (a, b) = (info_indexed[key].as_f64().unwrap(), fade_info[key].as_f64().unwrap());
+        assert!((a - b).abs() <= 1e-5 * b.abs().max(1.0), "{key}: {a} vs {b}");
+    }
     let first_comparable = |model: &Path, line: &str| {
         let mut child = std::process::Command::new(pricer_bin())
             .args(["predict", "--model", model.to_str().unwrap(), "--neighbours", "1"])
@@ -362,7 +367,45 @@ fn train_kill_resume_export_eval_predict() {
     // (Just under 1: the index's vectors are stored in 4 bits.)
     assert!(own["title"] == title && own["similarity"].as_f64().unwrap() > 0.99, "{own} for {item}");
     assert_ne!(first_comparable(&fade, item)["title"], title, "not indexed without the flag");
-    // Validation figures of such a file come with a warning; test figures without.
+    // A linear member refitted on training and validation items, put in place once the blend is fitted.
+    let data_tv = s.root.join("data-tv");
+    std::fs::create_dir_all(&data_tv).unwrap();
+    for entry in std::fs::read_dir(&s.data).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, data_tv.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let train_text = std::fs::read_to_string(s.data.join("train.jsonl")).unwrap();
+    std::fs::write(data_tv.join("train.jsonl"), format!("{}\n{validation}", train_text.trim_end())).unwrap();
+    let lin_tv = s.root.join("tfidf-tv.gguf");
+    pricer_ok(&[
+        "train",
+        "--kind",
+        "tfidf-ridge",
+        "--data",
+        data_tv.to_str().unwrap(),
+        "--out",
+        lin_tv.to_str().unwrap(),
+    ]);
+    let refit = format!("words={}", lin_tv.display());
+    let refitted = s.root.join("ens-refit.gguf");
+    fade_args.pop();
+    fade_args[3] = refitted.to_str().unwrap();
+    let with_refit = [fade_args.clone(), vec!["--refit", &refit]].concat();
+    let out = pricer_ok(&with_refit);
+    assert!(out.contains("member words: refitted on training and validation items"), "{out}");
+    let info_refit: Value =
+        serde_json::from_str(pricer_ok(&["info", "--model", refitted.to_str().unwrap(), "--json"]).trim()).unwrap();
+    assert_eq!(info_refit["pricer.stack.refitted"], "words", "{info_refit}");
+    assert_ne!(price(&refitted), price(&fade), "the refitted member changes the estimate");
+    let unknown = format!("other={}", lin_tv.display());
+    let out = pricer(&[fade_args.clone(), vec!["--refit", &unknown]].concat());
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no --with member"), "{out:?}");
+    // Validation figures of such files come with a warning; test figures without.
+    let val =
+        pricer(&["eval", "--model", refitted.to_str().unwrap(), "--data", s.data.to_str().unwrap(), "--validation"]);
+    assert!(String::from_utf8_lossy(&val.stderr).contains("members words were refitted"), "{val:?}");
     let val =
         pricer(&["eval", "--model", indexed.to_str().unwrap(), "--data", s.data.to_str().unwrap(), "--validation"]);
     assert!(val.status.success() && String::from_utf8_lossy(&val.stderr).contains("not out-of-sample"), "{val:?}");

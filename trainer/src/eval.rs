@@ -149,16 +149,24 @@ pub struct Row {
     pub high: f64,
 }
 
-/// Warns when validation figures are asked of a model whose neighbour index
-/// holds the validation items (`export --index-validation`): each would find
-/// itself among its comparables.
-fn warn_if_validation_indexed(model: &Pricer, name: &str, validation: bool) {
+/// Warns when validation figures are asked of a model that has seen the
+/// validation items (`export --index-validation` or `--refit`).
+fn warn_if_validation_seen(model: &Pricer, name: &str, validation: bool) {
     let (Pricer::File(est) | Pricer::First(est)) = model else { return };
-    let held = est.file.u32(crate::export::VALIDATION_INDEXED).unwrap_or(0);
-    if validation && held > 0 {
+    if !validation {
+        return;
+    }
+    let mut seen = Vec::new();
+    if let Ok(n) = est.file.u32(crate::export::VALIDATION_INDEXED) {
+        seen.push(format!("its neighbour index holds {n} of them"));
+    }
+    if let Ok(names) = est.file.str(crate::export::REFITTED) {
+        seen.push(format!("its members {names} were refitted on them"));
+    }
+    if !seen.is_empty() {
         eprintln!(
-            "note: {name}'s neighbour index holds {held} validation items (export --index-validation): \
-             its validation figures are not out-of-sample"
+            "note: {name} has seen the validation items ({}): its validation figures are not out-of-sample",
+            seen.join("; ")
         );
     }
 }
@@ -171,7 +179,7 @@ pub fn load_model(path: &std::path::Path) -> Result<Estimator> {
 pub fn run(args: &EvalArgs) -> Result<()> {
     let mut model = Pricer::open(&args.model, &args.chat)?;
     let name = model_name(&args.model);
-    warn_if_validation_indexed(&model, &name, args.validation);
+    warn_if_validation_seen(&model, &name, args.validation);
     let mut tokenizer = None;
     if let Some(n) = args.max_tokens {
         let Pricer::File(est) = &mut model else { bail!("--max-tokens needs a model file") };
@@ -273,7 +281,7 @@ pub fn compare(args: &CompareArgs) -> Result<()> {
     let mut first: Vec<Vec<Row>> = Vec::new();
     for (m, spec) in args.models.iter().enumerate() {
         let mut model = Pricer::open(spec, &args.chat)?;
-        warn_if_validation_indexed(&model, &model_name(spec), args.validation);
+        warn_if_validation_seen(&model, &model_name(spec), args.validation);
         for (f, (split, path)) in files.iter().enumerate() {
             let e = evaluate(&mut model, path, read, false)?;
             let s = &e.summary;

@@ -4,7 +4,7 @@
 
 use crate::data::{DataSet, load_data_set, write_atomic};
 use crate::finetune::{BEST, RunFile, read_run_file};
-use crate::train::{finish, report_written};
+use crate::train::{ValidationFit, finish, finish_with, report_written};
 use anyhow::{Context, Result, bail};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
@@ -78,11 +78,21 @@ pub struct ExportArgs {
     /// on the validation splits are then no longer out-of-sample.
     #[arg(long)]
     pub index_validation: bool,
+    /// Once the blend is fitted, put this file in the place of the `--with`
+    /// member NAME, as NAME=FILE: the same recipe trained on the training and
+    /// validation items (the blend was fitted with the `--with` file, whose
+    /// validation estimates are out-of-sample). Repeat for several.
+    #[arg(long, value_parser = parse_member_file)]
+    pub refit: Vec<(String, PathBuf)>,
 }
 
 /// How many validation items the neighbour index holds (`--index-validation`):
 /// the file's figures on them are not out-of-sample.
 pub const VALIDATION_INDEXED: &str = "pricer.knn.validation_items";
+
+/// The linear members put in place after the blend was fitted (`--refit`),
+/// trained on the validation items too: their names, comma-separated.
+pub const REFITTED: &str = "pricer.stack.refitted";
 
 fn parse_member_file(s: &str) -> Result<(String, PathBuf), String> {
     let (name, path) = match s.split_once('=') {
@@ -229,11 +239,18 @@ pub fn run(args: &ExportArgs) -> Result<()> {
         if linear.iter().any(|(n, _)| n == name) {
             bail!("--with {name}=...: the name is used twice");
         }
-        let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let file = ModelFile::from_bytes(&bytes).with_context(|| format!("cannot load {}", path.display()))?;
-        let lin = LinearModel::read(&file, "").with_context(|| format!("{} is not a linear model", path.display()))?;
         members.push(Member::Linear(name.clone()));
-        linear.push((name.clone(), lin));
+        linear.push((name.clone(), read_linear(path)?));
+    }
+    let mut refits = Vec::new();
+    for (name, path) in &args.refit {
+        if !args.with.iter().any(|(n, _)| n == name) {
+            bail!("--refit {name}=...: no --with member is named {name:?}");
+        }
+        if refits.iter().any(|(n, _)| n == name) {
+            bail!("--refit {name}=...: the name is used twice");
+        }
+        refits.push((name.clone(), read_linear(path)?));
     }
     if args.interactions {
         let gated: Vec<Member> = members.iter().map(|m| Member::WithDetails(Box::new(m.clone()))).collect();
@@ -252,6 +269,8 @@ pub fn run(args: &ExportArgs) -> Result<()> {
     }
 
     let mut index_items = None;
+    // Measured before the validation items are indexed or learnt from.
+    let mut validation_fit = None;
     let mut validation_indexed = 0;
     let stack = if stacked {
         let knn = if args.knn > 0 {
@@ -279,6 +298,10 @@ pub fn run(args: &ExportArgs) -> Result<()> {
             "likely range: the encoder's 10-90% band scaled by {:.3} (80% of validation prices inside)",
             stack.band_scale
         );
+        if args.index_validation || !refits.is_empty() {
+            let mut w = ModelWriter::from_file(&ModelFile::from_bytes(&model_bytes(&rw, args.quant, Some(&stack))?)?)?;
+            validation_fit = Some(ValidationFit::of(&mut w, &ds.validation)?);
+        }
         if args.index_validation
             && let Some((mut vectors, mut log_prices, dim)) = index_items
         {
@@ -291,6 +314,11 @@ pub fn run(args: &ExportArgs) -> Result<()> {
             validation_indexed = validation.len();
             println!("neighbour index: {} training and {} validation items", ds.train.len(), validation.len());
         }
+        for (name, lin) in refits {
+            let slot = stack.linear.iter_mut().find(|(n, _)| *n == name).expect("checked against --with");
+            println!("member {name}: refitted on training and validation items");
+            slot.1 = lin;
+        }
         Some(stack)
     } else {
         None
@@ -300,9 +328,15 @@ pub fn run(args: &ExportArgs) -> Result<()> {
     // Provenance, range and test metrics come from the exported file itself.
     let file = ModelFile::from_bytes(&w_bytes)?;
     let mut w = ModelWriter::from_file(&file)?;
-    finish(&mut w, &ds, run.config.seed)?;
+    match &validation_fit {
+        Some(fit) => finish_with(&mut w, &ds, run.config.seed, fit)?,
+        None => finish(&mut w, &ds, run.config.seed)?,
+    }
     if validation_indexed > 0 {
         w.set_u32(VALIDATION_INDEXED, validation_indexed as u32);
+    }
+    if !args.refit.is_empty() {
+        w.set_str(REFITTED, &args.refit.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", "));
     }
     w_bytes = w.to_bytes()?;
     let test_items: Vec<Product> = ds.tests.iter().flat_map(|s| s.products.iter().cloned()).collect();
@@ -386,6 +420,13 @@ fn neighbour_vectors(rw: &RunWeights, args: &ExportArgs, ds: &DataSet) -> Result
         let _ = std::fs::rename(&tmp, &cache);
     }
     Ok((vectors, log_prices, dim))
+}
+
+/// A `pricer train` linear model file (a `--with` member).
+fn read_linear(path: &Path) -> Result<LinearModel> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let file = ModelFile::from_bytes(&bytes).with_context(|| format!("cannot load {}", path.display()))?;
+    LinearModel::read(&file, "").with_context(|| format!("{} is not a linear model", path.display()))
 }
 
 /// The neighbour member's index of `products` (their pooled `vectors`, rows

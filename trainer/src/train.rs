@@ -372,25 +372,48 @@ fn tfidf_featurizer(texts: &[String], min_df: usize) -> Featurizer {
     Featurizer::Tfidf { vocab, idf, bigrams: true, details: false, sublinear: false }
 }
 
+/// The likely range (10% and 90% quantiles of the log residuals) and the
+/// summary of a model's estimates on validation items: what its file says
+/// of validation.
+pub struct ValidationFit {
+    range: (f64, f64),
+    summary: Option<Summary>,
+}
+
+impl ValidationFit {
+    /// Measures the model in `w` (weights and preparation already there) on
+    /// `validation`.
+    pub fn of(w: &mut ModelWriter, validation: &[Product]) -> Result<Self> {
+        if validation.is_empty() {
+            bail!("no validation items: the likely range is fitted on them");
+        }
+        // Provisional range so the file loads.
+        w.set_f64(keys::RANGE_LOW, 0.0).set_f64(keys::RANGE_HIGH, 0.0);
+        let est = Estimator::from_bytes(&w.to_bytes()?)?;
+        let val: Vec<(f64, f64)> = validation
+            .iter()
+            .zip(est.estimate_batch(validation))
+            .map(|(p, e)| Ok((e?.price, p.price.unwrap_or(0.0))))
+            .collect::<Result<_>>()?;
+        let mut residuals: Vec<f64> = val.iter().map(|(e, t)| t.ln_1p() - e.max(0.0).ln_1p()).collect();
+        let range = (quantile(&mut residuals, 0.1), quantile(&mut residuals, 0.9));
+        Ok(Self { range, summary: Summary::of(&val) })
+    }
+}
+
 /// Adds what every model file carries after its weights: the likely range
 /// (from validation residuals), provenance, and metrics on the test split.
 /// Needs the weights and preparation already in `w`.
 pub fn finish(w: &mut ModelWriter, ds: &DataSet, seed: u64) -> Result<()> {
-    if ds.validation.is_empty() {
-        bail!("no validation items: the likely range is fitted on them");
-    }
-    // Provisional range so the file loads; replaced by validation quantiles below.
-    w.set_f64(keys::RANGE_LOW, 0.0).set_f64(keys::RANGE_HIGH, 0.0);
-    let est = Estimator::from_bytes(&w.to_bytes()?)?;
-    let estimate = |ps: &[Product]| -> Result<Vec<(f64, f64)>> {
-        ps.iter().zip(est.estimate_batch(ps)).map(|(p, e)| Ok((e?.price, p.price.unwrap_or(0.0)))).collect()
-    };
-    let val = estimate(&ds.validation)?;
-    let mut residuals: Vec<f64> = val.iter().map(|(e, t)| t.ln_1p() - e.max(0.0).ln_1p()).collect();
-    let (lo, hi) =
-        if residuals.is_empty() { (0.0, 0.0) } else { (quantile(&mut residuals, 0.1), quantile(&mut residuals, 0.9)) };
-    w.set_f64(keys::RANGE_LOW, lo).set_f64(keys::RANGE_HIGH, hi);
-    if let Some(s) = Summary::of(&val) {
+    let fit = ValidationFit::of(w, &ds.validation)?;
+    finish_with(w, ds, seed, &fit)
+}
+
+/// [`finish`] with the range and validation figures measured on another
+/// model (the same one before it saw the validation items).
+pub fn finish_with(w: &mut ModelWriter, ds: &DataSet, seed: u64, fit: &ValidationFit) -> Result<()> {
+    w.set_f64(keys::RANGE_LOW, fit.range.0).set_f64(keys::RANGE_HIGH, fit.range.1);
+    if let Some(s) = &fit.summary {
         w.set_f64("pricer.validation.mae", s.mae).set_f64("pricer.validation.rmsle", s.rmsle);
     }
     let argv: Vec<String> = std::env::args().collect();
