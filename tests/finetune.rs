@@ -368,26 +368,32 @@ fn train_kill_resume_export_eval_predict() {
     assert!(own["title"] == title && own["similarity"].as_f64().unwrap() > 0.99, "{own} for {item}");
     assert_ne!(first_comparable(&fade, item)["title"], title, "not indexed without the flag");
     // A linear member refitted on training and validation items, put in place once the blend is fitted.
-    let data_tv = s.root.join("data-tv");
-    std::fs::create_dir_all(&data_tv).unwrap();
-    for entry in std::fs::read_dir(&s.data).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_file() {
-            std::fs::copy(&path, data_tv.join(path.file_name().unwrap())).unwrap();
-        }
-    }
-    let train_text = std::fs::read_to_string(s.data.join("train.jsonl")).unwrap();
-    std::fs::write(data_tv.join("train.jsonl"), format!("{}\n{validation}", train_text.trim_end())).unwrap();
     let lin_tv = s.root.join("tfidf-tv.gguf");
+    let data_s = s.data.to_str().unwrap();
     pricer_ok(&[
         "train",
         "--kind",
         "tfidf-ridge",
         "--data",
-        data_tv.to_str().unwrap(),
+        data_s,
+        "--with-validation",
         "--out",
         lin_tv.to_str().unwrap(),
     ]);
+    let info_of = |m: &Path| -> Value {
+        serde_json::from_str(pricer_ok(&["info", "--model", m.to_str().unwrap(), "--json"]).trim()).unwrap()
+    };
+    let (lin_info, lin_tv_info) = (info_of(&lin), info_of(&lin_tv));
+    assert_eq!(lin_tv_info["pricer.train.validation_items"], held as f64, "{lin_tv_info}");
+    let train_items = lin_info["pricer.provenance.train_items"].as_f64().unwrap();
+    assert_eq!(lin_tv_info["pricer.provenance.train_items"], train_items + held as f64);
+    // Its range and validation figures are the training-only fit's (to float noise); its weights are not.
+    for key in ["pricer.range.log_low", "pricer.range.log_high", "pricer.validation.mae"] {
+        let (a, b) = (lin_tv_info[key].as_f64().unwrap(), lin_info[key].as_f64().unwrap());
+        assert!((a - b).abs() <= 1e-5 * b.abs().max(1.0), "{key}: {a} vs {b}");
+    }
+    assert_ne!(lin_tv_info["pricer.linear.bias"], lin_info["pricer.linear.bias"]);
+    assert!(lin_info["pricer.linear.bias"].is_number(), "{lin_info}");
     let refit = format!("words={}", lin_tv.display());
     let refitted = s.root.join("ens-refit.gguf");
     fade_args.pop();
@@ -395,6 +401,7 @@ fn train_kill_resume_export_eval_predict() {
     let with_refit = [fade_args.clone(), vec!["--refit", &refit]].concat();
     let out = pricer_ok(&with_refit);
     assert!(out.contains("member words: refitted on training and validation items"), "{out}");
+    assert!(!out.contains("not made by `train --with-validation`"), "{out}");
     let info_refit: Value =
         serde_json::from_str(pricer_ok(&["info", "--model", refitted.to_str().unwrap(), "--json"]).trim()).unwrap();
     assert_eq!(info_refit["pricer.stack.refitted"], "words", "{info_refit}");
@@ -406,6 +413,8 @@ fn train_kill_resume_export_eval_predict() {
     let val =
         pricer(&["eval", "--model", refitted.to_str().unwrap(), "--data", s.data.to_str().unwrap(), "--validation"]);
     assert!(String::from_utf8_lossy(&val.stderr).contains("members words were refitted"), "{val:?}");
+    let val = pricer(&["eval", "--model", lin_tv.to_str().unwrap(), "--data", data_s, "--validation"]);
+    assert!(String::from_utf8_lossy(&val.stderr).contains(&format!("it learnt from {held} of them")), "{val:?}");
     let val =
         pricer(&["eval", "--model", indexed.to_str().unwrap(), "--data", s.data.to_str().unwrap(), "--validation"]);
     assert!(val.status.success() && String::from_utf8_lossy(&val.stderr).contains("not out-of-sample"), "{val:?}");
@@ -715,6 +724,10 @@ fn bad_training_inputs_fail_with_clear_messages() {
     let out = pricer(&args);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("CUDA") || err.contains("cuda"), "{err}");
+    let mut args = train_args(&s, "unused", "1");
+    args.push("--with-validation");
+    let out = pricer(&args);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--with-validation is for the linear kinds"), "{out:?}");
 }
 
 #[test]

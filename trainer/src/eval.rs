@@ -163,6 +163,9 @@ fn warn_if_validation_seen(model: &Pricer, name: &str, validation: bool) {
     if let Ok(names) = est.file.str(crate::export::REFITTED) {
         seen.push(format!("its members {names} were refitted on them"));
     }
+    if let Ok(n) = est.file.u32(crate::train::VALIDATION_LEARNT) {
+        seen.push(format!("it learnt from {n} of them (train --with-validation)"));
+    }
     if !seen.is_empty() {
         eprintln!(
             "note: {name} has seen the validation items ({}): its validation figures are not out-of-sample",

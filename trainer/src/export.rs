@@ -240,7 +240,7 @@ pub fn run(args: &ExportArgs) -> Result<()> {
             bail!("--with {name}=...: the name is used twice");
         }
         members.push(Member::Linear(name.clone()));
-        linear.push((name.clone(), read_linear(path)?));
+        linear.push((name.clone(), read_linear(path)?.0));
     }
     let mut refits = Vec::new();
     for (name, path) in &args.refit {
@@ -250,7 +250,11 @@ pub fn run(args: &ExportArgs) -> Result<()> {
         if refits.iter().any(|(n, _)| n == name) {
             bail!("--refit {name}=...: the name is used twice");
         }
-        refits.push((name.clone(), read_linear(path)?));
+        let (lin, file) = read_linear(path)?;
+        if file.u32(crate::train::VALIDATION_LEARNT).is_err() {
+            println!("note: --refit {name}={}: not made by `train --with-validation`", path.display());
+        }
+        refits.push((name.clone(), lin));
     }
     if args.interactions {
         let gated: Vec<Member> = members.iter().map(|m| Member::WithDetails(Box::new(m.clone()))).collect();
@@ -422,11 +426,12 @@ fn neighbour_vectors(rw: &RunWeights, args: &ExportArgs, ds: &DataSet) -> Result
     Ok((vectors, log_prices, dim))
 }
 
-/// A `pricer train` linear model file (a `--with` member).
-fn read_linear(path: &Path) -> Result<LinearModel> {
+/// A `pricer train` linear model file (a `--with` member), and the file.
+fn read_linear(path: &Path) -> Result<(LinearModel, ModelFile)> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let file = ModelFile::from_bytes(&bytes).with_context(|| format!("cannot load {}", path.display()))?;
-    LinearModel::read(&file, "").with_context(|| format!("{} is not a linear model", path.display()))
+    let lin = LinearModel::read(&file, "").with_context(|| format!("{} is not a linear model", path.display()))?;
+    Ok((lin, file))
 }
 
 /// The neighbour member's index of `products` (their pooled `vectors`, rows

@@ -131,7 +131,16 @@ pub struct TrainArgs {
     /// Stop at the first malformed record.
     #[arg(long)]
     pub strict: bool,
+    /// Linear kinds and `constant`: fit on the training items, measure the
+    /// likely range and validation figures, then fit again on the training
+    /// and validation items: a member for `export --refit`, which blends it
+    /// where the training-only fit was.
+    #[arg(long)]
+    pub with_validation: bool,
 }
+
+/// How many validation items a `train --with-validation` model learnt from.
+pub const VALIDATION_LEARNT: &str = "pricer.train.validation_items";
 
 /// Products with their model input, computed once.
 pub struct Prepared<'a> {
@@ -152,6 +161,11 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         bail!("--kind, --data and --out are required (or --resume RUN_DIR)");
     };
     if kind == Kind::Minilm {
+        if args.with_validation {
+            bail!(
+                "--with-validation is for the linear kinds and constant (an encoder's validation items pick its epoch)"
+            );
+        }
         let Some(base) = &args.base else {
             bail!("--kind minilm needs --base DIR, a model folder (scripts/fetch-minilm.sh makes one)");
         };
@@ -186,18 +200,30 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     let args = &TrainArgs { kind: Some(kind), ..args.clone() };
     let ds = load_data_set(data, args.holdout, args.seed, args.strict)?;
     let prep = Prep { max_tokens: ds.prep.max_tokens, tokenizer: ds.tokenizer.clone() };
-    let train = prepared(&ds.train, &prep)?;
     println!("training {} on {} items ({} validation)", kind.name(), ds.train.len(), ds.validation.len());
-    let mut w = ModelWriter::new(kind.name());
-    match kind {
-        Kind::Constant => {
-            let mut prices: Vec<f64> = ds.train.iter().filter_map(|p| p.price).collect();
-            w.set_f64("pricer.constant.price", median(&mut prices));
+    let fitted = |products: &[Product]| -> Result<ModelWriter> {
+        let mut w = ModelWriter::new(kind.name());
+        match kind {
+            Kind::Constant => {
+                let mut prices: Vec<f64> = products.iter().filter_map(|p| p.price).collect();
+                w.set_f64("pricer.constant.price", median(&mut prices));
+            }
+            kind => fit_linear(kind, &prepared(products, &prep)?, args)?.write(&mut w, "")?,
         }
-        kind => fit_linear(kind, &train, args)?.write(&mut w, "")?,
+        prep.write(&mut w);
+        Ok(w)
+    };
+    let mut w = fitted(&ds.train)?;
+    if args.with_validation {
+        let fit = ValidationFit::of(&mut w, &ds.validation)?;
+        let all: Vec<Product> = ds.train.iter().chain(&ds.validation).cloned().collect();
+        println!("fitting again on the {} training and validation items", all.len());
+        w = fitted(&all)?;
+        finish_with(&mut w, &ds, args.seed, &fit)?;
+        w.set_f64(keys::TRAIN_ITEMS, all.len() as f64).set_u32(VALIDATION_LEARNT, ds.validation.len() as u32);
+    } else {
+        finish(&mut w, &ds, args.seed)?;
     }
-    prep.write(&mut w);
-    finish(&mut w, &ds, args.seed)?;
     let bytes = w.to_bytes()?;
     write_atomic(out, &bytes)?;
     report_written(out, &bytes)
