@@ -111,6 +111,10 @@ test("the page prices products like the CLI, privately, and survives bad input",
       const points = (await page.$$(`.scatter[data-split=${split}] circle`)).length;
       assert.ok(points > 50, `the ${split} scatter has its test items (${points})`);
     }
+    // What it learnt from, the validation items that joined after the blend was fitted included.
+    const trainedOn = await page.evaluate(() =>
+      [...document.querySelectorAll("#model-card dt")].find((d) => d.textContent === "Trained on")?.nextElementSibling?.textContent);
+    assert.match(trainedOn, /^\d+ items of the data set "all2" \(train\.jsonl\); then the \d+ validation items joined/);
 
     // An example product: same estimate as `pricer predict`, inside its range.
     await page.click("button.example >> nth=2");

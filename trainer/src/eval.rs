@@ -157,13 +157,13 @@ fn warn_if_validation_seen(model: &Pricer, name: &str, validation: bool) {
         return;
     }
     let mut seen = Vec::new();
-    if let Ok(n) = est.file.u32(crate::export::VALIDATION_INDEXED) {
+    if let Ok(n) = est.file.u32(pricer::estimator::keys::VALIDATION_INDEXED) {
         seen.push(format!("its neighbour index holds {n} of them"));
     }
-    if let Ok(names) = est.file.str(crate::export::REFITTED) {
+    if let Ok(names) = est.file.str(pricer::estimator::keys::REFITTED) {
         seen.push(format!("its members {names} were refitted on them"));
     }
-    if let Ok(n) = est.file.u32(crate::train::VALIDATION_LEARNT) {
+    if let Ok(n) = est.file.u32(pricer::estimator::keys::VALIDATION_LEARNT) {
         seen.push(format!("it learnt from {n} of them (train --with-validation)"));
     }
     if !seen.is_empty() {

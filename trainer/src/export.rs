@@ -86,14 +86,6 @@ pub struct ExportArgs {
     pub refit: Vec<(String, PathBuf)>,
 }
 
-/// How many validation items the neighbour index holds (`--index-validation`):
-/// the file's figures on them are not out-of-sample.
-pub const VALIDATION_INDEXED: &str = "pricer.knn.validation_items";
-
-/// The linear members put in place after the blend was fitted (`--refit`),
-/// trained on the validation items too: their names, comma-separated.
-pub const REFITTED: &str = "pricer.stack.refitted";
-
 fn parse_member_file(s: &str) -> Result<(String, PathBuf), String> {
     let (name, path) = match s.split_once('=') {
         Some((n, p)) => (n.trim().to_string(), PathBuf::from(p)),
@@ -251,7 +243,7 @@ pub fn run(args: &ExportArgs) -> Result<()> {
             bail!("--refit {name}=...: the name is used twice");
         }
         let (lin, file) = read_linear(path)?;
-        if file.u32(crate::train::VALIDATION_LEARNT).is_err() {
+        if file.u32(keys::VALIDATION_LEARNT).is_err() {
             println!("note: --refit {name}={}: not made by `train --with-validation`", path.display());
         }
         refits.push((name.clone(), lin));
@@ -337,10 +329,10 @@ pub fn run(args: &ExportArgs) -> Result<()> {
         None => finish(&mut w, &ds, run.config.seed)?,
     }
     if validation_indexed > 0 {
-        w.set_u32(VALIDATION_INDEXED, validation_indexed as u32);
+        w.set_u32(keys::VALIDATION_INDEXED, validation_indexed as u32);
     }
     if !args.refit.is_empty() {
-        w.set_str(REFITTED, &args.refit.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", "));
+        w.set_str(keys::REFITTED, &args.refit.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", "));
     }
     w_bytes = w.to_bytes()?;
     let test_items: Vec<Product> = ds.tests.iter().flat_map(|s| s.products.iter().cloned()).collect();

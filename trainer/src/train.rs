@@ -139,9 +139,6 @@ pub struct TrainArgs {
     pub with_validation: bool,
 }
 
-/// How many validation items a `train --with-validation` model learnt from.
-pub const VALIDATION_LEARNT: &str = "pricer.train.validation_items";
-
 /// Products with their model input, computed once.
 pub struct Prepared<'a> {
     pub products: &'a [Product],
@@ -220,7 +217,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         println!("fitting again on the {} training and validation items", all.len());
         w = fitted(&all)?;
         finish_with(&mut w, &ds, args.seed, &fit)?;
-        w.set_f64(keys::TRAIN_ITEMS, all.len() as f64).set_u32(VALIDATION_LEARNT, ds.validation.len() as u32);
+        w.set_f64(keys::TRAIN_ITEMS, all.len() as f64).set_u32(keys::VALIDATION_LEARNT, ds.validation.len() as u32);
     } else {
         finish(&mut w, &ds, args.seed)?;
     }

@@ -44,6 +44,15 @@ pub mod keys {
     pub const DATA_SET: &str = "pricer.provenance.data_set";
     pub const TRAIN_ITEMS: &str = "pricer.provenance.train_items";
     pub const DATA_FILES: &str = "pricer.provenance.data_files";
+    /// How many validation items the neighbour index holds besides the
+    /// training items (`export --index-validation`, after the blend was fitted).
+    pub const VALIDATION_INDEXED: &str = "pricer.knn.validation_items";
+    /// The linear members put in place after the blend was fitted, trained
+    /// on the validation items too (`export --refit`): names, comma-separated.
+    pub const REFITTED: &str = "pricer.stack.refitted";
+    /// How many validation items a linear model learnt from after its range
+    /// was measured on them (`train --with-validation`).
+    pub const VALIDATION_LEARNT: &str = "pricer.train.validation_items";
 
     /// What a model was trained and measured on, as its card says it: the
     /// training split's size and the data set's files by role, by name only
@@ -56,6 +65,12 @@ pub mod keys {
         pub train: Vec<String>,
         pub validation: Vec<String>,
         pub test: Vec<String>,
+        /// Validation items in the neighbour index ([`VALIDATION_INDEXED`]).
+        pub validation_indexed: Option<u64>,
+        /// Members refitted with the validation items ([`REFITTED`]).
+        pub refitted: Option<String>,
+        /// Validation items a linear model learnt from ([`VALIDATION_LEARNT`]).
+        pub validation_learnt: Option<u64>,
     }
 
     impl TrainingData {
@@ -64,9 +79,13 @@ pub mod keys {
         /// sorted by role (`train*`, `validation*`, `test*`).
         pub fn from_metadata(meta: &[(String, String)]) -> TrainingData {
             let get = |k: &str| meta.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+            let count = |k: &str| get(k).and_then(|v| v.parse::<f64>().ok()).map(|v| v as u64);
             let mut t = TrainingData {
-                train_items: get(TRAIN_ITEMS).and_then(|v| v.parse::<f64>().ok()).map(|v| v as u64),
+                train_items: count(TRAIN_ITEMS),
                 data_set: get(DATA_SET).map(str::to_string),
+                validation_indexed: count(VALIDATION_INDEXED),
+                refitted: get(REFITTED).map(str::to_string),
+                validation_learnt: count(VALIDATION_LEARNT),
                 ..Default::default()
             };
             let files = get(DATA_FILES).unwrap_or("");
@@ -95,12 +114,26 @@ pub mod keys {
             t
         }
 
-        /// One line: `11662 items of the data set "all" (train.jsonl)`.
+        /// One line: `11662 items of the data set "all" (train.jsonl)`, and
+        /// what learnt from the validation items once they had been used to
+        /// measure or fit the blend.
         pub fn trained_on(&self) -> String {
             let n = self.train_items.map_or("an unknown number of".to_string(), |n| n.to_string());
             let set = self.data_set.as_ref().map(|d| format!(" of the data set \"{d}\"")).unwrap_or_default();
-            let files = if self.train.is_empty() { String::new() } else { format!(" ({})", self.train.join(", ")) };
-            format!("{n} items{set}{files}")
+            let mut files = self.train.clone();
+            if let Some(v) = self.validation_learnt {
+                files.push(format!("the {v} validation items"));
+            }
+            let files = if files.is_empty() { String::new() } else { format!(" ({})", files.join(" and ")) };
+            let after = match (self.validation_indexed, &self.refitted) {
+                (Some(v), Some(m)) => {
+                    format!("; then the {v} validation items joined the neighbour index and the members {m}")
+                }
+                (Some(v), None) => format!("; then the {v} validation items joined the neighbour index"),
+                (None, Some(m)) => format!("; then the members {m} learnt the validation items too"),
+                (None, None) => String::new(),
+            };
+            format!("{n} items{set}{files}{after}")
         }
     }
 
@@ -625,6 +658,27 @@ mod tests {
             (keys::DATA_FILES, "d/train.jsonl"),
         ]));
         assert_eq!(named.data_set.as_deref(), Some("amazon-2023"));
+        // What learnt from the validation items after the blend was fitted, and a member that did.
+        let stack = keys::TrainingData::from_metadata(&meta(&[
+            (keys::TRAIN_ITEMS, "12080"),
+            (keys::DATA_FILES, "train.jsonl, validation.jsonl"),
+            (keys::VALIDATION_INDEXED, "1455"),
+            (keys::REFITTED, "word, details"),
+        ]));
+        assert_eq!(
+            stack.trained_on(),
+            "12080 items (train.jsonl); then the 1455 validation items joined the neighbour index and the members \
+             word, details"
+        );
+        let member = keys::TrainingData::from_metadata(&meta(&[
+            (keys::TRAIN_ITEMS, "13535"),
+            (keys::DATA_FILES, "d/train.jsonl, d/validation.jsonl"),
+            (keys::VALIDATION_LEARNT, "1455"),
+        ]));
+        assert_eq!(
+            member.trained_on(),
+            "13535 items of the data set \"d\" (train.jsonl and the 1455 validation items)"
+        );
     }
 
     use super::*;
