@@ -2,7 +2,7 @@
 //! determinism, export (q8_0 and f32), eval, predict, and the file's
 //! readability by the llama.cpp ecosystem's Python `gguf` reader.
 
-use pricer_tests::{pricer, pricer_bin, pricer_ok, write_fixture, write_tiny_tokenizer};
+use pricer_tests::{pricer, pricer_bin, pricer_ok, pricer_stdin, write_fixture, write_tiny_tokenizer};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -350,15 +350,8 @@ fn train_kill_resume_export_eval_predict() {
         assert!((a - b).abs() <= 1e-5 * b.abs().max(1.0), "{key}: {a} vs {b}");
     }
     let first_comparable = |model: &Path, line: &str| {
-        let mut child = std::process::Command::new(pricer_bin())
-            .args(["predict", "--model", model.to_str().unwrap(), "--neighbours", "1"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child.stdin.take().unwrap().write_all(format!("{line}\n").as_bytes()).unwrap();
-        let out = String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap();
+        let out =
+            pricer_stdin(&["predict", "--model", model.to_str().unwrap(), "--neighbours", "1"], &format!("{line}\n"));
         serde_json::from_str::<Value>(out.trim()).unwrap()["comparables"][0].clone()
     };
     let item = validation.lines().next().unwrap();
@@ -409,6 +402,9 @@ fn train_kill_resume_export_eval_predict() {
     let unknown = format!("other={}", lin_tv.display());
     let out = pricer(&[fade_args.clone(), vec!["--refit", &unknown]].concat());
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no --with member"), "{out:?}");
+    let no_index: Vec<&str> = fade_args.iter().copied().filter(|a| *a != "--knn" && *a != "5").collect();
+    let out = pricer(&[no_index, vec!["--index-validation"]].concat());
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("give --knn K too"), "{out:?}");
     // Validation figures of such files come with a warning; test figures without.
     let val =
         pricer(&["eval", "--model", refitted.to_str().unwrap(), "--data", s.data.to_str().unwrap(), "--validation"]);
@@ -459,15 +455,10 @@ fn train_kill_resume_export_eval_predict() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("--first needs a stack"), "{out:?}");
     }
     // JSONL in, one explanation per line, a bad line reported in place.
-    let mut child = std::process::Command::new(pricer_bin())
-        .args(["predict", "--model", ens.to_str().unwrap(), "--neighbours", "2"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(b"{\"title\": \"Acme Stapler\"}\nnot json\n").unwrap();
-    let out = String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap();
+    let out = pricer_stdin(
+        &["predict", "--model", ens.to_str().unwrap(), "--neighbours", "2"],
+        "{\"title\": \"Acme Stapler\"}\nnot json\n",
+    );
     let lines: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 2, "{out}");
     assert_eq!(lines[0]["comparables"].as_array().unwrap().len(), 2);

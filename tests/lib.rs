@@ -19,6 +19,19 @@ pub fn pricer(args: &[&str]) -> Output {
     Command::new(pricer_bin()).args(args).output().expect("pricer runs")
 }
 
+/// Runs `pricer` with `input` on its standard input; returns stdout.
+pub fn pricer_stdin(args: &[&str], input: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new(pricer_bin())
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("pricer runs");
+    child.stdin.take().expect("piped stdin").write_all(input.as_bytes()).expect("pricer reads its input");
+    String::from_utf8(child.wait_with_output().expect("pricer ends").stdout).expect("UTF-8 output")
+}
+
 /// Runs `pricer`, asserting success; returns stdout.
 pub fn pricer_ok(args: &[&str]) -> String {
     let out = pricer(args);

@@ -161,17 +161,8 @@ fn curate_train_eval_predict_on_a_synthetic_catalogue() {
     assert!(price > 300.0, "a premium fridge is dear: {est}");
     assert!(low <= price && price <= high, "{est}");
     let input = "{\"title\": \"Basic Stapler\", \"description\": \"Staples paper.\"}\nnot json\n{\"title\": \"Premium Electric Guitar\"}\n";
-    let mut child = std::process::Command::new(pricer_tests::pricer_bin())
-        .args(["predict", "--model", model.to_str().unwrap()])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let rows: Vec<Value> =
-        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let out = pricer_tests::pricer_stdin(&["predict", "--model", model.to_str().unwrap()], input);
+    let rows: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(rows.len(), 3);
     assert!(rows[0]["price"].as_f64().unwrap() < rows[2]["price"].as_f64().unwrap(), "{rows:?}");
     assert_eq!(rows[1]["line"], 2);

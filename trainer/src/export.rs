@@ -295,8 +295,8 @@ pub fn run(args: &ExportArgs) -> Result<()> {
             stack.band_scale
         );
         if args.index_validation || !refits.is_empty() {
-            let mut w = ModelWriter::from_file(&ModelFile::from_bytes(&model_bytes(&rw, args.quant, Some(&stack))?)?)?;
-            validation_fit = Some(ValidationFit::of(&mut w, &ds.validation)?);
+            // The band scale moves no estimate, so the file the scale was fitted with serves.
+            validation_fit = Some(ValidationFit::of(&mut ModelWriter::from_file(&est.file)?, &ds.validation)?);
         }
         if args.index_validation
             && let Some((mut vectors, mut log_prices, dim)) = index_items
