@@ -10,7 +10,7 @@ base=${BASE:-models/all-MiniLM-L6-v2}
 python=${PYTHON:-python3}
 seqs=${1:-128}; batches=${2:-16}; steps=${3:-5}
 cargo build --release -p pricer-trainer -q
-candle=$(./target/release/pricer bench --base "$base" --seq "$seqs" --batch "$batches" --steps "$steps" --json)
+candle=$(./target/release/pricer lab bench --base "$base" --seq "$seqs" --batch "$batches" --steps "$steps" --json)
 torch=$("$python" scripts/bench_torch.py "$base" --seq "$seqs" --batch "$batches" --steps "$steps")
 python3 - "$candle" "$torch" <<'PY'
 import json, sys

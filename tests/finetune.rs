@@ -34,7 +34,7 @@ fn setup() -> Setup {
         data.to_str().unwrap(),
     ]);
     let base = root.join("base");
-    pricer_ok(&["init-base", "--tokenizer", tok.to_str().unwrap(), "--out", base.to_str().unwrap()]);
+    pricer_ok(&["lab", "init-base", "--tokenizer", tok.to_str().unwrap(), "--out", base.to_str().unwrap()]);
     Setup { _dir: dir, root, data, base }
 }
 
@@ -169,9 +169,9 @@ fn train_kill_resume_export_eval_predict() {
         pricer(&["eval", "--model", q8.to_str().unwrap(), "--data", test.to_str().unwrap(), "--write-card", "x.gguf"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("needs a curate directory"), "{out:?}");
     // The 8-bit kernels against f32 compute of the same weights; a file without 8-bit tensors is refused.
-    let out = pricer_ok(&["quant-error", "--model", q8.to_str().unwrap(), "--data", test.to_str().unwrap()]);
+    let out = pricer_ok(&["lab", "quant-error", "--model", q8.to_str().unwrap(), "--data", test.to_str().unwrap()]);
     assert!(out.contains("30 products: 8-bit kernels vs f32 on the same weights: mean "), "{out}");
-    let out = pricer(&["quant-error", "--model", f32_path.to_str().unwrap(), "--data", test.to_str().unwrap()]);
+    let out = pricer(&["lab", "quant-error", "--model", f32_path.to_str().unwrap(), "--data", test.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("holds no 8-bit tensors"), "{out:?}");
     // The int8 kernels' input smoothing: export calibrates it when asked; `pricer smooth` adds it to a
     // file exported without, says what it changed on the calibration products, and takes it out again.
@@ -188,6 +188,7 @@ fn train_kill_resume_export_eval_predict() {
     let smoothed = s.root.join("q8-smoothed.gguf");
     let val = s.data.join("validation.jsonl");
     let out = pricer_ok(&[
+        "lab",
         "smooth",
         "--model",
         plain.to_str().unwrap(),
@@ -209,13 +210,14 @@ fn train_kill_resume_export_eval_predict() {
     // Taken out again: the plain export's tensors exactly.
     let removed = s.root.join("q8-removed.gguf");
     let (m, v, r) = (smoothed.to_str().unwrap(), val.to_str().unwrap(), removed.to_str().unwrap());
-    let out = pricer_ok(&["smooth", "--model", m, "--data", v, "--out", r, "--remove"]);
+    let out = pricer_ok(&["lab", "smooth", "--model", m, "--data", v, "--out", r, "--remove"]);
     assert!(out.contains("smoothing removed") && out.contains("(0 linear layers smoothed)"), "{out}");
     let back: Value = serde_json::from_str(pricer_ok(&["info", "--model", r, "--json"]).trim()).unwrap();
     let plain_info: Value = serde_json::from_str(plain_info.trim()).unwrap();
     assert_eq!(back["pricer.tensor_crc32"], plain_info["pricer.tensor_crc32"]);
     assert!(back.get("pricer.quant.smooth_alpha").is_none(), "{back}");
     let out = pricer(&[
+        "lab",
         "smooth",
         "--model",
         plain.to_str().unwrap(),
@@ -265,7 +267,7 @@ fn train_kill_resume_export_eval_predict() {
     // Where the 8-bit difference comes from, member by member (the word member is not computed by the
     // kernels); and with the f32 side's neighbour index embedded in f32 from the items it holds.
     let qe_args = |extra: &[&str]| {
-        let mut a = vec!["quant-error", "--model", ens.to_str().unwrap(), "--data", test.to_str().unwrap()];
+        let mut a = vec!["lab", "quant-error", "--model", ens.to_str().unwrap(), "--data", test.to_str().unwrap()];
         a.extend(extra);
         a.into_iter().map(String::from).collect::<Vec<_>>()
     };
@@ -465,8 +467,16 @@ fn train_kill_resume_export_eval_predict() {
     assert!(lines[0].get("words").is_none(), "--neighbours alone lists comparables only");
     assert!(lines[1]["error"].is_string() && lines[1]["line"] == 2, "{out}");
     // The measures: a row per test split with its coverage and the lookup time.
-    let out =
-        pricer_ok(&["comparables", "--model", ens.to_str().unwrap(), "--data", s.data.to_str().unwrap(), "--k", "3"]);
+    let out = pricer_ok(&[
+        "lab",
+        "comparables",
+        "--model",
+        ens.to_str().unwrap(),
+        "--data",
+        s.data.to_str().unwrap(),
+        "--k",
+        "3",
+    ]);
     assert!(out.contains("index: ") && out.contains("| test | 30 |") && out.contains(" ms |"), "{out}");
     // A shorter input for the encoder: the curated texts are cut again; bad budgets are refused.
     let test_s = test.to_str().unwrap();
@@ -577,7 +587,7 @@ fn train_kill_resume_export_eval_predict() {
     // A model without a neighbour index has no comparables to list or measure.
     let out = pricer(&["predict", "--model", q8.to_str().unwrap(), "--neighbours", "3", text]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("no titled neighbour index"), "{out:?}");
-    let out = pricer(&["comparables", "--model", q8.to_str().unwrap(), "--data", s.data.to_str().unwrap()]);
+    let out = pricer(&["lab", "comparables", "--model", q8.to_str().unwrap(), "--data", s.data.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("only a stack"), "{out:?}");
 
     // A second export of the run reuses the training items' vectors.
@@ -667,7 +677,7 @@ fn frozen_mode_trains_only_the_head() {
 fn bench_times_each_part_of_a_training_step() {
     let s = setup();
     let base = s.base.to_str().unwrap();
-    let out = pricer_ok(&["bench", "--base", base, "--seq", "8,16", "--batch", "2", "--steps", "2", "--json"]);
+    let out = pricer_ok(&["lab", "bench", "--base", base, "--seq", "8,16", "--batch", "2", "--steps", "2", "--json"]);
     let rows: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(rows.len(), 2, "{out}");
     for (row, seq) in rows.iter().zip([8, 16]) {
@@ -682,9 +692,9 @@ fn bench_times_each_part_of_a_training_step() {
         let rate = ms("train_ex_s");
         assert!(rate > 0.0 && rate <= 1.01 * 2.0 / step_s, "{row}");
     }
-    let table = pricer_ok(&["bench", "--base", base, "--seq", "8", "--batch", "2", "--steps", "1"]);
+    let table = pricer_ok(&["lab", "bench", "--base", base, "--seq", "8", "--batch", "2", "--steps", "1"]);
     assert!(table.contains("fwd ms/step") && table.contains("opt ms/step"), "{table}");
-    let out = pricer(&["bench", "--base", s.root.to_str().unwrap(), "--steps", "1"]);
+    let out = pricer(&["lab", "bench", "--base", s.root.to_str().unwrap(), "--steps", "1"]);
     assert!(!out.status.success() && !out.stderr.is_empty(), "a folder without a base model: {out:?}");
 }
 
@@ -745,10 +755,11 @@ fn masked_word_training_reads_more_and_gives_a_base_to_fine_tune() {
     }
     let out_dir = s.root.join("mlm");
     let args = |extra: &[&str]| -> Vec<String> {
-        let mut a: Vec<String> = ["mlm", "--base", s.base.to_str().unwrap(), "--texts", s.data.to_str().unwrap()]
-            .iter()
-            .map(|x| x.to_string())
-            .collect();
+        let mut a: Vec<String> =
+            ["lab", "mlm", "--base", s.base.to_str().unwrap(), "--texts", s.data.to_str().unwrap()]
+                .iter()
+                .map(|x| x.to_string())
+                .collect();
         a.push(unpriced.to_str().unwrap().into());
         a.extend(
             ["--out", out_dir.to_str().unwrap(), "--epochs", "3", "--batch", "8", "--lr", "2e-3"].map(String::from),
@@ -786,7 +797,7 @@ fn masked_word_training_reads_more_and_gives_a_base_to_fine_tune() {
     let pseudo = s.root.join("pseudo.jsonl");
     let (w, d, u, p) =
         (word.to_str().unwrap(), s.data.to_str().unwrap(), unpriced.to_str().unwrap(), pseudo.to_str().unwrap());
-    let out = pricer_ok(&["pseudo-label", "--model", w, "--texts", d, u, "--out", p]);
+    let out = pricer_ok(&["lab", "pseudo-label", "--model", w, "--texts", d, u, "--out", p]);
     assert!(out.contains("(59 products priced by"), "{out}");
     let lines: Vec<Value> =
         std::fs::read_to_string(&pseudo).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
@@ -889,7 +900,8 @@ fn masked_word_training_reads_more_and_gives_a_base_to_fine_tune() {
     set(&mut a, "0.1", "0");
     let err = pricer(&a.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(String::from_utf8_lossy(&err.stderr).contains("texts was held out (--holdout 0)"), "{err:?}");
-    let err = pricer(&["mlm", "--base", s.base.to_str().unwrap(), "--texts", s.root.to_str().unwrap(), "--out", "x"]);
+    let err =
+        pricer(&["lab", "mlm", "--base", s.base.to_str().unwrap(), "--texts", s.root.to_str().unwrap(), "--out", "x"]);
     assert!(String::from_utf8_lossy(&err.stderr).contains("without train.jsonl"), "{err:?}");
 }
 
@@ -907,7 +919,7 @@ fn a_soup_averages_runs_and_exports_as_one() {
     // A run souped with itself is that run: the same weights, and the soup's validation
     // (computed anew) is the one training recorded.
     let same = s.root.join("same");
-    let out = pricer_ok(&["soup", a.to_str().unwrap(), a.to_str().unwrap(), "--out", same.to_str().unwrap()]);
+    let out = pricer_ok(&["lab", "soup", a.to_str().unwrap(), a.to_str().unwrap(), "--out", same.to_str().unwrap()]);
     assert!(!out.contains("different seeds"), "{out}");
     let own = run_json(&a)["state"]["best_val_mae"].as_f64().unwrap();
     let again = run_json(&same)["state"]["best_val_mae"].as_f64().unwrap();
@@ -915,7 +927,7 @@ fn a_soup_averages_runs_and_exports_as_one() {
 
     // Two seeds: the element-wise mean, recorded with its ingredients, exported like any run.
     let soup = s.root.join("soup");
-    let out = pricer_ok(&["soup", a.to_str().unwrap(), b.to_str().unwrap(), "--out", soup.to_str().unwrap()]);
+    let out = pricer_ok(&["lab", "soup", a.to_str().unwrap(), b.to_str().unwrap(), "--out", soup.to_str().unwrap()]);
     assert!(
         out.contains("soup of 2: validation MAE $") && out.contains("note: the runs have different seeds"),
         "{out}"
@@ -943,7 +955,15 @@ fn a_soup_averages_runs_and_exports_as_one() {
 
     // Greedy: best-first, a run kept only when it helps; the record says which.
     let greedy = s.root.join("greedy");
-    let r = pricer(&["soup", a.to_str().unwrap(), b.to_str().unwrap(), "--greedy", "--out", greedy.to_str().unwrap()]);
+    let r = pricer(&[
+        "lab",
+        "soup",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--greedy",
+        "--out",
+        greedy.to_str().unwrap(),
+    ]);
     let text = String::from_utf8_lossy(&r.stdout).to_string() + &String::from_utf8_lossy(&r.stderr);
     if r.status.success() {
         let kept =
@@ -956,23 +976,45 @@ fn a_soup_averages_runs_and_exports_as_one() {
 
     // A run offered twice adds nothing: the greedy soup says so and writes no run.
     let twice = s.root.join("twice");
-    let r = pricer(&["soup", a.to_str().unwrap(), a.to_str().unwrap(), "--greedy", "--out", twice.to_str().unwrap()]);
+    let r = pricer(&[
+        "lab",
+        "soup",
+        a.to_str().unwrap(),
+        a.to_str().unwrap(),
+        "--greedy",
+        "--out",
+        twice.to_str().unwrap(),
+    ]);
     let e = String::from_utf8_lossy(&r.stderr);
     assert!(!r.status.success() && e.contains("no run improved on"), "{e}");
     assert!(!twice.join("run.json").exists() && !twice.join("best.safetensors").exists());
 
     // Refusals: one run, a run on other tokens, writing over a run, a run with no epoch done.
     let err = |args: &[&str]| String::from_utf8_lossy(&pricer(args).stderr).to_string();
-    assert!(err(&["soup", a.to_str().unwrap(), "--out", "x"]).contains("2"), "one run is no soup");
+    assert!(err(&["lab", "soup", a.to_str().unwrap(), "--out", "x"]).contains("2"), "one run is no soup");
     let short = s.root.join("short");
     let mut args = train_args(&s, short.to_str().unwrap(), "1");
     let at = args.iter().position(|x| *x == "--max-tokens").unwrap() + 1;
     args[at] = "32";
     pricer_ok(&args);
-    let e = err(&["soup", a.to_str().unwrap(), short.to_str().unwrap(), "--out", s.root.join("x").to_str().unwrap()]);
+    let e = err(&[
+        "lab",
+        "soup",
+        a.to_str().unwrap(),
+        short.to_str().unwrap(),
+        "--out",
+        s.root.join("x").to_str().unwrap(),
+    ]);
     assert!(e.contains("cannot join") && e.contains("32 tokens, not 48"), "{e}");
-    let e = err(&["soup", a.to_str().unwrap(), b.to_str().unwrap(), "--out", soup.to_str().unwrap()]);
+    let e = err(&["lab", "soup", a.to_str().unwrap(), b.to_str().unwrap(), "--out", soup.to_str().unwrap()]);
     assert!(e.contains("already holds a run"), "{e}");
-    let e = err(&["soup", a.to_str().unwrap(), s.root.to_str().unwrap(), "--out", s.root.join("y").to_str().unwrap()]);
+    let e = err(&[
+        "lab",
+        "soup",
+        a.to_str().unwrap(),
+        s.root.to_str().unwrap(),
+        "--out",
+        s.root.join("y").to_str().unwrap(),
+    ]);
     assert!(e.contains("not a training run"), "{e}");
 }

@@ -202,7 +202,18 @@ fn fuzz_model_file_loader() {
     }
     // A stack with a tiny encoder and a titled neighbour index (comparables).
     let base = dir.path().join("base");
-    pricer_ok(&["init-base", "--tokenizer", tok_s, "--out", base.to_str().unwrap(), "--layers", "1", "--hidden", "16"]);
+    pricer_ok(&[
+        "lab",
+        "init-base",
+        "--tokenizer",
+        tok_s,
+        "--out",
+        base.to_str().unwrap(),
+        "--layers",
+        "1",
+        "--hidden",
+        "16",
+    ]);
     let run = dir.path().join("run");
     let run_s = run.to_str().unwrap();
     pricer_ok(&[

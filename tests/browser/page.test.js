@@ -316,7 +316,7 @@ function tinyHostileModel() {
   const run = (args) => execFileSync(pricer, args, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
   const at = (p) => path.join(dir, p);
   run(["curate", "--input", raw, "--tokenizer", tok, "--max-tokens", "32", "--min-chars", "20", "--out", at("data")]);
-  run(["init-base", "--tokenizer", tok, "--out", at("base")]);
+  run(["lab", "init-base", "--tokenizer", tok, "--out", at("base")]);
   run(["train", "--kind", "minilm", "--base", at("base"), "--data", at("data"), "--out", at("run"), "--epochs", "1",
     "--batch", "8", "--max-tokens", "32"]);
   run(["export", at("run"), "--out", at("tiny.gguf"), "--knn", "3"]);

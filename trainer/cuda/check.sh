@@ -29,10 +29,10 @@ if [ "$DEVICE" = cuda ]; then
 fi
 
 log "1. correctness: $DEVICE against the CPU (forward, loss, gradients)"
-"$PRICER" check-device --base "$BASE" --device "$DEVICE" --seq 64 --batch 8 2>&1 | tee -a "$OUT/check.log" || status=1
+"$PRICER" lab check-device --base "$BASE" --device "$DEVICE" --seq 64 --batch 8 2>&1 | tee -a "$OUT/check.log" || status=1
 
 log "2. candle throughput (examples/s), seq $SEQS x batch $BATCHES"
-"$PRICER" bench --base "$BASE" --device "$DEVICE" --seq "$SEQS" --batch "$BATCHES" --steps "$STEPS" --json \
+"$PRICER" lab bench --base "$BASE" --device "$DEVICE" --seq "$SEQS" --batch "$BATCHES" --steps "$STEPS" --json \
   2>&1 | tee "$OUT/candle.jsonl" || status=1
 
 log "3. PyTorch throughput on the same device and shapes"

@@ -44,7 +44,7 @@ for lever in $LEVERS; do
       runs=()
       for r in base llrd focus mlm pseudo; do [ -f "$OUT/$r/best.safetensors" ] && runs+=("$OUT/$r"); done
       if [ ${#runs[@]} -ge 2 ]; then
-        "$PRICER" soup "${runs[@]}" --greedy --device "$DEVICE" --out "$OUT/soup" > "$OUT/soup.log" 2>&1
+        "$PRICER" lab soup "${runs[@]}" --greedy --device "$DEVICE" --out "$OUT/soup" > "$OUT/soup.log" 2>&1
         grep -E "^soup of|no run improved" "$OUT/soup.log" || { tail -n 3 "$OUT/soup.log"; status=1; }
       else
         echo "soup: needs two finished runs of base llrd focus mlm pseudo first"
@@ -56,13 +56,13 @@ for lever in $LEVERS; do
     mlm)
       rm -rf "${OUT:?}/mlm-base"
       start=$SECONDS
-      "$PRICER" mlm --device "$DEVICE" --base "$BASE" --texts "$DATA" "$UNPRICED" --out "$OUT/mlm-base" \
+      "$PRICER" lab mlm --device "$DEVICE" --base "$BASE" --texts "$DATA" "$UNPRICED" --out "$OUT/mlm-base" \
         --epochs 1 --batch 64 --lr 1e-4 --max-tokens 128 --checkpoint-every 0 2>&1 | tee "$OUT/mlm-base.log" \
         | grep -E "^(held-out|epoch [0-9]+/[0-9]+:|done|[0-9]+ distinct)" || status=1
       echo "mlm-base seconds: $((SECONDS - start))" | tee -a "$OUT/times.txt"
       finetune mlm --base "$OUT/mlm-base" --epochs "$EPOCHS" --max-tokens 128 ;;
     pseudo)
-      [ -f "$OUT/pseudo.jsonl" ] || "$PRICER" pseudo-label --model "$LABELER" --texts "$DATA" "$UNPRICED" \
+      [ -f "$OUT/pseudo.jsonl" ] || "$PRICER" lab pseudo-label --model "$LABELER" --texts "$DATA" "$UNPRICED" \
         --out "$OUT/pseudo.jsonl" 2>&1 | tail -n 1 || status=1
       finetune pseudo --base "$BASE" --epochs "$EPOCHS" --max-tokens 128 --pseudo "$OUT/pseudo.jsonl" --pseudo-weight 0.3 ;;
     *) echo "unknown lever $lever" >&2; status=1 ;;

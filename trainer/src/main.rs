@@ -1,27 +1,14 @@
 //! `pricer`: curate data, train and evaluate price models, export them.
 
-mod adapt;
-mod bench;
 mod chat;
-mod comparables;
-mod curate;
+mod commands;
 mod data;
-mod embed;
-mod eval;
-mod export;
-mod finetune;
-mod fit;
-mod frontier;
-mod info;
-mod init_base;
-mod mlm;
-mod optim;
-mod predict;
-mod pseudo;
-mod quant;
+mod linear;
+mod model;
+mod recipe;
 mod report;
-mod soup;
-mod train;
+mod tester;
+mod training;
 
 use clap::{Parser, Subcommand};
 
@@ -35,48 +22,32 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Curate raw product files into train / validation / test sets, with a data report.
-    Curate(curate::CurateArgs),
+    Curate(commands::curate::CurateArgs),
+    /// Build a model file from a recipe: every step in order, each skipped
+    /// when done, redone when its settings or inputs changed.
+    Build(commands::build::BuildArgs),
     /// Train a model and write it as one GGUF file.
-    Train(train::TrainArgs),
+    Train(commands::train::TrainArgs),
     /// Evaluate a model on items with known prices (the Tester).
-    Eval(eval::EvalArgs),
-    /// Estimate prices of products given as text or JSONL on stdin.
-    Predict(predict::PredictArgs),
+    Eval(commands::eval::EvalArgs),
     /// Evaluate several models (files or chat:MODEL) on the same items: one markdown table.
-    Compare(eval::CompareArgs),
-    /// Check a device against the CPU: same batch, outputs, loss, gradients.
-    CheckDevice(bench::CheckDeviceArgs),
-    /// Fine-tune a frontier chat model through its API (the course's week 6),
-    /// asked as `--model chat:MODEL` asks; then `pricer eval --model chat:ID`.
-    FrontierFinetune(frontier::FrontierArgs),
-    /// Export a fine-tuning run as one quantized model file.
-    Export(export::ExportArgs),
+    Compare(commands::compare::CompareArgs),
+    /// Estimate prices of products given as text or JSONL on stdin.
+    Predict(commands::predict::PredictArgs),
     /// Adapt a model to your own priced products (no retraining): a second
     /// neighbour index of them and a blend refitted by cross-validation.
-    Adapt(adapt::AdaptArgs),
-    /// Measure how far a file's 8-bit inference is from f32 inference of the same weights.
-    QuantError(quant::QuantErrorArgs),
-    /// Domain-adaptive masked-word training of the encoder on product texts
-    /// (priced or not), before it learns prices: writes a base model folder.
-    Mlm(mlm::MlmArgs),
-    /// Price products that have none with a model (self-training data for `train --pseudo`).
-    PseudoLabel(pseudo::PseudoLabelArgs),
-    /// Average the weights of fine-tuning runs on the same data into one run
-    /// (a model soup): one model's size and speed, often better than each.
-    Soup(soup::SoupArgs),
-    /// Calibrate the 8-bit kernels' per-channel input smoothing on products' texts.
-    Smooth(quant::SmoothArgs),
-    /// Show a model file's metadata: kind, provenance, test metrics.
-    Info(info::InfoArgs),
-    /// Write a randomly initialised BERT model folder (tests, training from scratch).
-    InitBase(init_base::InitBaseArgs),
-    /// Measure the encoder's training and inference speed (examples/s).
-    Bench(bench::BenchArgs),
-    /// Write the encoder's pooled vector of every item as a NumPy matrix (.npy).
-    Embed(embed::EmbedArgs),
-    /// Measure a model's comparable products on each test split: price-range
-    /// coverage, their median's error, lookup and explanation time, index size.
-    Comparables(comparables::ComparablesArgs),
+    Adapt(commands::adapt::AdaptArgs),
+    /// Export a fine-tuning run as one quantized model file.
+    Export(commands::export::ExportArgs),
+    /// Show a model file's metadata: kind, provenance, recipe, test metrics.
+    Info(commands::info::InfoArgs),
+    /// Fine-tune a frontier chat model through its API (the course's week 6),
+    /// asked as `--model chat:MODEL` asks; then `pricer eval --model chat:ID`.
+    FrontierFinetune(commands::frontier::FrontierArgs),
+    /// Research tools: masked-word training, soups, pseudo-labels, 8-bit
+    /// analysis, speed, embeddings, comparables (`pricer lab --help`).
+    #[command(subcommand)]
+    Lab(commands::lab::LabCommand),
 }
 
 /// Keeps freed memory in the process: candle allocates a fresh tensor for
@@ -116,27 +87,7 @@ fn main() {
     keep_freed_memory();
     quiet_on_closed_pipe();
     let cli = Cli::parse();
-    let result = match &cli.command {
-        Command::Curate(a) => curate::run(a),
-        Command::Train(a) => train::run(a),
-        Command::Eval(a) => eval::run(a),
-        Command::Predict(a) => predict::run(a),
-        Command::Compare(a) => eval::compare(a),
-        Command::Bench(a) => bench::run(a),
-        Command::CheckDevice(a) => bench::check_device(a),
-        Command::Export(a) => export::run(a),
-        Command::FrontierFinetune(a) => frontier::run(a),
-        Command::InitBase(a) => init_base::run(a),
-        Command::Info(a) => info::run(a),
-        Command::Adapt(a) => adapt::run(a),
-        Command::QuantError(a) => quant::run(a),
-        Command::Smooth(a) => quant::run_smooth(a),
-        Command::Mlm(a) => mlm::run(a),
-        Command::Soup(a) => soup::run(a),
-        Command::PseudoLabel(a) => pseudo::run(a),
-        Command::Embed(a) => embed::run(a),
-        Command::Comparables(a) => comparables::run(a),
-    };
+    let result = commands::run(&cli.command);
     if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);

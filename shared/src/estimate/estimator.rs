@@ -54,6 +54,36 @@ pub mod keys {
     /// was measured on them (`train --with-validation`).
     pub const VALIDATION_LEARNT: &str = "pricer.train.validation_items";
 
+    /// Provenance: what made the file (the card's "how it was made").
+    pub const DATA_SHA256: &str = "pricer.provenance.data_sha256";
+    pub const SEED: &str = "pricer.provenance.seed";
+    pub const COMMAND: &str = "pricer.provenance.command";
+    pub const DATE: &str = "pricer.provenance.date";
+    pub const VERSION: &str = "pricer.provenance.version";
+    pub const BASE: &str = "pricer.provenance.base";
+    pub const TRAIN_COMMAND: &str = "pricer.provenance.train_command";
+    pub const SOUP_OF: &str = "pricer.provenance.soup_of";
+    /// The recipe a file was built from (`pricer build`): its name, its
+    /// TOML text and the SHA-256 of that text.
+    pub const RECIPE: &str = "pricer.recipe.name";
+    pub const RECIPE_TEXT: &str = "pricer.recipe.toml";
+    pub const RECIPE_SHA256: &str = "pricer.recipe.sha256";
+
+    /// The encoder run's best validation epoch and its MAE.
+    pub const BEST_VAL_MAE: &str = "pricer.train.best_val_mae";
+    pub const BEST_EPOCH: &str = "pricer.train.best_epoch";
+    /// The model's own figures on the validation items (before it saw them).
+    pub const VALIDATION_MAE: &str = "pricer.validation.mae";
+    pub const VALIDATION_RMSLE: &str = "pricer.validation.rmsle";
+
+    /// The encoder's storage type and its 8-bit vs f32 difference on validation.
+    pub const QUANT: &str = "pricer.quant";
+    pub const QUANT_MEAN_REL_DIFF: &str = "pricer.quant.mean_rel_diff_vs_f32";
+    pub const QUANT_MAX_REL_DIFF: &str = "pricer.quant.max_rel_diff_vs_f32";
+    /// The int8 input smoothing's migration strength and calibration texts.
+    pub const SMOOTH_ALPHA: &str = "pricer.quant.smooth_alpha";
+    pub const SMOOTH_TEXTS: &str = "pricer.quant.smooth_texts";
+
     /// What a model was trained and measured on, as its card says it: the
     /// training split's size and the data set's files by role, by name only
     /// (never the training machine's paths).

@@ -977,7 +977,7 @@ fn model_card(c: ModelCard) -> impl IntoView {
         ("Trained on", data.trained_on()),
         ("Validation splits", listed(&data.validation)),
         ("Test splits (never trained on)", listed(&data.test)),
-        ("Trained", c.get("pricer.provenance.date").unwrap_or("unknown").to_string()),
+        ("Trained", c.get(pricer::estimator::keys::DATE).unwrap_or("unknown").to_string()),
     ];
     let mut rows = rows;
     if let (Some(items), Some(source)) = (c.get(pricer::adapt::keys::ITEMS), c.get(pricer::adapt::keys::SOURCE)) {

@@ -3,7 +3,7 @@
 //! projections, other regressors).
 
 use crate::data::priced_products;
-use crate::finetune::{BEST, load_base, read_run_file};
+use crate::training::run_folder::{RUN_FILE, RunWeights, load_base};
 use anyhow::{Context, Result, bail};
 use candle_core::{DType, Device, Tensor};
 use pricer::bert::{Config, Encoder, batch_tensors};
@@ -30,13 +30,10 @@ pub struct EmbedArgs {
 
 /// The encoder of a base folder or a run directory, with its tokenizer.
 pub fn load_encoder(dir: &Path) -> Result<(Encoder, pricer::TextTokenizer)> {
-    if dir.join("run.json").exists() {
-        let run = read_run_file(dir)?;
-        let best = dir.join(BEST);
-        let weights = candle_core::safetensors::load(&best, &Device::Cpu)
-            .with_context(|| format!("cannot load {} (has an epoch finished?)", best.display()))?;
-        let tok = crate::data::load_tokenizer(&dir.join("tokenizer.json"))?;
-        Ok((encoder_from(weights, &run.bert)?, tok))
+    if dir.join(RUN_FILE).exists() {
+        let run = RunWeights::load(dir)?;
+        let tok = run.tokenizer()?;
+        Ok((encoder_from(run.weights, &run.file.bert)?, tok))
     } else {
         let (cfg, weights, tok) = load_base(dir)?;
         Ok((encoder_from(weights, &cfg)?, tok))

@@ -8,26 +8,25 @@
 //! (dense, GELU, layer norm) starts as the identity, so that from the first
 //! step the logits are the hidden states' dot products with the words.
 
-use crate::data::{for_each_product, write_atomic};
-use crate::finetune::{
-    CHECKPOINT, RunState, bucketed_batches, device, load_base, load_checkpoint, mix, save_checkpoint, save_tensors,
+use crate::data::texts::read_texts;
+use crate::data::write_atomic;
+use crate::training::batches::{bucketed_batches, splitmix64};
+use crate::training::optim::{AdamW, grad_norm, lr_at};
+use crate::training::run_folder::{
+    CHECKPOINT, RunState, device, load_base, load_checkpoint, save_checkpoint, save_tensors,
 };
-use crate::optim::{AdamW, grad_norm, lr_at};
 use anyhow::{Context, Result, bail};
 use candle_core::{DType, Device, Tensor};
-use pricer::Product;
 use pricer::bert::{Config, Dropout, Encoder, LayerNorm, TrainableWeights, Weights, batch_tensors};
-use pricer::text::{Budget, model_input};
-use pricer::tokenizer::{TextTokenizer, Tokens};
+use pricer::tokenizer::Tokens;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::collections::HashMap;
+use std::path::PathBuf;
 use std::time::Instant;
 
 #[derive(clap::Args, Debug, Clone, Serialize, Deserialize)]
-pub struct MlmArgs {
+pub struct MlmConfig {
     /// The base model folder (config.json, model.safetensors, tokenizer.json).
     #[arg(long)]
     pub base: PathBuf,
@@ -84,7 +83,7 @@ pub struct MlmArgs {
 /// `mlm.json` in the output folder: the arguments and where the run stands.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct MlmRun {
-    args: MlmArgs,
+    args: MlmConfig,
     state: RunState,
     /// Held-out masked-word loss and accuracy before training and after each epoch.
     held_out: Vec<HeldOut>,
@@ -101,121 +100,6 @@ const RUN: &str = "mlm.json";
 /// Special tokens and unused slots sit below this id in BERT's vocabulary;
 /// random replacements are drawn from the words above it.
 const FIRST_WORD: u32 = 999;
-
-/// Products of text sources (see [`MlmArgs::texts`]), without those whose
-/// title is in a validation or test split of a curate directory given, each
-/// source's count printed.
-pub fn read_sources(sources: &[PathBuf]) -> Result<Vec<Product>> {
-    let mut kept_out: HashSet<String> = HashSet::new();
-    let mut files = Vec::new();
-    for s in sources {
-        if s.is_dir() {
-            let train = s.join("train.jsonl");
-            if !train.exists() {
-                bail!("{} is a folder without train.jsonl (not a curate directory)", s.display());
-            }
-            for entry in std::fs::read_dir(s)? {
-                let p = entry?.path();
-                let name = p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-                if (name.starts_with("validation") || name.starts_with("test")) && name.ends_with(".jsonl") {
-                    for_each_product(&p, false, &mut Default::default(), |prod, _| {
-                        kept_out.insert(prod.title.to_lowercase());
-                        Ok(())
-                    })?;
-                }
-            }
-            files.push(train);
-        } else {
-            files.push(s.clone());
-        }
-    }
-    let mut out = Vec::new();
-    for f in &files {
-        let (mut kept, mut held) = (0usize, 0usize);
-        let mut take = |p: Product| {
-            if kept_out.contains(&p.title.to_lowercase()) {
-                held += 1;
-            } else {
-                out.push(p);
-                kept += 1;
-            }
-        };
-        if is_unpriced_texts(f)? {
-            read_unpriced(f)?.into_iter().for_each(&mut take);
-        } else {
-            for_each_product(f, false, &mut Default::default(), |p, _| {
-                take(p);
-                Ok(())
-            })?;
-        }
-        println!("{}: {kept} products ({held} left out: titles of validation or test items)", f.display());
-    }
-    Ok(out)
-}
-
-/// Texts for the encoder to read: the sources' model inputs, each once.
-pub fn read_texts(sources: &[PathBuf], tok: &TextTokenizer, max_tokens: usize) -> Result<Vec<String>> {
-    let budget = Budget::Tokens(tok, max_tokens);
-    let mut seen = HashSet::new();
-    let mut texts = Vec::new();
-    let mut empty = 0usize;
-    for p in read_sources(sources)? {
-        match model_input(&p, budget) {
-            Ok(t) => {
-                if seen.insert(t.clone()) {
-                    texts.push(t);
-                }
-            }
-            Err(_) => empty += 1,
-        }
-    }
-    println!("{} distinct texts ({empty} without a usable text)", texts.len());
-    Ok(texts)
-}
-
-fn open_text(path: &Path) -> Result<Box<dyn BufRead>> {
-    let mut file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut magic = [0u8; 2];
-    let n = file.read(&mut magic)?;
-    let file = std::fs::File::open(path)?;
-    Ok(if n == 2 && magic == [0x1f, 0x8b] {
-        Box::new(BufReader::new(flate2::read::MultiGzDecoder::new(file)))
-    } else {
-        Box::new(BufReader::new(file))
-    })
-}
-
-/// Whether the file's first record is a `{"title", "full"}` line.
-fn is_unpriced_texts(path: &Path) -> Result<bool> {
-    let mut first = String::new();
-    open_text(path)?.read_line(&mut first)?;
-    let v: Option<serde_json::Value> = serde_json::from_str(first.trim()).ok();
-    Ok(v.is_some_and(|v| v.get("full").is_some_and(|f| f.is_string()) && v.get("title").is_some()))
-}
-
-/// `{"title", "full"}` lines: `full` is the title, then the description,
-/// features and details as text, a line each; they become the product's
-/// description, so preparation scrubs and cuts them as any other text.
-fn read_unpriced(path: &Path) -> Result<Vec<Product>> {
-    let mut out = Vec::new();
-    for (i, line) in open_text(path)?.lines().enumerate() {
-        let line = line.with_context(|| format!("{}:{}: unreadable", path.display(), i + 1))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
-            eprintln!("{}:{}: not JSON; skipped", path.display(), i + 1);
-            continue;
-        };
-        let (Some(title), Some(full)) = (v["title"].as_str(), v["full"].as_str()) else {
-            eprintln!("{}:{}: no title or full text; skipped", path.display(), i + 1);
-            continue;
-        };
-        let body: Vec<String> = full.lines().skip(1).map(str::to_string).collect();
-        out.push(Product { title: title.to_string(), description: body, ..Default::default() });
-    }
-    Ok(out)
-}
 
 /// BERT's masking of one text (`[CLS] ... [SEP]`): `share` of the tokens
 /// between the special ones (at least one) are chosen; 80% of those become
@@ -341,14 +225,14 @@ fn held_out(
     encoder: &Encoder,
     head: &MlmHead,
     texts: &[Tokens],
-    args: &MlmArgs,
+    args: &MlmConfig,
     (mask_id, vocab, pad): (u32, u32, u32),
     dev: &Device,
 ) -> Result<(f64, f64)> {
     let (mut sum, mut right, mut n) = (0.0, 0usize, 0usize);
     for (i, chunk) in texts.chunks(args.batch.max(1)).enumerate() {
         let rows: Vec<&Tokens> = chunk.iter().collect();
-        let masked = masked_rows(&rows, args.mask, mask_id, vocab, mix(args.seed ^ 0x5eed, i as u64));
+        let masked = masked_rows(&rows, args.mask, mask_id, vocab, splitmix64(args.seed ^ 0x5eed, i as u64));
         let (loss, r, m) = batch_loss(encoder, head, &masked, pad, None, dev)?;
         sum += loss.to_scalar::<f32>()? as f64 * m as f64;
         right += r;
@@ -357,7 +241,7 @@ fn held_out(
     Ok((sum / n.max(1) as f64, right as f64 / n.max(1) as f64))
 }
 
-pub fn run(args: &MlmArgs) -> Result<()> {
+pub fn run(args: &MlmConfig) -> Result<()> {
     let run_path = args.out.join(RUN);
     let (args, mut run) = if args.resume {
         let saved: MlmRun = serde_json::from_slice(
@@ -399,7 +283,7 @@ pub fn run(args: &MlmArgs) -> Result<()> {
     // Held out by a seeded hash of the text: the same texts whatever the order of the sources.
     let hold = |t: &String| {
         let h = t.bytes().fold(args.seed ^ 0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
-        (mix(h, 0) % 10_000) as f64 / 10_000.0 < args.holdout
+        (splitmix64(h, 0) % 10_000) as f64 / 10_000.0 < args.holdout
     };
     let (mut train, mut val) = (Vec::new(), Vec::new());
     for (t, text) in tokens.into_iter().zip(&texts) {
@@ -482,8 +366,8 @@ pub fn run(args: &MlmArgs) -> Result<()> {
         for (bi, idx) in batches.iter().enumerate().skip(run.state.batch_in_epoch) {
             let state = &mut run.state;
             let rows: Vec<&Tokens> = idx.iter().map(|&i| &train[i]).collect();
-            let masked = masked_rows(&rows, args.mask, mask_id, vocab, mix(args.seed, state.step as u64));
-            let mut dropout = Dropout::new(p_drop, mix(args.seed ^ 1, state.step as u64));
+            let masked = masked_rows(&rows, args.mask, mask_id, vocab, splitmix64(args.seed, state.step as u64));
+            let mut dropout = Dropout::new(p_drop, splitmix64(args.seed ^ 1, state.step as u64));
             let (loss, _, _) = batch_loss(&encoder, &head, &masked, pad, Some(&mut dropout), &dev)?;
             let grads = loss.backward()?;
             let norm = grad_norm(&grads, &opt.vars)?;
@@ -539,7 +423,7 @@ pub fn run(args: &MlmArgs) -> Result<()> {
 
 /// The encoder's weights (the MLM head left out) as a base model folder:
 /// `model.safetensors`, and the base's `config.json` and `tokenizer.json`.
-fn save_encoder(args: &MlmArgs, varmap: &candle_nn::VarMap) -> Result<()> {
+fn save_encoder(args: &MlmConfig, varmap: &candle_nn::VarMap) -> Result<()> {
     let data = varmap.data().lock().map_err(|_| anyhow::anyhow!("varmap lock"))?;
     let tensors: HashMap<String, Tensor> = data
         .iter()

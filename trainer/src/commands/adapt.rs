@@ -1,7 +1,7 @@
 //! `pricer adapt`: a model adapted to a shop's own priced products, without
 //! retraining ([`pricer::adapt`], the same code the page's worker runs).
 
-use crate::eval::load_model;
+use crate::model::load_model;
 use anyhow::{Context, Result, bail};
 use pricer::adapt::{self, OwnItems, REFIT_FROM};
 use pricer::estimator::{BATCH, MemberValues};

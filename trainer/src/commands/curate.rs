@@ -383,7 +383,7 @@ fn split_hash(seed: u64, item: &CuratedItem) -> u64 {
     for b in item.title.bytes().chain([b'\n']).chain(item.text.bytes()) {
         h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
     }
-    crate::finetune::mix(seed, h)
+    crate::data::splitmix64(seed, h)
 }
 
 /// Applies the per-item rules in order; remembers titles and texts for de-duplication.

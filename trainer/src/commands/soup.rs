@@ -4,16 +4,18 @@
 //! loss, so their mean predicts better than each, at one model's size and speed.
 
 use crate::data::{load_data_set, load_tokenizer, write_atomic};
-use crate::finetune::{BEST, RUN_FILE, RunFile, RunState, predict_logs, read_run_file, save_tensors};
+use crate::training::finetune::predict_logs;
+use crate::training::run_folder::{
+    BEST, Ingredient, RUN_FILE, RunFile, RunState, RunWeights as Run, SoupRecord, device, save_tensors,
+};
 use anyhow::{Context, Result, bail};
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use pricer::bert::{PriceModel, TrainableWeights};
 use pricer::metrics::Summary;
 use pricer::text::{Budget, model_input};
 use pricer::tokenizer::Tokens;
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 pub struct SoupArgs {
@@ -29,44 +31,6 @@ pub struct SoupArgs {
     pub greedy: bool,
     #[arg(long, default_value = "cpu")]
     pub device: String,
-}
-
-/// What a soup was made of, kept in its `run.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SoupRecord {
-    pub greedy: bool,
-    /// Every run offered, with its own best validation MAE and whether the soup kept it.
-    pub ingredients: Vec<Ingredient>,
-    pub val_mae: f64,
-    pub val_rmsle: f64,
-    pub val_hits_pct: f64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Ingredient {
-    pub run: PathBuf,
-    pub val_mae: f64,
-    pub kept: bool,
-}
-
-struct Run {
-    dir: PathBuf,
-    file: RunFile,
-    weights: HashMap<String, Tensor>,
-    tok_json: String,
-}
-
-fn load_run(dir: &Path) -> Result<Run> {
-    let file = read_run_file(dir)?;
-    if file.state.best_val_mae.is_none() {
-        bail!("{} has no best weights yet (no epoch finished)", dir.display());
-    }
-    let best = dir.join(BEST);
-    let weights = candle_core::safetensors::load(&best, &Device::Cpu)
-        .with_context(|| format!("cannot load {} (damaged?)", best.display()))?;
-    let tok_json = std::fs::read_to_string(dir.join("tokenizer.json"))
-        .with_context(|| format!("{} has no tokenizer.json", dir.display()))?;
-    Ok(Run { dir: dir.to_path_buf(), file, weights, tok_json })
 }
 
 /// Why `b` cannot be averaged with `a`, if it cannot.
@@ -85,7 +49,7 @@ fn mismatch(a: &Run, b: &Run) -> Option<String> {
     if (sa.target_mean - sb.target_mean).abs() > 1e-9 || (sa.target_std - sb.target_std).abs() > 1e-9 {
         return Some("another price scaling (other training items)".into());
     }
-    if a.tok_json != b.tok_json {
+    if a.tokenizer_json != b.tokenizer_json {
         return Some("another tokenizer".into());
     }
     for (name, t) in &a.weights {
@@ -126,7 +90,7 @@ pub fn run(args: &SoupArgs) -> Result<()> {
     if args.out.join(RUN_FILE).exists() {
         bail!("{} already holds a run: choose another --out", args.out.display());
     }
-    let runs = args.runs.iter().map(|d| load_run(d)).collect::<Result<Vec<_>>>()?;
+    let runs = args.runs.iter().map(|d| Run::load(d)).collect::<Result<Vec<_>>>()?;
     for r in &runs[1..] {
         if let Some(why) = mismatch(&runs[0], r) {
             bail!("{} cannot join {}: it has {why}", r.dir.display(), runs[0].dir.display());
@@ -139,7 +103,7 @@ pub fn run(args: &SoupArgs) -> Result<()> {
              and learned in another order; such averages usually do worse than each run (--greedy leaves them out)"
         );
     }
-    let dev = crate::finetune::device(&args.device)?;
+    let dev = device(&args.device)?;
     let first = &runs[0].file;
     let ds = load_data_set(&first.config.data, first.config.holdout, first.config.seed, false)?;
     if ds.validation.is_empty() {
@@ -225,7 +189,7 @@ pub fn run(args: &SoupArgs) -> Result<()> {
 
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
     save_tensors(&args.out.join(BEST), &weights)?;
-    write_atomic(&args.out.join("tokenizer.json"), runs[0].tok_json.as_bytes())?;
+    write_atomic(&args.out.join("tokenizer.json"), runs[0].tokenizer_json.as_bytes())?;
     let mut config = first.config.clone();
     config.command = std::env::args().collect::<Vec<_>>().join(" ");
     let record = SoupRecord {
@@ -263,7 +227,7 @@ mod tests {
 
     #[test]
     fn average_is_the_element_wise_mean() {
-        let t = |v: &[f32]| Tensor::new(v, &Device::Cpu).unwrap();
+        let t = |v: &[f32]| Tensor::new(v, &candle_core::Device::Cpu).unwrap();
         let a = HashMap::from([("w".to_string(), t(&[1.0, 2.0])), ("b".to_string(), t(&[0.0]))]);
         let b = HashMap::from([("w".to_string(), t(&[3.0, -2.0])), ("b".to_string(), t(&[1.5]))]);
         let c = HashMap::from([("w".to_string(), t(&[2.0, 3.0])), ("b".to_string(), t(&[3.0]))]);

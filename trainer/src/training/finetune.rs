@@ -3,57 +3,23 @@
 //! AdamW with warm-up and decay, clipping, validation each epoch, best
 //! weights kept, early stopping, atomic checkpoints that `--resume` continues.
 
-use crate::data::{load_data_set, load_tokenizer, write_atomic};
-use crate::optim::{AdamW, grad_norm, lr_at};
+use crate::data::{DataSet, for_each_product, load_data_set, write_atomic};
+use crate::linear::{focus_weights, word_member_misses};
+use crate::training::batches::{bucketed_batches, splitmix64};
+use crate::training::loss::{price_loss, weighted_price_loss};
+use crate::training::optim::{AdamW, grad_norm, lr_at};
+use crate::training::run_folder::{
+    BEST, CHECKPOINT, EpochStats, RunConfig, RunFile, RunState, device, load_base, load_checkpoint, read_run_file,
+    save_checkpoint, save_weights, write_run,
+};
 use anyhow::{Context, Result, bail};
 use candle_core::{D, DType, Device, Tensor};
-use pricer::bert::{Config, Dropout, PriceModel, QUANTILES, TrainableWeights, batch_tensors};
+use pricer::bert::{Dropout, PriceModel, TrainableWeights, batch_tensors};
 use pricer::metrics::Summary;
 use pricer::text::{Budget, model_input};
 use pricer::tokenizer::Tokens;
-use rand::SeedableRng;
-use rand::seq::SliceRandom;
-use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
-
-/// Everything that defines a run; saved in `run.json`, reused by `--resume`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RunConfig {
-    pub base: PathBuf,
-    pub data: PathBuf,
-    pub epochs: usize,
-    pub lr: f64,
-    pub head_lr: f64,
-    pub batch: usize,
-    pub max_tokens: usize,
-    pub seed: u64,
-    pub device: String,
-    pub frozen: bool,
-    pub warmup: f64,
-    pub weight_decay: f64,
-    /// Layer-wise learning-rate decay (1: none; runs before it had none).
-    #[serde(default = "no_layer_decay")]
-    pub layer_decay: f64,
-    /// Model-priced items to learn from too, and their weight.
-    #[serde(default)]
-    pub pseudo: Option<PathBuf>,
-    #[serde(default)]
-    pub pseudo_weight: f64,
-    /// Real items' loss weighted toward the word member's misses (0: none).
-    #[serde(default)]
-    pub focus: f64,
-    pub clip: f64,
-    pub patience: usize,
-    pub checkpoint_every: usize,
-    pub holdout: f64,
-    pub command: String,
-}
-
-fn no_layer_decay() -> f64 {
-    1.0
-}
 
 /// A parameter's learning-rate factor under layer-wise decay `d`: 1 for the
 /// head, `d^(layers - i)` for encoder layer `i`, `d^(layers + 1)` for the embeddings.
@@ -67,95 +33,6 @@ pub fn layer_lr_scale(name: &str, layers: usize, d: f64) -> f64 {
         0
     };
     d.powi(depth as i32)
-}
-
-/// Validation metrics after one epoch.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct EpochStats {
-    pub epoch: usize,
-    pub train_loss: f64,
-    pub val_mae: f64,
-    pub val_rmsle: f64,
-    pub val_hits_pct: f64,
-    pub examples_per_s: f64,
-}
-
-/// Where a run stands; saved inside every checkpoint.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct RunState {
-    pub epoch: usize,
-    pub batch_in_epoch: usize,
-    pub step: usize,
-    pub adam_t: usize,
-    pub loss_sum: f64,
-    pub loss_count: usize,
-    pub best_val_mae: Option<f64>,
-    pub best_epoch: Option<usize>,
-    pub bad_epochs: usize,
-    pub history: Vec<EpochStats>,
-    pub done: bool,
-    pub stopped_early: bool,
-    pub target_mean: f64,
-    pub target_std: f64,
-}
-
-/// `run.json`: the config, the encoder's shape and the latest state.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RunFile {
-    pub config: RunConfig,
-    pub bert: Config,
-    pub state: RunState,
-    /// Set when the run is an average of others (`pricer soup`), not trained.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub soup: Option<crate::soup::SoupRecord>,
-}
-
-pub const RUN_FILE: &str = "run.json";
-pub const CHECKPOINT: &str = "checkpoint.safetensors";
-pub const BEST: &str = "best.safetensors";
-
-pub fn device(name: &str) -> Result<Device> {
-    match name {
-        "cpu" => Ok(Device::Cpu),
-        "cuda" => {
-            #[cfg(feature = "cuda")]
-            {
-                Ok(Device::new_cuda(0).context("no usable CUDA device")?)
-            }
-            #[cfg(not(feature = "cuda"))]
-            bail!("this pricer was built without CUDA: rebuild with `cargo build --release --features cuda`")
-        }
-        other => bail!("unknown device {other:?} (cpu or cuda)"),
-    }
-}
-
-/// Reads a run directory's `run.json`.
-pub fn read_run_file(dir: &Path) -> Result<RunFile> {
-    let p = dir.join(RUN_FILE);
-    let bytes =
-        std::fs::read(&p).with_context(|| format!("{} is not a training run (no {RUN_FILE})", dir.display()))?;
-    serde_json::from_slice(&bytes).with_context(|| format!("{} is damaged", p.display()))
-}
-
-fn write_run(dir: &Path, run: &RunFile) -> Result<()> {
-    write_atomic(&dir.join(RUN_FILE), serde_json::to_string_pretty(run)?.as_bytes())
-}
-
-/// Loads a Hugging Face model folder: config, weights, tokenizer.
-pub fn load_base(dir: &Path) -> Result<(Config, HashMap<String, Tensor>, pricer::TextTokenizer)> {
-    let cfg_path = dir.join("config.json");
-    let cfg: Config = serde_json::from_slice(
-        &std::fs::read(&cfg_path)
-            .with_context(|| format!("cannot read {} (is --base a model folder?)", cfg_path.display()))?,
-    )
-    .with_context(|| format!("{} is not a BERT config", cfg_path.display()))?;
-    let w_path = dir.join("model.safetensors");
-    let weights = candle_core::safetensors::load(&w_path, &Device::Cpu)
-        .with_context(|| format!("cannot load {}", w_path.display()))?;
-    // Some checkpoints prefix every name with `bert.`.
-    let weights = weights.into_iter().map(|(k, v)| (k.strip_prefix("bert.").unwrap_or(&k).to_string(), v)).collect();
-    let tok = load_tokenizer(&dir.join("tokenizer.json"))?;
-    Ok((cfg, weights, tok))
 }
 
 /// Start a new run (`config`) or continue one (`resume`).
@@ -203,8 +80,8 @@ pub fn run(config: Option<RunConfig>, out: &Path, resume: bool) -> Result<()> {
             bail!("--focus {}: must lie in [0, 10]", config.focus);
         }
         let prep = pricer::estimator::Prep { max_tokens: ds.prep.max_tokens, tokenizer: ds.tokenizer.clone() };
-        let misses = crate::train::word_member_misses(&ds.train, &prep, 5)?;
-        let w = crate::train::focus_weights(&misses, config.focus);
+        let misses = word_member_misses(&ds.train, &prep, 5)?;
+        let w = focus_weights(&misses, config.focus);
         let (lo, hi) = w.iter().fold((f32::MAX, f32::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
         println!(
             "focus {}: real items weighted by the word member's 5-fold misses (mean {:.3} in log price), weights {lo:.2} to {hi:.2}",
@@ -312,7 +189,7 @@ pub fn run(config: Option<RunConfig>, out: &Path, resume: bool) -> Result<()> {
         let start = Instant::now();
         let mut seen = 0usize;
         for (bi, idx) in batches.iter().enumerate().skip(state.batch_in_epoch) {
-            let mut dropout = Dropout::new(p_drop, mix(config.seed, state.step as u64));
+            let mut dropout = Dropout::new(p_drop, splitmix64(config.seed, state.step as u64));
             let out_t = match &frozen_inputs {
                 Some((train_pooled, _)) => {
                     let ix = Tensor::from_vec(idx.iter().map(|&i| i as u32).collect::<Vec<_>>(), idx.len(), &dev)?;
@@ -421,58 +298,9 @@ pub fn run(config: Option<RunConfig>, out: &Path, resume: bool) -> Result<()> {
     Ok(())
 }
 
-/// Mixes a seed and a counter into a new seed (splitmix64).
-pub fn mix(seed: u64, n: u64) -> u64 {
-    let mut z = seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// Batches of similar length, so short texts do not pay for padding: shuffle,
-/// sort within windows of 50 batches by length, cut, then shuffle the batches.
-/// The same (seed, epoch) always gives the same batches.
-pub fn bucketed_batches(lengths: &[usize], batch: usize, seed: u64, epoch: u64) -> Vec<Vec<usize>> {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(mix(seed, epoch + 1));
-    let mut order: Vec<usize> = (0..lengths.len()).collect();
-    order.shuffle(&mut rng);
-    let window = batch.max(1) * 50;
-    let mut batches = Vec::new();
-    for chunk in order.chunks(window) {
-        let mut c = chunk.to_vec();
-        c.sort_by_key(|&i| lengths[i]);
-        batches.extend(c.chunks(batch.max(1)).map(|b| b.to_vec()));
-    }
-    batches.shuffle(&mut rng);
-    batches
-}
-
-/// Squared error of the point output plus the pinball loss of each quantile output.
-pub fn price_loss(out: &Tensor, y: &Tensor) -> candle_core::Result<Tensor> {
-    let point = out.narrow(1, 0, 1)?.squeeze(1)?;
-    let mut loss = (point - y)?.sqr()?.mean_all()?;
-    for (i, q) in QUANTILES.iter().enumerate() {
-        let d = (y - out.narrow(1, i + 1, 1)?.squeeze(1)?)?;
-        let pin = d.affine(*q, 0.0)?.maximum(&d.affine(q - 1.0, 0.0)?)?;
-        loss = (loss + pin.mean_all()?)?;
-    }
-    Ok(loss)
-}
-
-/// [`price_loss`] with each example weighted: the weighted mean over the batch.
-pub fn weighted_price_loss(out: &Tensor, y: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
-    let point = out.narrow(1, 0, 1)?.squeeze(1)?;
-    let mut per = (point - y)?.sqr()?;
-    for (i, q) in QUANTILES.iter().enumerate() {
-        let d = (y - out.narrow(1, i + 1, 1)?.squeeze(1)?)?;
-        per = (per + d.affine(*q, 0.0)?.maximum(&d.affine(q - 1.0, 0.0)?)?)?;
-    }
-    (per * w)?.sum_all()? / w.sum_all()?.to_scalar::<f32>()? as f64
-}
-
 /// Model-priced items of `path` whose titles are in none of the data set's
 /// validation or test splits.
-fn pseudo_items(path: &Path, ds: &crate::data::DataSet) -> Result<Vec<pricer::Product>> {
+fn pseudo_items(path: &Path, ds: &DataSet) -> Result<Vec<pricer::Product>> {
     let held: std::collections::HashSet<String> = ds
         .validation
         .iter()
@@ -481,7 +309,7 @@ fn pseudo_items(path: &Path, ds: &crate::data::DataSet) -> Result<Vec<pricer::Pr
         .collect();
     let mut out = Vec::new();
     let mut left_out = 0usize;
-    crate::data::for_each_product(path, false, &mut Default::default(), |p, _| {
+    for_each_product(path, false, &mut Default::default(), |p, _| {
         match p.price {
             Some(v) if v > 0.0 && !held.contains(&p.title.to_lowercase()) => out.push(p),
             _ => left_out += 1,
@@ -527,58 +355,6 @@ pub fn predict_logs(model: &PriceModel, rows: &[Tokens], pad: u32, dev: &Device)
         }
     }
     Ok(out)
-}
-
-fn save_weights(path: &Path, varmap: &candle_nn::VarMap) -> Result<()> {
-    let data = varmap.data().lock().map_err(|_| anyhow::anyhow!("varmap lock"))?;
-    let tensors: HashMap<String, Tensor> =
-        data.iter().map(|(k, v)| Ok((k.clone(), v.as_tensor().to_device(&Device::Cpu)?))).collect::<Result<_>>()?;
-    save_tensors(path, &tensors)
-}
-
-/// Tensors as one safetensors file, written atomically.
-pub fn save_tensors(path: &Path, tensors: &HashMap<String, Tensor>) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    candle_core::safetensors::save(tensors, &tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot rename to {}", path.display()))?;
-    Ok(())
-}
-
-/// Weights, optimizer moments and the run state in one file, written atomically.
-pub fn save_checkpoint(path: &Path, varmap: &candle_nn::VarMap, opt: &AdamW, state: &RunState) -> Result<()> {
-    let mut t: HashMap<String, Tensor> = HashMap::new();
-    for (k, v) in varmap.data().lock().map_err(|_| anyhow::anyhow!("varmap lock"))?.iter() {
-        t.insert(format!("w.{k}"), v.as_tensor().to_device(&Device::Cpu)?);
-    }
-    for (k, m) in &opt.m {
-        t.insert(format!("m.{k}"), m.to_device(&Device::Cpu)?);
-        t.insert(format!("v.{k}"), opt.v[k].to_device(&Device::Cpu)?);
-    }
-    let json = serde_json::to_vec(state)?;
-    t.insert("state".into(), Tensor::from_vec(json.clone(), json.len(), &Device::Cpu)?);
-    let tmp = path.with_extension("tmp");
-    candle_core::safetensors::save(&t, &tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot rename to {}", path.display()))?;
-    Ok(())
-}
-
-pub fn load_checkpoint(path: &Path, varmap: &candle_nn::VarMap, opt: &mut AdamW, dev: &Device) -> Result<RunState> {
-    let t = candle_core::safetensors::load(path, &Device::Cpu)
-        .with_context(|| format!("cannot read checkpoint {} (damaged?)", path.display()))?;
-    let state_bytes = t.get("state").context("checkpoint has no state")?.to_vec1::<u8>()?;
-    let state: RunState = serde_json::from_slice(&state_bytes).context("checkpoint state is damaged")?;
-    for (k, v) in varmap.data().lock().map_err(|_| anyhow::anyhow!("varmap lock"))?.iter() {
-        let w = t.get(&format!("w.{k}")).with_context(|| format!("checkpoint lacks weight {k}"))?;
-        v.set(&w.to_device(dev)?)?;
-    }
-    for (k, _) in opt.vars.clone() {
-        let m = t.get(&format!("m.{k}")).with_context(|| format!("checkpoint lacks optimizer state of {k}"))?;
-        let v = t.get(&format!("v.{k}")).with_context(|| format!("checkpoint lacks optimizer state of {k}"))?;
-        opt.m.insert(k.clone(), m.to_device(dev)?);
-        opt.v.insert(k.clone(), v.to_device(dev)?);
-    }
-    opt.t = state.adam_t;
-    Ok(state)
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! Loading products from files: readers with per-line error reports, curated
 //! data sets (a `curate` output directory or a single file with a holdout).
 
+pub mod texts;
+
 use anyhow::{Context, Result, bail};
 use pricer::readers::{Format, read_products};
 use pricer::{Product, SourceFormat, TextTokenizer};
@@ -78,7 +80,35 @@ pub fn for_each_product(
     Ok(())
 }
 
-/// Reads every product of `path` that has a price.
+/// A curate directory's test (or validation) split files, by split name.
+pub fn split_files(dir: &Path, validation: bool) -> Result<Vec<(String, PathBuf)>> {
+    let want = if validation { "validation" } else { "test" };
+    let mut files: Vec<(String, PathBuf)> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot list {}", dir.display()))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let file = e.file_name().to_string_lossy().to_string();
+            let (kind, split) = split_kind(&file)?;
+            (kind == want).then(|| (if split.is_empty() { want.to_string() } else { split }, e.path()))
+        })
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        bail!("{} holds no {want} split ({want}.jsonl or {want}-NAME.jsonl)", dir.display());
+    }
+    Ok(files)
+}
+
+/// Mixes a seed and a counter into a new seed (splitmix64).
+pub fn splitmix64(seed: u64, n: u64) -> u64 {
+    let mut z = seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Reads every product of `path` that has a price (malformed lines skipped
+/// and reported unless `strict`).
 pub fn priced_products(path: &Path, strict: bool) -> Result<(Vec<Product>, Tally)> {
     let mut tally = Tally::default();
     let mut out = Vec::new();

@@ -2,7 +2,7 @@
 //! written as priced items for self-training (`pricer train --pseudo FILE`).
 
 use crate::data::write_atomic;
-use crate::eval::load_model;
+use crate::model::load_model;
 use anyhow::{Result, bail};
 use std::path::PathBuf;
 
@@ -26,7 +26,7 @@ pub struct PseudoLabelArgs {
 pub fn run(args: &PseudoLabelArgs) -> Result<()> {
     let est = load_model(&args.model)?;
     let mut products: Vec<pricer::Product> =
-        crate::mlm::read_sources(&args.texts)?.into_iter().filter(|p| p.price.is_none()).collect();
+        crate::data::texts::read_sources(&args.texts)?.into_iter().filter(|p| p.price.is_none()).collect();
     if let Some(n) = args.limit {
         products = crate::data::spread(&products, n);
     }

@@ -3,7 +3,8 @@
 //! range, how far their similarity-weighted median price is from the truth,
 //! what the lookup costs, and what the index adds to the file.
 
-use crate::eval::{load_model, priced_products, split_files};
+use crate::data::{priced_products, split_files};
+use crate::model::load_model;
 use anyhow::{Context, Result, bail};
 use pricer::estimator::Predictor;
 use pricer::explain::{ExplainOptions, comparables, weighted_median_price};
@@ -61,7 +62,7 @@ pub fn run(args: &ComparablesArgs) -> Result<()> {
     );
     println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
     for (split, path) in split_files(&args.data, args.validation)? {
-        let products = priced_products(&path)?;
+        let products = priced_products(&path, false)?.0;
         let (mut within, mut median_err, mut model_err, mut n) = (0usize, 0.0f64, 0.0f64, 0usize);
         let mut lookup = std::time::Duration::ZERO;
         for chunk in products.chunks(pricer::estimator::BATCH) {

@@ -1,8 +1,9 @@
 //! `pricer bench`: training and inference speed of the encoder on synthetic
 //! batches of a fixed shape, for comparing devices, builds and frameworks.
 
-use crate::finetune::{device, load_base, price_loss};
-use crate::optim::{AdamW, grad_norm};
+use crate::training::loss::price_loss;
+use crate::training::optim::{AdamW, grad_norm};
+use crate::training::run_folder::{device, load_base};
 use anyhow::Result;
 use candle_core::{DType, Tensor};
 use pricer::bert::{Dropout, PriceModel, TrainableWeights};

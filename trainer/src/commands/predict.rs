@@ -1,7 +1,7 @@
 //! `pricer predict`: estimates for products given as text or JSONL on stdin.
 
 use crate::chat::ChatArgs;
-use crate::eval::Pricer;
+use crate::tester::PriceSource;
 use anyhow::{Result, bail};
 use pricer::Estimator;
 use pricer::estimator::Predictor;
@@ -38,9 +38,9 @@ pub struct PredictArgs {
 }
 
 pub fn run(args: &PredictArgs) -> Result<()> {
-    let mut model = Pricer::open(&args.model, &args.chat)?;
+    let mut model = PriceSource::open(&args.model, &args.chat)?;
     if args.explain || args.neighbours.is_some() {
-        let Pricer::File(est) = &model else {
+        let PriceSource::File(est) = &model else {
             bail!("--explain and --neighbours need a model file: a chat model gives no reasons to show");
         };
         let opts = ExplainOptions {
@@ -62,7 +62,7 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     }
     // Products in batches: a file model answers line by line as they come;
     // a chat model gets the whole input at once, asked concurrently.
-    let batch = if matches!(model, Pricer::Chat(_)) { usize::MAX } else { 1 };
+    let batch = if matches!(model, PriceSource::Chat(_)) { usize::MAX } else { 1 };
     let mut pending: Vec<(u64, Result<Product, String>)> = Vec::new();
     let mut flush = |pending: &mut Vec<(u64, Result<Product, String>)>, out: &mut dyn Write| -> Result<()> {
         let products: Vec<Product> = pending.iter().filter_map(|(_, p)| p.as_ref().ok().cloned()).collect();

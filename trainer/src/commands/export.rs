@@ -3,8 +3,10 @@
 //! models, the neighbour index) whose blend is fitted on validation items.
 
 use crate::data::{DataSet, load_data_set, write_atomic};
-use crate::finetune::{BEST, RunFile, read_run_file};
-use crate::train::{ValidationFit, finish, finish_with, report_written};
+use crate::linear::ridge::ridge;
+use crate::model::calibrate::{calibrate, pooled_vectors};
+use crate::model::card::{ValidationFit, finish, finish_with, quantile, report_written};
+use crate::training::run_folder::{self, RunFile};
 use anyhow::{Context, Result, bail};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
@@ -84,6 +86,10 @@ pub struct ExportArgs {
     /// validation estimates are out-of-sample). Repeat for several.
     #[arg(long, value_parser = parse_member_file)]
     pub refit: Vec<(String, PathBuf)>,
+    /// The recipe this export ends (`pricer build` passes it): its name,
+    /// text and SHA-256 go into the file, and the card shows them.
+    #[arg(long)]
+    pub recipe: Option<PathBuf>,
 }
 
 fn parse_member_file(s: &str) -> Result<(String, PathBuf), String> {
@@ -118,8 +124,8 @@ fn storage_type(t: &Tensor, quant: Quant) -> GgmlDType {
     }
 }
 
-/// A finished run's best weights and what describes them, read once (a run
-/// still training may replace its best weights while an export works).
+/// A run's best weights (`run_folder::RunWeights`) with the 8-bit
+/// encoder's input smoothing, once calibrated.
 struct RunWeights {
     run: RunFile,
     weights: HashMap<String, Tensor>,
@@ -132,11 +138,8 @@ struct RunWeights {
 
 impl RunWeights {
     fn load(run_dir: &Path) -> Result<Self> {
-        let run = read_run_file(run_dir)?;
-        let best = run_dir.join(BEST);
-        let weights = candle_core::safetensors::load(&best, &Device::Cpu)
-            .with_context(|| format!("cannot load {} (has an epoch finished?)", best.display()))?;
-        let tok_json = std::fs::read_to_string(run_dir.join("tokenizer.json")).context("run has no tokenizer.json")?;
+        let run_folder::RunWeights { file: run, weights, tokenizer_json: tok_json, .. } =
+            run_folder::RunWeights::load(run_dir)?;
         Ok(Self { run, weights, tok_json, smoothing: Vec::new(), smoothed_on: (0.0, 0) })
     }
 
@@ -148,7 +151,7 @@ impl RunWeights {
             return Ok(());
         }
         let exact = Estimator::from_bytes(&model_bytes(self, Quant::F32, None)?)?;
-        self.smoothing = crate::quant::calibrate(&exact, &items, alpha)?;
+        self.smoothing = calibrate(&exact, &items, alpha)?;
         self.smoothed_on = (alpha, items.len());
         println!("int8 input smoothing: alpha {alpha}, calibrated on {} validation products", items.len());
         Ok(())
@@ -173,23 +176,22 @@ fn encoder_writer(rw: &RunWeights, quant: Quant) -> Result<ModelWriter> {
             w.add_f32(&pricer::bert::smoothing_name(name), s)?;
         }
         if !rw.smoothing.is_empty() {
-            w.set_f64(crate::quant::SMOOTH_ALPHA, rw.smoothed_on.0)
-                .set_u32(crate::quant::SMOOTH_TEXTS, rw.smoothed_on.1 as u32);
+            w.set_f64(keys::SMOOTH_ALPHA, rw.smoothed_on.0).set_u32(keys::SMOOTH_TEXTS, rw.smoothed_on.1 as u32);
         }
     }
     w.set_str(keys::BERT_CONFIG, &serde_json::to_string(&run.bert)?)
         .set_f64(keys::TARGET_MEAN, run.state.target_mean)
         .set_f64(keys::TARGET_STD, run.state.target_std)
         .set_f32s(keys::QUANTILES, &QUANTILES.map(|q| q as f32))
-        .set_str("pricer.quant", &format!("{quant:?}").to_lowercase())
-        .set_str("pricer.provenance.train_command", &run.config.command)
-        .set_str("pricer.provenance.base", &run.config.base.display().to_string())
-        .set_f64("pricer.train.best_epoch", run.state.best_epoch.unwrap_or(0) as f64)
-        .set_f64("pricer.train.best_val_mae", run.state.best_val_mae.unwrap_or(f64::NAN));
+        .set_str(keys::QUANT, &format!("{quant:?}").to_lowercase())
+        .set_str(keys::TRAIN_COMMAND, &run.config.command)
+        .set_str(keys::BASE, &run.config.base.display().to_string())
+        .set_f64(keys::BEST_EPOCH, run.state.best_epoch.unwrap_or(0) as f64)
+        .set_f64(keys::BEST_VAL_MAE, run.state.best_val_mae.unwrap_or(f64::NAN));
     if let Some(soup) = &run.soup {
         let kept: Vec<String> =
             soup.ingredients.iter().filter(|i| i.kept).map(|i| i.run.display().to_string()).collect();
-        w.set_str("pricer.provenance.soup_of", &kept.join(" "));
+        w.set_str(keys::SOUP_OF, &kept.join(" "));
     }
     Prep { max_tokens: run.config.max_tokens, tokenizer: Some(pricer::TextTokenizer::from_json(tok_json)?) }
         .write(&mut w);
@@ -207,6 +209,14 @@ fn model_bytes(rw: &RunWeights, quant: Quant, stack: Option<&Stack>) -> Result<V
 }
 
 pub fn run(args: &ExportArgs) -> Result<()> {
+    // Read first: a missing recipe is refused before minutes of work.
+    let recipe = match &args.recipe {
+        Some(p) => Some((
+            p.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default(),
+            std::fs::read_to_string(p).with_context(|| format!("cannot read recipe {}", p.display()))?,
+        )),
+        None => None,
+    };
     let mut rw = RunWeights::load(&args.run)?;
     let ds = load_data_set(&rw.run.config.data, rw.run.config.holdout, rw.run.config.seed, false)?;
     if let Some(alpha) = args.smooth_alpha {
@@ -334,6 +344,9 @@ pub fn run(args: &ExportArgs) -> Result<()> {
     if !args.refit.is_empty() {
         w.set_str(keys::REFITTED, &args.refit.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", "));
     }
+    if let Some((name, text)) = &recipe {
+        w.set_str(keys::RECIPE, name).set_str(keys::RECIPE_TEXT, text).set_str(keys::RECIPE_SHA256, &sha256_hex(text));
+    }
     w_bytes = w.to_bytes()?;
     let test_items: Vec<Product> = ds.tests.iter().flat_map(|s| s.products.iter().cloned()).collect();
     if args.quant != Quant::F32 && !test_items.is_empty() {
@@ -357,7 +370,7 @@ pub fn run(args: &ExportArgs) -> Result<()> {
             100.0 * max
         );
         let mut w = ModelWriter::from_file(&quant.file)?;
-        w.set_f64("pricer.quant.mean_rel_diff_vs_f32", mean).set_f64("pricer.quant.max_rel_diff_vs_f32", max);
+        w.set_f64(keys::QUANT_MEAN_REL_DIFF, mean).set_f64(keys::QUANT_MAX_REL_DIFF, max);
         w_bytes = w.to_bytes()?;
     }
     write_atomic(&args.out, &w_bytes)?;
@@ -440,24 +453,6 @@ fn neighbour_index(
     Ok(Knn::new(vectors, log_prices, dim, args.knn, args.knn_temperature)?
         .with_vote(args.knn_vote)
         .with_labels(labels)?)
-}
-
-/// The model's pooled encoder vector of each product (rows of `dim`, in
-/// order), with a progress bar: what a neighbour index holds.
-pub fn pooled_vectors(model: &Estimator, products: &[Product]) -> Result<(Vec<f32>, usize)> {
-    let bar = indicatif::ProgressBar::new(products.len() as u64);
-    let mut vectors = Vec::new();
-    let mut dim = 0;
-    for chunk in products.chunks(256) {
-        for v in model.member_values(chunk) {
-            let pooled = v?.pooled.context("the model's encoder gave no pooled vector")?;
-            dim = pooled.len();
-            vectors.extend(pooled);
-        }
-        bar.inc(chunk.len() as u64);
-    }
-    bar.finish_and_clear();
-    Ok((vectors, dim))
 }
 
 /// Member values of the validation items (in the stack's member order) and
@@ -561,7 +556,7 @@ fn least_squares(d: &Design, rows: &[usize], cols: &[usize]) -> Vec<f64> {
         .map(|&i| cols.iter().enumerate().map(|(j, &c)| (j as u32, d.rows[i][c] as f32)).collect())
         .collect();
     let y: Vec<f64> = rows.iter().map(|&i| d.y[i]).collect();
-    let (w, b) = crate::fit::ridge(&x, cols.len(), &y, 1e-6);
+    let (w, b) = ridge(&x, cols.len(), &y, 1e-6);
     let mut out = vec![0.0; d.rows.first().map_or(0, |r| r.len()) + 1];
     for (j, &c) in cols.iter().enumerate() {
         out[c] = w[j];
@@ -605,7 +600,7 @@ fn fit_band_scale(est: &Estimator, validation: &[Product], stack: &Stack) -> Res
     if ratios.is_empty() {
         return Ok(1.0);
     }
-    Ok(crate::train::quantile(&mut ratios, 0.8))
+    Ok(quantile(&mut ratios, 0.8))
 }
 
 /// Mean and largest |a - b| / a between two models' estimates.
@@ -618,4 +613,9 @@ fn relative_difference(a: &Estimator, b: &Estimator, items: &[Product]) -> Resul
         max = max.max(d);
     }
     Ok((sum / items.len().max(1) as f64, max))
+}
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -1,6 +1,6 @@
 //! `pricer info`: what a model file says about itself.
 
-use crate::eval::load_model;
+use crate::model::load_model;
 use anyhow::Result;
 use std::path::PathBuf;
 
