@@ -167,6 +167,15 @@ pub mod keys {
         }
     }
 
+    /// The card's line for the recipe a file was built from
+    /// (`default (sha256 8f47ba1b48e5)`), or `None` for a file made by
+    /// single commands.
+    pub fn built_with(meta: &[(String, String)]) -> Option<String> {
+        let get = |k: &str| meta.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+        let (name, sha) = (get(RECIPE)?, get(RECIPE_SHA256)?);
+        Some(format!("{name} (sha256 {})", sha.get(..12).unwrap_or(sha)))
+    }
+
     /// The test splits a model file has metrics for (files of one unnamed
     /// split, written before splits had names, give `[""]`).
     pub fn test_splits(f: &crate::model_file::ModelFile) -> Vec<String> {
@@ -709,6 +718,17 @@ mod tests {
             member.trained_on(),
             "13535 items of the data set \"d\" (train.jsonl and the 1455 validation items)"
         );
+    }
+
+    #[test]
+    fn the_card_names_the_recipe_of_a_built_file() {
+        let meta = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        };
+        let sha = "8f47ba1b48e5c0ffee00000000000000000000000000000000000000000000ab";
+        let built = meta(&[(keys::RECIPE, "default"), (keys::RECIPE_SHA256, sha), (keys::RECIPE_TEXT, "base = 1")]);
+        assert_eq!(keys::built_with(&built).as_deref(), Some("default (sha256 8f47ba1b48e5)"));
+        assert_eq!(keys::built_with(&meta(&[(keys::TRAIN_ITEMS, "3")])), None);
     }
 
     use super::*;

@@ -980,6 +980,9 @@ fn model_card(c: ModelCard) -> impl IntoView {
         ("Trained", c.get(pricer::estimator::keys::DATE).unwrap_or("unknown").to_string()),
     ];
     let mut rows = rows;
+    if let Some(recipe) = keys::built_with(&c.metadata) {
+        rows.push(("Recipe", format!("{recipe}, built with pricer build")));
+    }
     if let (Some(items), Some(source)) = (c.get(pricer::adapt::keys::ITEMS), c.get(pricer::adapt::keys::SOURCE)) {
         let (before, after) =
             (num(&pricer::adapt::keys::cv("before", "mae")), num(&pricer::adapt::keys::cv("after", "mae")));
