@@ -365,31 +365,94 @@ fn folder_files(dir: &Path, what: &str) -> Result<Vec<PathBuf>> {
 /// upstream changes every key below it.
 pub fn plan(file: &RecipeFile, inputs: &Inputs) -> Result<Vec<Step>> {
     let r = &file.recipe;
-    if !inputs.data.join("train.jsonl").is_file() {
-        bail!(
-            "{} is not a curate output folder (no train.jsonl): make one with `pricer curate`",
-            inputs.data.display()
-        );
+    let p = Planner::new(file, inputs)?;
+    // Masked-word reading is made first (the fine-tunes after it need its
+    // output) and listed after the fine-tunes of the base encoder: the
+    // card's order, and a first encoder sooner.
+    let mut mlm = r.mlm.as_ref().map(|m| p.mlm(m)).transpose()?;
+    let mlm_input = mlm.as_ref().map(|s| p.made_by(s));
+    let mut steps = Vec::new();
+    let mut runs: HashMap<String, Arg> = HashMap::new();
+    let (from_base, from_mlm): (Vec<&Finetune>, Vec<&Finetune>) =
+        r.finetune.iter().partition(|f| f.base.get_ref() != "mlm");
+    for f in from_base.into_iter().chain(from_mlm) {
+        let base = match (f.base.get_ref().as_str(), &mlm_input) {
+            ("mlm", Some(made)) => {
+                steps.extend(mlm.take());
+                made.clone()
+            }
+            _ => p.base_arg(),
+        };
+        let step = p.finetune(f, base);
+        runs.insert(f.name.get_ref().clone(), p.made_by(&step));
+        steps.push(step);
     }
-    let data_fp = fingerprint(&folder_files(&inputs.data, "data")?)?;
-    let base_fp =
-        ["config.json", "model.safetensors", "tokenizer.json"].iter().map(|f| inputs.base.join(f)).collect::<Vec<_>>();
-    for f in &base_fp {
-        if !f.is_file() {
+    // An mlm step that no fine-tune starts from still runs (its own figure).
+    steps.extend(mlm);
+    if let Some(s) = &r.soup {
+        let step = p.soup(s, &runs);
+        runs.insert("soup".into(), p.made_by(&step));
+        steps.push(step);
+    }
+    let (mut members, mut twins) = (HashMap::new(), HashMap::new());
+    for l in &r.linear {
+        let step = p.linear(l, false);
+        members.insert(l.name.get_ref().clone(), p.made_by(&step));
+        steps.push(step);
+        if l.with_validation {
+            let step = p.linear(l, true);
+            twins.insert(l.name.get_ref().clone(), p.made_by(&step));
+            steps.push(step);
+        }
+    }
+    steps.push(p.export(&r.export, &runs, &members, &twins));
+    Ok(steps)
+}
+
+/// One argument of a step: as written, and as its key sees it (an input's
+/// fingerprint or the key of the step that makes it; `None`: as written).
+type Arg = (String, Option<String>);
+
+fn lit(s: &str) -> Arg {
+    (s.to_string(), None)
+}
+
+fn show(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// What every step of one plan shares: the recipe, the inputs and their fingerprints.
+struct Planner<'a> {
+    file: &'a RecipeFile,
+    inputs: &'a Inputs,
+    data_fp: String,
+    base_fp: String,
+}
+
+impl<'a> Planner<'a> {
+    fn new(file: &'a RecipeFile, inputs: &'a Inputs) -> Result<Self> {
+        if !inputs.data.join("train.jsonl").is_file() {
+            bail!(
+                "{} is not a curate output folder (no train.jsonl): make one with `pricer curate`",
+                inputs.data.display()
+            );
+        }
+        let data_fp = fingerprint(&folder_files(&inputs.data, "data")?)?;
+        let base_files: Vec<PathBuf> =
+            ["config.json", "model.safetensors", "tokenizer.json"].iter().map(|f| inputs.base.join(f)).collect();
+        if let Some(f) = base_files.iter().find(|f| !f.is_file()) {
             bail!(
                 "the base encoder folder {} has no {} (scripts/fetch-minilm.sh makes one)",
                 inputs.base.display(),
                 f.display()
             );
         }
+        Ok(Self { file, inputs, data_fp, base_fp: fingerprint(&base_files)? })
     }
-    let base_fp = fingerprint(&base_fp)?;
-    let path = |p: &Path| p.display().to_string();
-    let data = path(&inputs.data);
-    let cuda = inputs.device != "cpu";
-    let mut steps: Vec<Step> = Vec::new();
-    // Each argument as the key sees it: an input path becomes its fingerprint.
-    let make = |label: String, out_name: String, output: Output, args: Vec<(String, Option<String>)>| -> Step {
+
+    /// A step from its arguments (the output marked [`OUT`]): its key, and its
+    /// output named `STEM-KEY.EXT` in the work folder.
+    fn step(&self, label: String, out_name: &str, output: Output, args: Vec<Arg>) -> Step {
         let mut h = Sha256::new();
         h.update(label.as_bytes());
         for (arg, seen_as) in &args {
@@ -398,213 +461,168 @@ pub fn plan(file: &RecipeFile, inputs: &Inputs) -> Result<Vec<Step>> {
         }
         let key = hex(&h.finalize());
         let (stem, ext) = match out_name.rsplit_once('.') {
-            Some((s, e)) => (s.to_string(), format!(".{e}")),
-            None => (out_name.clone(), String::new()),
+            Some((s, e)) => (s, format!(".{e}")),
+            None => (out_name, String::new()),
         };
-        let out = inputs.work.join(format!("{stem}-{}{ext}", &key[..12]));
-        let args = args.into_iter().map(|(a, _)| if a == OUT { path(&out) } else { a }).collect();
+        let out = self.inputs.work.join(format!("{stem}-{}{ext}", &key[..12]));
+        let args = args.into_iter().map(|(a, _)| if a == OUT { show(&out) } else { a }).collect();
         Step { label, args, key, out, output }
-    };
-    let lit = |s: &str| (s.to_string(), None);
-    let num = |s: String| (s, None);
-    let data_arg = || (data.clone(), Some(format!("data:{data_fp}")));
-    let out_arg = || (OUT.to_string(), Some(OUT.to_string()));
+    }
 
-    // Made first (the fine-tunes after it need its output), listed after the
-    // fine-tunes of the base encoder: the card's order, a first encoder sooner.
-    let mut mlm_out: Option<(String, String)> = None;
-    let mut mlm_step: Option<Step> = None;
-    if let Some(m) = &r.mlm {
-        let mut texts = Vec::new();
+    /// The output of `step`, as a later step's input.
+    fn made_by(&self, step: &Step) -> Arg {
+        (show(&step.out), Some(format!("step:{}", step.key)))
+    }
+
+    fn data_arg(&self) -> Arg {
+        (show(&self.inputs.data), Some(format!("data:{}", self.data_fp)))
+    }
+
+    fn base_arg(&self) -> Arg {
+        (show(&self.inputs.base), Some(format!("base:{}", self.base_fp)))
+    }
+
+    fn device_args(&self) -> Vec<Arg> {
+        if self.inputs.device == "cpu" { vec![] } else { vec![lit("--device"), lit(&self.inputs.device)] }
+    }
+
+    fn mlm(&self, m: &Mlm) -> Result<Step> {
+        let mut args = vec![lit("lab"), lit("mlm"), lit("--base"), self.base_arg(), lit("--texts")];
         for t in &m.texts {
-            let given = inputs
+            let given = self
+                .inputs
                 .texts
                 .iter()
                 .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy() == *t.get_ref()))
-                .ok_or_else(|| file.at(t, format!("mlm text {:?}: give its path with --texts", t.get_ref())))?;
-            texts.push((path(given), Some(format!("text:{}", fingerprint(std::slice::from_ref(given))?))));
+                .ok_or_else(|| self.file.at(t, format!("mlm text {:?}: give its path with --texts", t.get_ref())))?;
+            args.push((show(given), Some(format!("text:{}", fingerprint(std::slice::from_ref(given))?))));
         }
-        let mut args =
-            vec![lit("lab"), lit("mlm"), lit("--base"), (path(&inputs.base), Some(format!("base:{base_fp}")))];
-        args.push(lit("--texts"));
-        args.extend(texts);
-        args.push(data_arg());
-        args.extend([lit("--out"), out_arg()]);
-        args.extend([lit("--epochs"), num(m.epochs.to_string()), lit("--max-tokens"), num(m.max_tokens.to_string())]);
-        if let Some(n) = m.limit {
-            args.extend([lit("--limit"), num(n.to_string())]);
+        args.extend([self.data_arg(), lit("--out"), lit(OUT)]);
+        args.extend([lit("--epochs"), lit(&m.epochs.to_string()), lit("--max-tokens"), lit(&m.max_tokens.to_string())]);
+        let optional = [
+            ("--limit", m.limit.map(|v| v.to_string())),
+            ("--lr", m.lr.map(format_float)),
+            ("--batch", m.batch.map(|v| v.to_string())),
+            ("--seed", m.seed.map(|v| v.to_string())),
+            ("--checkpoint-every", m.checkpoint_every.map(|v| v.to_string())),
+        ];
+        for (flag, value) in optional {
+            if let Some(v) = value {
+                args.extend([lit(flag), lit(&v)]);
+            }
         }
-        if let Some(v) = m.lr {
-            args.extend([lit("--lr"), num(v.to_string())]);
-        }
-        if let Some(v) = m.batch {
-            args.extend([lit("--batch"), num(v.to_string())]);
-        }
-        if let Some(v) = m.seed {
-            args.extend([lit("--seed"), num(v.to_string())]);
-        }
-        if let Some(v) = m.checkpoint_every {
-            args.extend([lit("--checkpoint-every"), num(v.to_string())]);
-        }
-        if cuda {
-            args.extend([lit("--device"), lit(&inputs.device)]);
-        }
-        let step = make("mlm".into(), "mlm".into(), Output::MlmFolder, args);
-        mlm_out = Some((path(&step.out), step.key.clone()));
-        mlm_step = Some(step);
+        args.extend(self.device_args());
+        Ok(self.step("mlm".into(), "mlm", Output::MlmFolder, args))
     }
 
-    let mut runs: HashMap<String, (String, String)> = HashMap::new();
-    let (from_base, from_mlm): (Vec<&Finetune>, Vec<&Finetune>) =
-        r.finetune.iter().partition(|f| f.base.get_ref() != "mlm");
-    for f in from_base.into_iter().chain(from_mlm) {
-        if f.base.get_ref() == "mlm"
-            && let Some(step) = mlm_step.take()
-        {
-            steps.push(step);
-        }
-        let base = match f.base.get_ref().as_str() {
-            "mlm" => {
-                let (p, k) = mlm_out.clone().expect("checked: an mlm table exists");
-                (p, Some(format!("step:{k}")))
-            }
-            _ => (path(&inputs.base), Some(format!("base:{base_fp}"))),
-        };
-        let mut args = vec![lit("train"), lit("--kind"), lit("minilm"), lit("--base"), base, lit("--data"), data_arg()];
-        args.extend([lit("--out"), out_arg()]);
+    fn finetune(&self, f: &Finetune, base: Arg) -> Step {
+        let mut args = vec![lit("train"), lit("--kind"), lit("minilm"), lit("--base"), base];
+        args.extend([lit("--data"), self.data_arg(), lit("--out"), lit(OUT)]);
         if let Some(s) = f.seed {
-            args.extend([lit("--seed"), num(s.to_string())]);
+            args.extend([lit("--seed"), lit(&s.to_string())]);
         }
         args.extend([
             lit("--epochs"),
-            num(f.epochs.to_string()),
+            lit(&f.epochs.to_string()),
             lit("--lr"),
-            num(format_float(f.lr)),
+            lit(&format_float(f.lr)),
             lit("--batch"),
-            num(f.batch.to_string()),
+            lit(&f.batch.to_string()),
             lit("--max-tokens"),
-            num(f.max_tokens.to_string()),
+            lit(&f.max_tokens.to_string()),
         ]);
         if let Some(v) = f.checkpoint_every {
-            args.extend([lit("--checkpoint-every"), num(v.to_string())]);
+            args.extend([lit("--checkpoint-every"), lit(&v.to_string())]);
         }
-        if cuda {
-            args.extend([lit("--device"), lit(&inputs.device)]);
-        }
-        let name = f.name.get_ref().clone();
-        let step = make(format!("finetune {name}"), format!("ft-{name}"), Output::RunFolder, args);
-        runs.insert(name, (path(&step.out), step.key.clone()));
-        steps.push(step);
+        args.extend(self.device_args());
+        let name = f.name.get_ref();
+        self.step(format!("finetune {name}"), &format!("ft-{name}"), Output::RunFolder, args)
     }
 
-    // An mlm step that no fine-tune starts from still runs (its own figure).
-    steps.extend(mlm_step);
-    if let Some(s) = &r.soup {
+    fn soup(&self, s: &Soup, runs: &HashMap<String, Arg>) -> Step {
         let mut args = vec![lit("lab"), lit("soup")];
-        for n in &s.of {
-            let (p, k) = runs[n.get_ref()].clone();
-            args.push((p, Some(format!("step:{k}"))));
-        }
-        args.extend([lit("--out"), out_arg()]);
+        args.extend(s.of.iter().map(|n| runs[n.get_ref()].clone()));
+        args.extend([lit("--out"), lit(OUT)]);
         if s.greedy {
             args.push(lit("--greedy"));
         }
-        if cuda {
-            args.extend([lit("--device"), lit(&inputs.device)]);
-        }
-        let step = make("soup".into(), "soup".into(), Output::SoupFolder, args);
-        runs.insert("soup".into(), (path(&step.out), step.key.clone()));
-        steps.push(step);
+        args.extend(self.device_args());
+        self.step("soup".into(), "soup", Output::SoupFolder, args)
     }
 
-    let mut members: HashMap<String, (String, String)> = HashMap::new();
-    let mut twins: HashMap<String, (String, String)> = HashMap::new();
-    for l in &r.linear {
-        let name = l.name.get_ref().clone();
-        for twin in [false, true] {
-            if twin && !l.with_validation {
-                continue;
-            }
-            let mut args = vec![lit("train"), lit("--kind"), lit(l.kind.name())];
-            if l.with_details {
-                args.push(lit("--with-details"));
-            }
-            if l.sublinear {
-                args.push(lit("--sublinear"));
-            }
-            if let Some(v) = l.min_df {
-                args.extend([lit("--min-df"), num(v.to_string())]);
-            }
-            if let Some(v) = l.alpha {
-                args.extend([lit("--alpha"), num(format_float(v))]);
-            }
-            args.extend([lit("--data"), data_arg()]);
-            if twin {
-                args.push(lit("--with-validation"));
-            }
-            args.extend([lit("--out"), out_arg()]);
-            let (label, file_name) = if twin {
-                (format!("linear {name}-tv"), format!("{name}-tv.gguf"))
-            } else {
-                (format!("linear {name}"), format!("{name}.gguf"))
-            };
-            let step = make(label, file_name, Output::ModelFile, args);
-            let entry = (path(&step.out), step.key.clone());
-            if twin {
-                twins.insert(name.clone(), entry)
-            } else {
-                members.insert(name.clone(), entry)
-            };
-            steps.push(step);
+    /// A linear member, or (`twin`) the same trained on training and validation items.
+    fn linear(&self, l: &Linear, twin: bool) -> Step {
+        let mut args = vec![lit("train"), lit("--kind"), lit(l.kind.name())];
+        if l.with_details {
+            args.push(lit("--with-details"));
         }
+        if l.sublinear {
+            args.push(lit("--sublinear"));
+        }
+        if let Some(v) = l.min_df {
+            args.extend([lit("--min-df"), lit(&v.to_string())]);
+        }
+        if let Some(v) = l.alpha {
+            args.extend([lit("--alpha"), lit(&format_float(v))]);
+        }
+        args.extend([lit("--data"), self.data_arg()]);
+        if twin {
+            args.push(lit("--with-validation"));
+        }
+        args.extend([lit("--out"), lit(OUT)]);
+        let name = if twin { format!("{}-tv", l.name.get_ref()) } else { l.name.get_ref().clone() };
+        self.step(format!("linear {name}"), &format!("{name}.gguf"), Output::ModelFile, args)
     }
 
-    let e = &r.export;
-    let (enc, enc_key) = runs[e.encoder.get_ref()].clone();
-    let mut args = vec![lit("export"), (enc, Some(format!("step:{enc_key}")))];
-    if let Some(q) = e.quant {
-        args.extend([
-            lit("--quant"),
-            lit(match q {
+    fn export(
+        &self,
+        e: &Export,
+        runs: &HashMap<String, Arg>,
+        members: &HashMap<String, Arg>,
+        twins: &HashMap<String, Arg>,
+    ) -> Step {
+        let mut args = vec![lit("export"), runs[e.encoder.get_ref()].clone()];
+        if let Some(q) = e.quant {
+            let q = match q {
                 Quant::Q8_0 => "q8_0",
                 Quant::F16 => "f16",
                 Quant::F32 => "f32",
-            }),
-        ]);
-    }
-    for w in &e.with {
-        let (p, k) = members[w.get_ref()].clone();
-        args.extend([lit("--with"), (format!("{}={p}", w.get_ref()), Some(format!("{}=step:{k}", w.get_ref())))]);
-    }
-    if let Some(k) = e.knn {
-        args.extend([lit("--knn"), num(k.to_string())]);
-    }
-    if e.has_details {
-        args.push(lit("--has-details"));
-    }
-    if e.interactions {
-        args.push(lit("--interactions"));
-    }
-    if let Some(v) = e.vote {
-        args.extend([
-            lit("--knn-vote"),
-            lit(match v {
+            };
+            args.extend([lit("--quant"), lit(q)]);
+        }
+        // NAME=FILE arguments: the key sees NAME=KEY.
+        let named = |name: &str, (path, key): &Arg| -> Arg {
+            (format!("{name}={path}"), key.as_ref().map(|k| format!("{name}={k}")))
+        };
+        for w in &e.with {
+            args.extend([lit("--with"), named(w.get_ref(), &members[w.get_ref()])]);
+        }
+        if let Some(k) = e.knn {
+            args.extend([lit("--knn"), lit(&k.to_string())]);
+        }
+        if e.has_details {
+            args.push(lit("--has-details"));
+        }
+        if e.interactions {
+            args.push(lit("--interactions"));
+        }
+        if let Some(v) = e.vote {
+            let v = match v {
                 Vote::Softmax => "softmax",
                 Vote::Fade => "fade",
-            }),
-        ]);
+            };
+            args.extend([lit("--knn-vote"), lit(v)]);
+        }
+        if e.index_validation {
+            args.push(lit("--index-validation"));
+        }
+        for f in &e.refit {
+            args.extend([lit("--refit"), named(f.get_ref(), &twins[f.get_ref()])]);
+        }
+        args.extend([lit("--recipe"), (show(&self.file.path), Some(format!("recipe:{}", self.file.sha256())))]);
+        args.extend([lit("--out"), lit(OUT)]);
+        self.step("export".into(), "export.gguf", Output::ModelFile, args)
     }
-    if e.index_validation {
-        args.push(lit("--index-validation"));
-    }
-    for f in &e.refit {
-        let (p, k) = twins[f.get_ref()].clone();
-        args.extend([lit("--refit"), (format!("{}={p}", f.get_ref()), Some(format!("{}=step:{k}", f.get_ref())))]);
-    }
-    args.extend([lit("--recipe"), (path(&file.path), Some(format!("recipe:{}", file.sha256())))]);
-    args.extend([lit("--out"), out_arg()]);
-    steps.push(make("export".into(), "export.gguf".into(), Output::ModelFile, args));
-    Ok(steps)
 }
 
 /// Marks the output path among a step's arguments until the key is known.

@@ -126,8 +126,7 @@ pub struct OwnSummary {
     pub after: pricer::metrics::Summary,
 }
 
-/// Skipped records the page lists.
-pub const SHOWN_SKIPS: usize = 20;
+pub use pricer::adapt::SHOWN_SKIPS;
 
 impl OwnSummary {
     pub fn new(a: &pricer::adapt::Adaptation, name: &str, skipped: &[pricer::adapt::Skipped]) -> OwnSummary {

@@ -511,29 +511,14 @@ impl State {
             put_back(est, previous);
             return send(&Reply::AdaptFailed { message: e.to_string(), cancelled: false });
         }
-        let format = Format::from_name(&name);
-        let items = match read_products(std::io::Cursor::new(content.clone().into_bytes()), format) {
-            Ok(records) => pricer::adapt::OwnItems::read(est, records, format),
+        let items = match pricer::adapt::read_shop_file(est, &name, std::io::Cursor::new(content.clone().into_bytes()))
+        {
+            Ok(items) => items,
             Err(e) => {
                 put_back(est, previous);
-                return send(&Reply::AdaptFailed {
-                    message: format!("{name} could not be read: {e}"),
-                    cancelled: false,
-                });
+                return send(&Reply::AdaptFailed { message: e.to_string(), cancelled: false });
             }
         };
-        if items.is_empty() {
-            put_back(est, previous);
-            let first: Vec<String> =
-                items.skipped.iter().take(3).map(|s| format!("line {}: {}", s.line, s.reason)).collect();
-            let message = format!(
-                "{name} has no usable priced product ({} records skipped{}{})",
-                items.skipped.len(),
-                if first.is_empty() { "" } else { "; " },
-                first.join("; ")
-            );
-            return send(&Reply::AdaptFailed { message, cancelled: false });
-        }
         send(&Reply::AdaptProgress { done: 0, total: items.len() });
         *self.adapting.borrow_mut() = Some(Job { id, name, content, items, values: vec![], previous });
         drop(model);

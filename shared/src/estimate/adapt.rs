@@ -116,6 +116,56 @@ pub struct Skipped {
     pub reason: String,
 }
 
+/// Skipped records that are listed by line (the CLI's and the page's list);
+/// the rest are counted.
+pub const SHOWN_SKIPS: usize = 20;
+
+/// Why a shop's product file gives nothing to adapt to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ShopFileError {
+    /// The file as a whole could not be read (not a table, not text...).
+    Unreadable { name: String, reason: String },
+    /// Read, but no record is usable; every record is in `skipped`, with why.
+    NoUsable { name: String, skipped: Vec<Skipped> },
+}
+
+impl std::fmt::Display for ShopFileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ShopFileError::Unreadable { name, reason } => write!(f, "{name} could not be read: {reason}"),
+            ShopFileError::NoUsable { name, skipped } => {
+                let first: Vec<String> =
+                    skipped.iter().take(3).map(|s| format!("line {}: {}", s.line, s.reason)).collect();
+                write!(f, "{name} has no usable priced product ({} records skipped", skipped.len())?;
+                if !first.is_empty() {
+                    write!(f, "; {}", first.join("; "))?;
+                }
+                write!(f, ")")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ShopFileError {}
+
+/// A shop's product file as `pricer adapt` and the page read it: the format
+/// from the file's name (`.csv`, else JSON lines), then [`OwnItems::read`].
+/// A file with no usable priced product is refused, naming the first reasons.
+pub fn read_shop_file(
+    est: &Estimator,
+    name: &str,
+    bytes: impl std::io::Read + 'static,
+) -> Result<OwnItems, ShopFileError> {
+    let format = Format::from_name(name);
+    let records = crate::readers::read_products(bytes, format)
+        .map_err(|e| ShopFileError::Unreadable { name: name.to_string(), reason: e.to_string() })?;
+    let items = OwnItems::read(est, records, format);
+    if items.is_empty() {
+        return Err(ShopFileError::NoUsable { name: name.to_string(), skipped: items.skipped });
+    }
+    Ok(items)
+}
+
 /// A shop's priced products, ready to embed.
 #[derive(Debug, Clone, Default)]
 pub struct OwnItems {

@@ -3,10 +3,9 @@
 
 use crate::model::load_model;
 use anyhow::{Context, Result, bail};
-use pricer::adapt::{self, OwnItems, REFIT_FROM};
+use pricer::adapt::{self, OwnItems, REFIT_FROM, SHOWN_SKIPS};
 use pricer::estimator::{BATCH, MemberValues};
 use pricer::metrics::Summary;
-use pricer::readers::{Format, read_products};
 use pricer::{Error, Estimator};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
@@ -43,24 +42,21 @@ pub struct AdaptArgs {
 }
 
 /// Skipped lines printed before "and N more".
-const SHOWN_SKIPS: usize = 20;
 
 pub fn run(args: &AdaptArgs) -> Result<()> {
     let est = load_model(&args.model)?;
     est.check_adaptable().with_context(|| format!("cannot adapt {}", args.model.display()))?;
     let file = std::fs::File::open(&args.data).with_context(|| format!("cannot read {}", args.data.display()))?;
     let name = args.data.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-    let format = Format::from_name(&name);
-    let records = read_products(file, format).with_context(|| format!("cannot read {}", args.data.display()))?;
-    let items = OwnItems::read(&est, records, format);
-    if items.is_empty() {
-        print_skipped(&args.data, &items.skipped);
-        bail!(
-            "{} has no usable priced product ({} records skipped): nothing written",
-            args.data.display(),
-            items.skipped.len()
-        );
-    }
+    let items = match adapt::read_shop_file(&est, &name, file) {
+        Ok(items) => items,
+        Err(e) => {
+            if let adapt::ShopFileError::NoUsable { skipped, .. } = &e {
+                print_skipped(&args.data, skipped);
+            }
+            bail!("{}: {e}: nothing written", args.data.display());
+        }
+    };
     let start = Instant::now();
     let values = embed(&est, &items);
     let seconds = start.elapsed().as_secs_f64();
@@ -143,11 +139,8 @@ fn measure(
 ) -> Result<Result<adapt::Adaptation, Error>> {
     let file = std::fs::File::open(eval).with_context(|| format!("cannot read {}", eval.display()))?;
     let eval_name = eval.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-    let format = Format::from_name(&eval_name);
-    let held_out = OwnItems::read(est, read_products(file, format)?, format);
-    if held_out.is_empty() {
-        bail!("{} has no usable priced product", eval.display());
-    }
+    let held_out =
+        adapt::read_shop_file(est, &eval_name, file).with_context(|| format!("--eval {}", eval.display()))?;
     let held_values: Vec<MemberValues> = embed(est, &held_out).into_iter().collect::<Result<_, _>>()?;
     let truth: Vec<f64> = held_out.products.iter().map(|p| p.price.unwrap_or(0.0)).collect();
     let score = |e: &Estimator, a: Option<&adapt::Adaptation>| -> Result<Summary> {

@@ -134,16 +134,60 @@ pub fn run(args: &CurateArgs) -> Result<()> {
             .context("cannot start the worker threads")?;
     }
     let tokenizer: Option<TextTokenizer> = args.tokenizer.as_deref().map(load_tokenizer).transpose()?;
-    let budget = match &tokenizer {
+    let start = Instant::now();
+    let groups = resolve_groups(args)?;
+    let (mut items, mut tally) = read_and_judge(args, &tokenizer, &groups)?;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(args.seed);
+    if args.balance {
+        let before = items.len();
+        items = balance(items, args, &mut rng);
+        for _ in items.len()..before {
+            tally.drop("balanced out");
+        }
+    }
+    tally.kept = items.len() as u64;
+    if items.is_empty() {
+        bail!("no item survived curation ({})", tally.summary());
+    }
+    let splits = split(items, &groups, args, &mut rng)?;
+    write_splits(args, &splits, &groups, &tally, &tokenizer)?;
+
+    let secs = start.elapsed().as_secs_f64();
+    println!("{}", tally.summary());
+    let sizes: Vec<String> = splits
+        .validations
+        .iter()
+        .chain(&splits.tests)
+        .map(|(n, s)| format!("{} {}", n.trim_end_matches(".jsonl"), s.len()))
+        .collect();
+    println!("split: train {}, {} -> {}", splits.train.len(), sizes.join(", "), args.out.display());
+    println!("report: {}", args.out.join("report/report.md").display());
+    let peak = peak_memory_mb().map(|mb| format!(", peak memory {mb:.0} MB")).unwrap_or_default();
+    println!(
+        "{:.0} items/s ({} records in {:.1} s, {} threads{peak})",
+        tally.read as f64 / secs.max(1e-9),
+        tally.read,
+        secs,
+        rayon::current_num_threads()
+    );
+    Ok(())
+}
+
+/// Every input read, each product judged and prepared: the kept items with
+/// the index of their test group (None: train and validation only), and the tally.
+fn read_and_judge(
+    args: &CurateArgs,
+    tokenizer: &Option<TextTokenizer>,
+    groups: &[TestGroup],
+) -> Result<(Vec<(CuratedItem, Option<usize>)>, Tally)> {
+    let budget = match tokenizer {
         Some(t) => Budget::Tokens(t, args.max_tokens),
         None => Budget::Words(args.max_tokens),
     };
-    let start = Instant::now();
     let bar = indicatif::ProgressBar::new_spinner().with_style(
         indicatif::ProgressStyle::with_template("{spinner} {msg} {pos} records ({per_sec})").expect("valid template"),
     );
     bar.set_message("curating");
-    let groups = resolve_groups(args)?;
     let mut tally = Tally::default();
     // Each kept item with the index of its test group (None: train and validation only).
     let mut items: Vec<(CuratedItem, Option<usize>)> = Vec::new();
@@ -177,18 +221,23 @@ pub fn run(args: &CurateArgs) -> Result<()> {
         judge_batch(&mut batch, &mut tally)?;
     }
     bar.finish_and_clear();
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(args.seed);
-    if args.balance {
-        let before = items.len();
-        items = balance(items, args, &mut rng);
-        for _ in items.len()..before {
-            tally.drop("balanced out");
-        }
-    }
-    tally.kept = items.len() as u64;
-    if items.is_empty() {
-        bail!("no item survived curation ({})", tally.summary());
-    }
+    Ok((items, tally))
+}
+
+/// The curated splits: training items, and each validation and test split's
+/// file name with its items, in order.
+struct Splits {
+    train: Vec<CuratedItem>,
+    validations: Vec<(String, Vec<CuratedItem>)>,
+    tests: Vec<(String, Vec<CuratedItem>)>,
+}
+
+fn split(
+    mut items: Vec<(CuratedItem, Option<usize>)>,
+    groups: &[TestGroup],
+    args: &CurateArgs,
+    rng: &mut rand_chacha::ChaCha8Rng,
+) -> Result<Splits> {
     // Each item's place comes from a seeded hash of its own text, not from its
     // position among the others: adding an input file never moves an item of
     // another file between splits (so `catalog` is the same split whether
@@ -225,13 +274,25 @@ pub fn run(args: &CurateArgs) -> Result<()> {
         }
     }
     // Training order must not depend on which group an item came from.
-    train.shuffle(&mut rng);
+    train.shuffle(rng);
 
-    // Everything is written to a staging directory beside the output and
-    // moved in at the end: an interrupted run leaves the last output whole.
+    Ok(Splits { train, validations, tests })
+}
+
+/// The splits, the curation record and the data report, written to a
+/// staging folder beside the output and moved in at the end: an
+/// interrupted run leaves the last output whole.
+fn write_splits(
+    args: &CurateArgs,
+    splits: &Splits,
+    groups: &[TestGroup],
+    tally: &Tally,
+    tokenizer: &Option<TextTokenizer>,
+) -> Result<()> {
+    let Splits { train, validations, tests } = splits;
     let stage = staging_dir(&args.out)?;
     let mut counts = serde_json::Map::new();
-    for (name, split) in std::iter::once(("train.jsonl".to_string(), &train))
+    for (name, split) in std::iter::once(("train.jsonl".to_string(), train))
         .chain(validations.iter().map(|(n, s)| (n.clone(), s)))
         .chain(tests.iter().map(|(n, s)| (n.clone(), s)))
     {
@@ -243,7 +304,7 @@ pub fn run(args: &CurateArgs) -> Result<()> {
         write_atomic(&stage.join(&name), &buf)?;
         counts.insert(name.trim_end_matches(".jsonl").to_string(), split.len().into());
     }
-    if let Some(t) = &tokenizer {
+    if let Some(t) = tokenizer {
         write_atomic(&stage.join("tokenizer.json"), t.json().as_bytes())?;
     }
     let curation = serde_json::json!({
@@ -268,32 +329,15 @@ pub fn run(args: &CurateArgs) -> Result<()> {
         train.iter().chain(validations.iter().flat_map(|(_, s)| s)).chain(tests.iter().flat_map(|(_, s)| s)).collect();
     let token_lengths: Vec<usize> = all
         .par_iter()
-        .map(|i| match (&tokenizer, i.tokens) {
+        .map(|i| match (tokenizer, i.tokens) {
             (Some(_), Some(n)) => Ok(n),
             (Some(t), None) => t.count(&i.text).map_err(anyhow::Error::from),
             (None, _) => Ok(i.text.split_whitespace().count()),
         })
         .collect::<Result<_>>()?;
-    report::write_data_report(&stage.join("report"), &all, &token_lengths, &tally, tokenizer.is_some())?;
+    report::write_data_report(&stage.join("report"), &all, &token_lengths, tally, tokenizer.is_some())?;
     publish(&stage, &args.out)?;
 
-    let secs = start.elapsed().as_secs_f64();
-    println!("{}", tally.summary());
-    let sizes: Vec<String> = validations
-        .iter()
-        .chain(&tests)
-        .map(|(n, s)| format!("{} {}", n.trim_end_matches(".jsonl"), s.len()))
-        .collect();
-    println!("split: train {}, {} -> {}", train.len(), sizes.join(", "), args.out.display());
-    println!("report: {}", args.out.join("report/report.md").display());
-    let peak = peak_memory_mb().map(|mb| format!(", peak memory {mb:.0} MB")).unwrap_or_default();
-    println!(
-        "{:.0} items/s ({} records in {:.1} s, {} threads{peak})",
-        tally.read as f64 / secs.max(1e-9),
-        tally.read,
-        secs,
-        rayon::current_num_threads()
-    );
     Ok(())
 }
 

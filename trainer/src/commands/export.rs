@@ -228,118 +228,23 @@ pub fn run(args: &ExportArgs) -> Result<()> {
         }
         rw.calibrate_smoothing(&ds.validation, alpha)?;
     }
-    let run = &rw.run;
-    let mut members: Vec<Member> = Vec::new();
-    if !args.no_head {
-        members.push(Member::Encoder);
-    }
-    if args.knn > 0 {
-        members.push(Member::Neighbours);
-    }
-    let mut linear = Vec::new();
-    for (name, path) in &args.with {
-        if linear.iter().any(|(n, _)| n == name) {
-            bail!("--with {name}=...: the name is used twice");
-        }
-        members.push(Member::Linear(name.clone()));
-        linear.push((name.clone(), read_linear(path)?.0));
-    }
-    let mut refits = Vec::new();
-    for (name, path) in &args.refit {
-        if !args.with.iter().any(|(n, _)| n == name) {
-            bail!("--refit {name}=...: no --with member is named {name:?}");
-        }
-        if refits.iter().any(|(n, _)| n == name) {
-            bail!("--refit {name}=...: the name is used twice");
-        }
-        let (lin, file) = read_linear(path)?;
-        if file.u32(keys::VALIDATION_LEARNT).is_err() {
-            println!("note: --refit {name}={}: not made by `train --with-validation`", path.display());
-        }
-        refits.push((name.clone(), lin));
-    }
-    if args.interactions {
-        let gated: Vec<Member> = members.iter().map(|m| Member::WithDetails(Box::new(m.clone()))).collect();
-        members.extend(gated);
-    }
-    if args.has_details {
-        members.push(Member::HasDetails);
-    }
-    let stacked = members != [Member::Encoder];
-    if members.is_empty() || members == [Member::HasDetails] {
-        bail!("--no-head leaves nothing to estimate with: add --knn K or --with FILE");
-    }
-
-    if args.index_validation && args.knn == 0 {
-        bail!("--index-validation adds to the neighbour index: give --knn K too");
-    }
-
-    let mut index_items = None;
-    // Measured before the validation items are indexed or learnt from.
-    let mut validation_fit = None;
-    let mut validation_indexed = 0;
-    let stack = if stacked {
-        let knn = if args.knn > 0 {
-            let (vectors, log_prices, dim) = neighbour_vectors(&rw, args, &ds)?;
-            let knn = neighbour_index(args, &vectors, log_prices.clone(), dim, &ds.train)?;
-            index_items = Some((vectors, log_prices, dim));
-            Some(knn)
-        } else {
-            None
-        };
-        let mut stack = Stack {
-            neural: None,
-            knn,
-            own: None,
-            linear,
-            weights: vec![0.0; members.len() + 1],
-            members,
-            band_scale: 1.0,
-        };
-        let validation_vectors = fit_stack(&mut stack, &rw, args, &ds)?;
-        let est = Estimator::from_bytes(&model_bytes(&rw, args.quant, Some(&stack))?)?;
-        // Before the index holds the validation items, which would find themselves.
-        stack.band_scale = fit_band_scale(&est, &ds.validation, &stack)?;
-        println!(
-            "likely range: the encoder's 10-90% band scaled by {:.3} (80% of validation prices inside)",
-            stack.band_scale
-        );
-        if args.index_validation || !refits.is_empty() {
-            // The band scale moves no estimate, so the file the scale was fitted with serves.
-            validation_fit = Some(ValidationFit::of(&mut ModelWriter::from_file(&est.file)?, &ds.validation)?);
-        }
-        if args.index_validation
-            && let Some((mut vectors, mut log_prices, dim)) = index_items
-        {
-            let validation: Vec<Product> =
-                ds.validation_splits.iter().flat_map(|s| s.products.iter().cloned()).collect();
-            vectors.extend(validation_vectors);
-            log_prices.extend(validation.iter().map(|p| p.price.unwrap_or(0.0).ln_1p() as f32));
-            let products: Vec<Product> = ds.train.iter().chain(&validation).cloned().collect();
-            stack.knn = Some(neighbour_index(args, &vectors, log_prices, dim, &products)?);
-            validation_indexed = validation.len();
-            println!("neighbour index: {} training and {} validation items", ds.train.len(), validation.len());
-        }
-        for (name, lin) in refits {
-            let slot = stack.linear.iter_mut().find(|(n, _)| *n == name).expect("checked against --with");
-            println!("member {name}: refitted on training and validation items");
-            slot.1 = lin;
-        }
-        Some(stack)
+    let members = Members::of(args)?;
+    let stacked = members.members != [Member::Encoder];
+    let (stack, fitted) = if stacked {
+        let (stack, fitted) = build_stack(&rw, args, &ds, members)?;
+        (Some(stack), fitted)
     } else {
-        None
+        (None, Fitted::default())
     };
 
-    let mut w_bytes = model_bytes(&rw, args.quant, stack.as_ref())?;
     // Provenance, range and test metrics come from the exported file itself.
-    let file = ModelFile::from_bytes(&w_bytes)?;
-    let mut w = ModelWriter::from_file(&file)?;
-    match &validation_fit {
-        Some(fit) => finish_with(&mut w, &ds, run.config.seed, fit)?,
-        None => finish(&mut w, &ds, run.config.seed)?,
+    let mut w = ModelWriter::from_file(&ModelFile::from_bytes(&model_bytes(&rw, args.quant, stack.as_ref())?)?)?;
+    match &fitted.validation_fit {
+        Some(fit) => finish_with(&mut w, &ds, rw.run.config.seed, fit)?,
+        None => finish(&mut w, &ds, rw.run.config.seed)?,
     }
-    if validation_indexed > 0 {
-        w.set_u32(keys::VALIDATION_INDEXED, validation_indexed as u32);
+    if fitted.validation_indexed > 0 {
+        w.set_u32(keys::VALIDATION_INDEXED, fitted.validation_indexed as u32);
     }
     if !args.refit.is_empty() {
         w.set_str(keys::REFITTED, &args.refit.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", "));
@@ -347,34 +252,156 @@ pub fn run(args: &ExportArgs) -> Result<()> {
     if let Some((name, text)) = &recipe {
         w.set_str(keys::RECIPE, name).set_str(keys::RECIPE_TEXT, text).set_str(keys::RECIPE_SHA256, &sha256_hex(text));
     }
-    w_bytes = w.to_bytes()?;
+    let mut w_bytes = w.to_bytes()?;
     let test_items: Vec<Product> = ds.tests.iter().flat_map(|s| s.products.iter().cloned()).collect();
     if args.quant != Quant::F32 && !test_items.is_empty() {
-        let quant = Estimator::from_bytes(&w_bytes)?;
-        // The same file with an f32 encoder (the blend and index unchanged).
-        let mut exact_w = ModelWriter::from_file(&ModelFile::from_bytes(&model_bytes(&rw, Quant::F32, None)?)?)?;
-        for (k, v) in &quant.file.metadata {
-            exact_w.set(k, v.clone());
-        }
-        for (name, t) in &quant.file.tensors {
-            if !name.starts_with("embeddings.") && !name.starts_with("encoder.") && !name.starts_with("head.") {
-                exact_w.add_tensor(name, pricer::model_file::copy_tensor(t)?);
-            }
-        }
-        let exact = Estimator::from_bytes(&exact_w.to_bytes()?)?;
-        let (mean, max) = relative_difference(&exact, &quant, &test_items)?;
-        println!(
-            "{:?} vs f32 estimates on the test splits: mean {:.3}%, max {:.3}%",
-            args.quant,
-            100.0 * mean,
-            100.0 * max
-        );
-        let mut w = ModelWriter::from_file(&quant.file)?;
-        w.set_f64(keys::QUANT_MEAN_REL_DIFF, mean).set_f64(keys::QUANT_MAX_REL_DIFF, max);
-        w_bytes = w.to_bytes()?;
+        w_bytes = with_quant_gap(&rw, args.quant, &w_bytes, &test_items)?;
     }
     write_atomic(&args.out, &w_bytes)?;
     report_written(&args.out, &w_bytes)
+}
+
+/// The stack's members as the arguments name them, with the linear members'
+/// models and their refitted replacements, checked.
+struct Members {
+    members: Vec<Member>,
+    linear: Vec<(String, LinearModel)>,
+    refits: Vec<(String, LinearModel)>,
+}
+
+impl Members {
+    fn of(args: &ExportArgs) -> Result<Self> {
+        let mut members: Vec<Member> = Vec::new();
+        if !args.no_head {
+            members.push(Member::Encoder);
+        }
+        if args.knn > 0 {
+            members.push(Member::Neighbours);
+        }
+        let mut linear = Vec::new();
+        for (name, path) in &args.with {
+            if linear.iter().any(|(n, _)| n == name) {
+                bail!("--with {name}=...: the name is used twice");
+            }
+            members.push(Member::Linear(name.clone()));
+            linear.push((name.clone(), read_linear(path)?.0));
+        }
+        let mut refits = Vec::new();
+        for (name, path) in &args.refit {
+            if !args.with.iter().any(|(n, _)| n == name) {
+                bail!("--refit {name}=...: no --with member is named {name:?}");
+            }
+            if refits.iter().any(|(n, _)| n == name) {
+                bail!("--refit {name}=...: the name is used twice");
+            }
+            let (lin, file) = read_linear(path)?;
+            if file.u32(keys::VALIDATION_LEARNT).is_err() {
+                println!("note: --refit {name}={}: not made by `train --with-validation`", path.display());
+            }
+            refits.push((name.clone(), lin));
+        }
+        if args.interactions {
+            let gated: Vec<Member> = members.iter().map(|m| Member::WithDetails(Box::new(m.clone()))).collect();
+            members.extend(gated);
+        }
+        if args.has_details {
+            members.push(Member::HasDetails);
+        }
+        if members.is_empty() || members == [Member::HasDetails] {
+            bail!("--no-head leaves nothing to estimate with: add --knn K or --with FILE");
+        }
+        if args.index_validation && args.knn == 0 {
+            bail!("--index-validation adds to the neighbour index: give --knn K too");
+        }
+        Ok(Self { members, linear, refits })
+    }
+}
+
+/// What the validation items did once the blend was fitted.
+#[derive(Default)]
+struct Fitted {
+    /// The range and validation figures, measured before the validation
+    /// items were indexed or learnt from.
+    validation_fit: Option<ValidationFit>,
+    /// Validation items added to the neighbour index.
+    validation_indexed: usize,
+}
+
+/// The stack: the neighbour index, the blend fitted on validation items, the
+/// likely range's scale; then the validation items indexed and the refits
+/// put in place, as asked.
+fn build_stack(rw: &RunWeights, args: &ExportArgs, ds: &DataSet, m: Members) -> Result<(Stack, Fitted)> {
+    let mut index_items = None;
+    let knn = if args.knn > 0 {
+        let (vectors, log_prices, dim) = neighbour_vectors(rw, args, ds)?;
+        let knn = neighbour_index(args, &vectors, log_prices.clone(), dim, &ds.train)?;
+        index_items = Some((vectors, log_prices, dim));
+        Some(knn)
+    } else {
+        None
+    };
+    let mut stack = Stack {
+        neural: None,
+        knn,
+        own: None,
+        linear: m.linear,
+        weights: vec![0.0; m.members.len() + 1],
+        members: m.members,
+        band_scale: 1.0,
+    };
+    let validation_vectors = fit_stack(&mut stack, rw, args, ds)?;
+    let est = Estimator::from_bytes(&model_bytes(rw, args.quant, Some(&stack))?)?;
+    // Before the index holds the validation items, which would find themselves.
+    stack.band_scale = fit_band_scale(&est, &ds.validation, &stack)?;
+    println!(
+        "likely range: the encoder's 10-90% band scaled by {:.3} (80% of validation prices inside)",
+        stack.band_scale
+    );
+    let mut fitted = Fitted::default();
+    if args.index_validation || !m.refits.is_empty() {
+        // The band scale moves no estimate, so the file the scale was fitted with serves.
+        fitted.validation_fit = Some(ValidationFit::of(&mut ModelWriter::from_file(&est.file)?, &ds.validation)?);
+    }
+    if args.index_validation
+        && let Some((mut vectors, mut log_prices, dim)) = index_items
+    {
+        let validation: Vec<Product> = ds.validation_splits.iter().flat_map(|s| s.products.iter().cloned()).collect();
+        vectors.extend(validation_vectors);
+        log_prices.extend(validation.iter().map(|p| p.price.unwrap_or(0.0).ln_1p() as f32));
+        let products: Vec<Product> = ds.train.iter().chain(&validation).cloned().collect();
+        stack.knn = Some(neighbour_index(args, &vectors, log_prices, dim, &products)?);
+        fitted.validation_indexed = validation.len();
+        println!("neighbour index: {} training and {} validation items", ds.train.len(), validation.len());
+    }
+    for (name, lin) in m.refits {
+        let Some(slot) = stack.linear.iter_mut().find(|(n, _)| *n == name) else {
+            bail!("--refit {name}: no --with member is named so")
+        };
+        println!("member {name}: refitted on training and validation items");
+        slot.1 = lin;
+    }
+    Ok((stack, fitted))
+}
+
+/// The file with its 8-bit vs f32 difference on the test items recorded
+/// (the same file with an f32 encoder as the reference; blend and index unchanged).
+fn with_quant_gap(rw: &RunWeights, quant: Quant, bytes: &[u8], test_items: &[Product]) -> Result<Vec<u8>> {
+    let quantized = Estimator::from_bytes(bytes)?;
+    let mut exact_w = ModelWriter::from_file(&ModelFile::from_bytes(&model_bytes(rw, Quant::F32, None)?)?)?;
+    for (k, v) in &quantized.file.metadata {
+        exact_w.set(k, v.clone());
+    }
+    for (name, t) in &quantized.file.tensors {
+        if !name.starts_with("embeddings.") && !name.starts_with("encoder.") && !name.starts_with("head.") {
+            exact_w.add_tensor(name, pricer::model_file::copy_tensor(t)?);
+        }
+    }
+    let exact = Estimator::from_bytes(&exact_w.to_bytes()?)?;
+    let (mean, max) = relative_difference(&exact, &quantized, test_items)?;
+    println!("{quant:?} vs f32 estimates on the test splits: mean {:.3}%, max {:.3}%", 100.0 * mean, 100.0 * max);
+    let mut w = ModelWriter::from_file(&quantized.file)?;
+    w.set_f64(keys::QUANT_MEAN_REL_DIFF, mean).set_f64(keys::QUANT_MAX_REL_DIFF, max);
+    Ok(w.to_bytes()?)
 }
 
 /// The quantized encoder's pooled vectors of the training items (what the

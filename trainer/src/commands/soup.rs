@@ -9,13 +9,13 @@ use crate::training::run_folder::{
     BEST, Ingredient, RUN_FILE, RunFile, RunState, RunWeights as Run, SoupRecord, device, save_tensors,
 };
 use anyhow::{Context, Result, bail};
-use candle_core::Tensor;
+use candle_core::{Device, Tensor};
 use pricer::bert::{PriceModel, TrainableWeights};
 use pricer::metrics::Summary;
 use pricer::text::{Budget, model_input};
 use pricer::tokenizer::Tokens;
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug)]
 pub struct SoupArgs {
@@ -84,6 +84,47 @@ pub fn average(weights: &[&HashMap<String, Tensor>]) -> Result<HashMap<String, T
 }
 
 pub fn run(args: &SoupArgs) -> Result<()> {
+    let runs = load_runs(args)?;
+    let dev = device(&args.device)?;
+    let validation = Validation::of(&runs[0], dev)?;
+    let own = |r: &Run| r.file.state.best_val_mae.unwrap_or(f64::INFINITY);
+    println!("{} runs, {} validation items", runs.len(), validation.items.len());
+    for r in &runs {
+        println!("  {}: validation MAE ${:.2} (its own best)", r.dir.display(), own(r));
+    }
+    let (weights, summary, kept) = if args.greedy {
+        greedy(&runs, &validation)?
+    } else {
+        let w = average(&runs.iter().map(|r| &r.weights).collect::<Vec<_>>())?;
+        let s = validation.summary(&w)?;
+        (w, s, vec![true; runs.len()])
+    };
+    println!(
+        "soup of {}: validation MAE ${:.2} RMSLE {:.3} hits {:.1}% (best run alone ${:.2})",
+        kept.iter().filter(|&&k| k).count(),
+        summary.mae,
+        summary.rmsle,
+        summary.hits_pct,
+        runs.iter().map(own).fold(f64::INFINITY, f64::min)
+    );
+    let record = SoupRecord {
+        greedy: args.greedy,
+        ingredients: runs
+            .iter()
+            .zip(&kept)
+            .map(|(r, &kept)| Ingredient { run: r.dir.clone(), val_mae: own(r), kept })
+            .collect(),
+        val_mae: summary.mae,
+        val_rmsle: summary.rmsle,
+        val_hits_pct: summary.hits_pct,
+    };
+    write_soup(&args.out, &runs[0], &weights, record)?;
+    println!("wrote {}; export it with: pricer export {} --out model.gguf", args.out.display(), args.out.display());
+    Ok(())
+}
+
+/// The runs, checked: a new output, and every run averageable with the first.
+fn load_runs(args: &SoupArgs) -> Result<Vec<Run>> {
     if args.runs.iter().any(|r| r == &args.out) {
         bail!("--out {} is one of the runs: write the soup to a new directory", args.out.display());
     }
@@ -103,122 +144,115 @@ pub fn run(args: &SoupArgs) -> Result<()> {
              and learned in another order; such averages usually do worse than each run (--greedy leaves them out)"
         );
     }
-    let dev = device(&args.device)?;
-    let first = &runs[0].file;
-    let ds = load_data_set(&first.config.data, first.config.holdout, first.config.seed, false)?;
-    if ds.validation.is_empty() {
-        bail!("no validation items in {}", first.config.data.display());
+    Ok(runs)
+}
+
+/// The first run's validation items, tokenized once, to score weights on.
+struct Validation {
+    items: Vec<pricer::Product>,
+    tokens: Vec<Tokens>,
+    pad: u32,
+    first: RunFile,
+    dev: Device,
+}
+
+impl Validation {
+    fn of(run: &Run, dev: Device) -> Result<Self> {
+        let first = run.file.clone();
+        let ds = load_data_set(&first.config.data, first.config.holdout, first.config.seed, false)?;
+        if ds.validation.is_empty() {
+            bail!("no validation items in {}", first.config.data.display());
+        }
+        let tok = load_tokenizer(&run.dir.join("tokenizer.json"))?;
+        let max_len = (first.config.max_tokens + 2).min(first.bert.max_position_embeddings);
+        let tokens = ds
+            .validation
+            .iter()
+            .map(|p| {
+                let text = model_input(p, Budget::Tokens(&tok, first.config.max_tokens))?;
+                Ok(tok.encode(&text, max_len)?)
+            })
+            .collect::<Result<Vec<Tokens>>>()?;
+        Ok(Self { items: ds.validation, tokens, pad: tok.pad_id(), first, dev })
     }
-    let tok = load_tokenizer(&runs[0].dir.join("tokenizer.json"))?;
-    let max_len = (first.config.max_tokens + 2).min(first.bert.max_position_embeddings);
-    let val_tokens = ds
-        .validation
-        .iter()
-        .map(|p| {
-            let text = model_input(p, Budget::Tokens(&tok, first.config.max_tokens))?;
-            Ok(tok.encode(&text, max_len)?)
-        })
-        .collect::<Result<Vec<Tokens>>>()?;
-    let (mean, std) = (first.state.target_mean, first.state.target_std);
-    let validate = |weights: &HashMap<String, Tensor>| -> Result<Summary> {
+
+    /// The validation summary of a price model with these weights.
+    fn summary(&self, weights: &HashMap<String, Tensor>) -> Result<Summary> {
+        let (mean, std) = (self.first.state.target_mean, self.first.state.target_std);
         let varmap = candle_nn::VarMap::new();
-        let on_dev = weights.iter().map(|(k, v)| Ok((k.clone(), v.to_device(&dev)?))).collect::<Result<_>>()?;
-        let model = PriceModel::load(&TrainableWeights::new(&varmap, on_dev, 0, &dev), &first.bert)?;
-        let logs = predict_logs(&model, &val_tokens, tok.pad_id(), &dev)?;
+        let on_dev = weights.iter().map(|(k, v)| Ok((k.clone(), v.to_device(&self.dev)?))).collect::<Result<_>>()?;
+        let model = PriceModel::load(&TrainableWeights::new(&varmap, on_dev, 0, &self.dev), &self.first.bert)?;
+        let logs = predict_logs(&model, &self.tokens, self.pad, &self.dev)?;
         let pairs: Vec<(f64, f64)> = logs
             .iter()
-            .zip(&ds.validation)
+            .zip(&self.items)
             .map(|(z, p)| ((z * std + mean).exp_m1().max(0.0), p.price.unwrap_or(0.0)))
             .collect();
         Summary::of(&pairs).context("validation is not empty")
-    };
-    let own = |r: &Run| r.file.state.best_val_mae.unwrap_or(f64::INFINITY);
-    println!("{} runs, {} validation items", runs.len(), ds.validation.len());
-    for r in &runs {
-        println!("  {}: validation MAE ${:.2} (its own best)", r.dir.display(), own(r));
     }
+}
 
+/// The greedy soup: the runs best-first, each kept only if the soup's
+/// validation MAE improves. Returns the weights, their summary and which runs were kept.
+fn greedy(runs: &[Run], validation: &Validation) -> Result<(HashMap<String, Tensor>, Summary, Vec<bool>)> {
+    let own = |r: &Run| r.file.state.best_val_mae.unwrap_or(f64::INFINITY);
     let mut kept = vec![false; runs.len()];
-    let (weights, summary) = if args.greedy {
-        let mut order: Vec<usize> = (0..runs.len()).collect();
-        order.sort_by(|&a, &b| own(&runs[a]).total_cmp(&own(&runs[b])));
-        kept[order[0]] = true;
-        let mut best: Option<(HashMap<String, Tensor>, Summary)> = None;
-        let mut best_mae = own(&runs[order[0]]);
-        for &i in &order[1..] {
-            let chosen: Vec<&HashMap<String, Tensor>> =
-                (0..runs.len()).filter(|&j| kept[j] || j == i).map(|j| &runs[j].weights).collect();
-            let w = average(&chosen)?;
-            let s = validate(&w)?;
-            let better = s.mae < best_mae;
-            println!(
-                "  + {}: soup of {} validation MAE ${:.2} ({})",
-                runs[i].dir.display(),
-                chosen.len(),
-                s.mae,
-                if better { "kept" } else { "left out" }
-            );
-            if better {
-                kept[i] = true;
-                best_mae = s.mae;
-                best = Some((w, s));
-            }
+    let mut order: Vec<usize> = (0..runs.len()).collect();
+    order.sort_by(|&a, &b| own(&runs[a]).total_cmp(&own(&runs[b])));
+    kept[order[0]] = true;
+    let mut best: Option<(HashMap<String, Tensor>, Summary)> = None;
+    let mut best_mae = own(&runs[order[0]]);
+    for &i in &order[1..] {
+        let chosen: Vec<&HashMap<String, Tensor>> =
+            (0..runs.len()).filter(|&j| kept[j] || j == i).map(|j| &runs[j].weights).collect();
+        let w = average(&chosen)?;
+        let s = validation.summary(&w)?;
+        let better = s.mae < best_mae;
+        println!(
+            "  + {}: soup of {} validation MAE ${:.2} ({})",
+            runs[i].dir.display(),
+            chosen.len(),
+            s.mae,
+            if better { "kept" } else { "left out" }
+        );
+        if better {
+            kept[i] = true;
+            best_mae = s.mae;
+            best = Some((w, s));
         }
-        match best {
-            Some(b) => b,
-            None => bail!(
-                "no run improved on {} alone (${:.2}): no soup written; use that run itself",
-                runs[order[0]].dir.display(),
-                best_mae
-            ),
-        }
-    } else {
-        kept.iter_mut().for_each(|k| *k = true);
-        let w = average(&runs.iter().map(|r| &r.weights).collect::<Vec<_>>())?;
-        let s = validate(&w)?;
-        (w, s)
-    };
-    println!(
-        "soup of {}: validation MAE ${:.2} RMSLE {:.3} hits {:.1}% (best run alone ${:.2})",
-        kept.iter().filter(|&&k| k).count(),
-        summary.mae,
-        summary.rmsle,
-        summary.hits_pct,
-        runs.iter().map(own).fold(f64::INFINITY, f64::min)
-    );
+    }
+    match best {
+        Some((w, s)) => Ok((w, s, kept)),
+        None => bail!(
+            "no run improved on {} alone (${:.2}): no soup written; use that run itself",
+            runs[order[0]].dir.display(),
+            best_mae
+        ),
+    }
+}
 
-    std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
-    save_tensors(&args.out.join(BEST), &weights)?;
-    write_atomic(&args.out.join("tokenizer.json"), runs[0].tokenizer_json.as_bytes())?;
-    let mut config = first.config.clone();
+/// The soup as a run folder: its weights, the first run's tokenizer, and
+/// `run.json` (written last: a folder with it is a finished soup).
+fn write_soup(out: &Path, first: &Run, weights: &HashMap<String, Tensor>, record: SoupRecord) -> Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    save_tensors(&out.join(BEST), weights)?;
+    write_atomic(&out.join("tokenizer.json"), first.tokenizer_json.as_bytes())?;
+    let mut config = first.file.config.clone();
     config.command = std::env::args().collect::<Vec<_>>().join(" ");
-    let record = SoupRecord {
-        greedy: args.greedy,
-        ingredients: runs
-            .iter()
-            .zip(&kept)
-            .map(|(r, &kept)| Ingredient { run: r.dir.clone(), val_mae: own(r), kept })
-            .collect(),
-        val_mae: summary.mae,
-        val_rmsle: summary.rmsle,
-        val_hits_pct: summary.hits_pct,
-    };
     let file = RunFile {
         config,
-        bert: first.bert.clone(),
+        bert: first.file.bert.clone(),
         state: RunState {
-            epoch: first.config.epochs,
-            best_val_mae: Some(summary.mae),
+            epoch: first.file.config.epochs,
+            best_val_mae: Some(record.val_mae),
             done: true,
-            target_mean: mean,
-            target_std: std,
+            target_mean: first.file.state.target_mean,
+            target_std: first.file.state.target_std,
             ..Default::default()
         },
         soup: Some(record),
     };
-    write_atomic(&args.out.join(RUN_FILE), serde_json::to_string_pretty(&file)?.as_bytes())?;
-    println!("wrote {}; export it with: pricer export {} --out model.gguf", args.out.display(), args.out.display());
-    Ok(())
+    write_atomic(&out.join(RUN_FILE), serde_json::to_string_pretty(&file)?.as_bytes())
 }
 
 #[cfg(test)]

@@ -1,16 +1,17 @@
 //! `pricer train --kind minilm`: fine-tune a pretrained BERT encoder with a
-//! price head. The loop, in one place: bucketed batches, seeded dropout,
-//! AdamW with warm-up and decay, clipping, validation each epoch, best
-//! weights kept, early stopping, atomic checkpoints that `--resume` continues.
+//! price head, on the shared epoch loop (`epochs`): seeded dropout, the
+//! price loss (weighted for `--focus` and pseudo-labels), validation each
+//! epoch, best weights kept, early stopping; `--resume` continues a run.
 
 use crate::data::{DataSet, for_each_product, load_data_set, write_atomic};
 use crate::linear::{focus_weights, word_member_misses};
-use crate::training::batches::{bucketed_batches, splitmix64};
+use crate::training::batches::splitmix64;
+use crate::training::epochs::{Schedule, Task, batches_per_epoch, run_epochs};
 use crate::training::loss::{price_loss, weighted_price_loss};
-use crate::training::optim::{AdamW, grad_norm, lr_at};
+use crate::training::optim::AdamW;
 use crate::training::run_folder::{
     BEST, CHECKPOINT, EpochStats, RunConfig, RunFile, RunState, device, load_base, load_checkpoint, read_run_file,
-    save_checkpoint, save_weights, write_run,
+    save_weights, write_run,
 };
 use anyhow::{Context, Result, bail};
 use candle_core::{D, DType, Device, Tensor};
@@ -19,7 +20,6 @@ use pricer::metrics::Summary;
 use pricer::text::{Budget, model_input};
 use pricer::tokenizer::Tokens;
 use std::path::Path;
-use std::time::Instant;
 
 /// A parameter's learning-rate factor under layer-wise decay `d`: 1 for the
 /// head, `d^(layers - i)` for encoder layer `i`, `d^(layers + 1)` for the embeddings.
@@ -37,84 +37,202 @@ pub fn layer_lr_scale(name: &str, layers: usize, d: f64) -> f64 {
 
 /// Start a new run (`config`) or continue one (`resume`).
 pub fn run(config: Option<RunConfig>, out: &Path, resume: bool) -> Result<()> {
-    let (config, saved_cfg) = if resume {
-        let run = read_run_file(out)?;
-        if run.state.done {
-            println!("{} already finished; nothing to resume", out.display());
-            return Ok(());
-        }
-        (run.config, Some(run.bert))
-    } else {
-        let config = config.expect("a new run has a config");
-        if out.join(CHECKPOINT).exists() {
-            bail!("{} already holds a run: continue it with --resume, or choose another --out", out.display());
-        }
-        (config, None)
+    let Some((config, saved_bert)) = start_or_resume(config, out, resume)? else {
+        println!("{} already finished; nothing to resume", out.display());
+        return Ok(());
     };
-    let mut state: Option<RunState> = None;
     let dev = device(&config.device)?;
     let (base_cfg, pretrained, tok) = load_base(&config.base)?;
-    let bert_cfg = saved_cfg.unwrap_or(base_cfg);
+    let bert_cfg = saved_bert.unwrap_or(base_cfg);
     let ds = load_data_set(&config.data, config.holdout, config.seed, false)?;
     if ds.validation.is_empty() {
         bail!("no validation items in {}", config.data.display());
     }
     let max_len = (config.max_tokens + 2).min(bert_cfg.max_position_embeddings);
-    let encode = |set: &[pricer::Product]| -> Result<Vec<Tokens>> {
-        set.iter()
-            .map(|p| {
-                let text = model_input(p, Budget::Tokens(&tok, config.max_tokens))?;
-                Ok(tok.encode(&text, max_len)?)
-            })
-            .collect()
+    let examples = Examples::of(&config, &ds, &tok, max_len)?;
+    let (varmap, model, mut opt) = model_and_optimizer(&config, &bert_cfg, pretrained, &dev)?;
+
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let ckpt = out.join(CHECKPOINT);
+    let mut state = if resume && ckpt.exists() {
+        let s = load_checkpoint(&ckpt, &varmap, &mut opt, &dev)?;
+        println!("resuming {} at epoch {}, batch {} (step {})", out.display(), s.epoch + 1, s.batch_in_epoch, s.step);
+        s
+    } else {
+        let (mean, std) = examples.target_scale();
+        RunState { target_mean: mean, target_std: std, ..Default::default() }
     };
-    let mut train_tokens = encode(&ds.train)?;
-    let val_tokens = encode(&ds.validation)?;
-    let mut train_logs: Vec<f64> = ds.train.iter().map(|p| p.price.unwrap_or(0.0).ln_1p()).collect();
-    // The target's scaling comes from real prices only.
-    let mean = train_logs.iter().sum::<f64>() / train_logs.len() as f64;
-    let std = (train_logs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / train_logs.len() as f64).sqrt().max(1e-6);
-    let mut weights: Option<Vec<f32>> = None;
-    if config.focus != 0.0 {
-        if !(config.focus > 0.0 && config.focus <= 10.0) {
-            bail!("--focus {}: must lie in [0, 10]", config.focus);
-        }
-        let prep = pricer::estimator::Prep { max_tokens: ds.prep.max_tokens, tokenizer: ds.tokenizer.clone() };
-        let misses = word_member_misses(&ds.train, &prep, 5)?;
-        let w = focus_weights(&misses, config.focus);
-        let (lo, hi) = w.iter().fold((f32::MAX, f32::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
-        println!(
-            "focus {}: real items weighted by the word member's 5-fold misses (mean {:.3} in log price), weights {lo:.2} to {hi:.2}",
-            config.focus,
-            misses.iter().sum::<f64>() / misses.len() as f64
-        );
-        weights = Some(w);
+    let run_file = RunFile { config: config.clone(), bert: bert_cfg.clone(), state: state.clone(), soup: None };
+    write_run(out, &run_file)?;
+    write_atomic(&out.join("tokenizer.json"), tok.json().as_bytes())?;
+
+    // Frozen mode: embed every text once; only the head trains.
+    let frozen = if config.frozen {
+        println!("embedding {} texts once (--frozen)", examples.train.len() + examples.validation.len());
+        Some((
+            embed_all(&model, &examples.train, tok.pad_id(), &dev)?,
+            embed_all(&model, &examples.validation, tok.pad_id(), &dev)?,
+        ))
+    } else {
+        None
+    };
+    let schedule = Schedule {
+        epochs: config.epochs,
+        batch: config.batch,
+        seed: config.seed,
+        lr: if config.frozen { config.head_lr } else { config.lr },
+        warmup: config.warmup,
+        clip: config.clip,
+        checkpoint_every: config.checkpoint_every,
+        unit: "ex",
+    };
+    let lengths: Vec<usize> = examples.train.iter().map(|t| t.ids.len()).collect();
+    println!(
+        "fine-tuning on {} ({} items, {} validation), {} epochs of {} batches of {}, lr {}, {} tokens max{}",
+        config.device,
+        ds.train.len(),
+        ds.validation.len(),
+        config.epochs,
+        batches_per_epoch(&lengths, &schedule),
+        config.batch,
+        config.lr,
+        max_len,
+        if config.frozen { ", encoder frozen" } else { "" }
+    );
+    let mut task = Finetune {
+        targets: examples.targets(&state),
+        examples,
+        model,
+        frozen,
+        validation: &ds.validation,
+        dev,
+        pad: tok.pad_id(),
+        p_drop: bert_cfg.hidden_dropout_prob as f32,
+        out,
+        run_file,
+        varmap: &varmap,
+    };
+    run_epochs(&mut task, &lengths, &schedule, &mut state, &mut opt, &varmap, &ckpt)?;
+    println!(
+        "done: best validation MAE ${:.2} at epoch {}; weights in {}",
+        state.best_val_mae.unwrap_or(f64::NAN),
+        state.best_epoch.unwrap_or(0),
+        out.join(BEST).display()
+    );
+    println!("export it with: pricer export {} --quant q8_0 --out model.gguf", out.display());
+    Ok(())
+}
+
+/// The config to train with (a new one, or the saved one when resuming, with
+/// the encoder's saved shape); `None` when the run already finished.
+fn start_or_resume(
+    config: Option<RunConfig>,
+    out: &Path,
+    resume: bool,
+) -> Result<Option<(RunConfig, Option<pricer::bert::Config>)>> {
+    if resume {
+        let run = read_run_file(out)?;
+        return Ok((!run.state.done).then_some((run.config, Some(run.bert))));
     }
-    if let Some(path) = &config.pseudo {
-        if config.frozen {
-            bail!("--pseudo trains the encoder: not with --frozen");
+    let config = config.context("a new run needs its config")?;
+    if out.join(CHECKPOINT).exists() {
+        bail!("{} already holds a run: continue it with --resume, or choose another --out", out.display());
+    }
+    Ok(Some((config, None)))
+}
+
+/// The training and validation rows as tokens, the training log prices, and
+/// each training row's loss weight (`--focus`, `--pseudo`; `None`: all 1).
+struct Examples {
+    train: Vec<Tokens>,
+    validation: Vec<Tokens>,
+    train_logs: Vec<f64>,
+    /// How many leading training rows are real items (the rest are pseudo-labelled).
+    real: usize,
+    weights: Option<Vec<f32>>,
+}
+
+impl Examples {
+    fn of(config: &RunConfig, ds: &DataSet, tok: &pricer::TextTokenizer, max_len: usize) -> Result<Self> {
+        let encode = |set: &[pricer::Product]| -> Result<Vec<Tokens>> {
+            set.iter()
+                .map(|p| {
+                    let text = model_input(p, Budget::Tokens(tok, config.max_tokens))?;
+                    Ok(tok.encode(&text, max_len)?)
+                })
+                .collect()
+        };
+        let mut ex = Examples {
+            train: encode(&ds.train)?,
+            validation: encode(&ds.validation)?,
+            train_logs: ds.train.iter().map(|p| p.price.unwrap_or(0.0).ln_1p()).collect(),
+            real: ds.train.len(),
+            weights: None,
+        };
+        if config.focus != 0.0 {
+            if !(config.focus > 0.0 && config.focus <= 10.0) {
+                bail!("--focus {}: must lie in [0, 10]", config.focus);
+            }
+            let prep = pricer::estimator::Prep { max_tokens: ds.prep.max_tokens, tokenizer: ds.tokenizer.clone() };
+            let misses = word_member_misses(&ds.train, &prep, 5)?;
+            let w = focus_weights(&misses, config.focus);
+            let (lo, hi) = w.iter().fold((f32::MAX, f32::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+            println!(
+                "focus {}: real items weighted by the word member's 5-fold misses (mean {:.3} in log price), weights {lo:.2} to {hi:.2}",
+                config.focus,
+                misses.iter().sum::<f64>() / misses.len() as f64
+            );
+            ex.weights = Some(w);
         }
-        if !(config.pseudo_weight > 0.0 && config.pseudo_weight <= 1.0) {
-            bail!("--pseudo-weight {}: must lie in (0, 1]", config.pseudo_weight);
+        if let Some(path) = &config.pseudo {
+            if config.frozen {
+                bail!("--pseudo trains the encoder: not with --frozen");
+            }
+            if !(config.pseudo_weight > 0.0 && config.pseudo_weight <= 1.0) {
+                bail!("--pseudo-weight {}: must lie in (0, 1]", config.pseudo_weight);
+            }
+            let pseudo = pseudo_items(path, ds)?;
+            println!(
+                "self-training: {} model-priced items from {}, weight {}",
+                pseudo.len(),
+                path.display(),
+                config.pseudo_weight
+            );
+            let mut w = ex.weights.take().unwrap_or_else(|| vec![1f32; ex.train.len()]);
+            w.extend(std::iter::repeat_n(config.pseudo_weight as f32, pseudo.len()));
+            ex.train.extend(encode(&pseudo)?);
+            ex.train_logs.extend(pseudo.iter().map(|p| p.price.unwrap_or(0.0).ln_1p()));
+            ex.weights = Some(w);
         }
-        let pseudo = pseudo_items(path, &ds)?;
-        println!(
-            "self-training: {} model-priced items from {}, weight {}",
-            pseudo.len(),
-            path.display(),
-            config.pseudo_weight
-        );
-        let mut w = weights.take().unwrap_or_else(|| vec![1f32; train_tokens.len()]);
-        w.extend(std::iter::repeat_n(config.pseudo_weight as f32, pseudo.len()));
-        train_tokens.extend(encode(&pseudo)?);
-        train_logs.extend(pseudo.iter().map(|p| p.price.unwrap_or(0.0).ln_1p()));
-        weights = Some(w);
+        Ok(ex)
     }
 
+    /// The target's scaling: mean and standard deviation of the real items' log prices.
+    fn target_scale(&self) -> (f64, f64) {
+        let real = &self.train_logs[..self.real];
+        let mean = real.iter().sum::<f64>() / real.len() as f64;
+        let std = (real.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / real.len() as f64).sqrt().max(1e-6);
+        (mean, std)
+    }
+
+    /// Standardized targets of every training row.
+    fn targets(&self, state: &RunState) -> Vec<f32> {
+        self.train_logs.iter().map(|l| ((l - state.target_mean) / state.target_std) as f32).collect()
+    }
+}
+
+/// The price model on `dev` (its weights in `varmap`) and its optimizer
+/// (the head alone when frozen; layer-wise rates when asked).
+fn model_and_optimizer(
+    config: &RunConfig,
+    bert_cfg: &pricer::bert::Config,
+    pretrained: std::collections::HashMap<String, Tensor>,
+    dev: &Device,
+) -> Result<(candle_nn::VarMap, PriceModel, AdamW)> {
     let varmap = candle_nn::VarMap::new();
     let model = {
-        let w = TrainableWeights::new(&varmap, pretrained, config.seed, &dev);
-        PriceModel::load(&w, &bert_cfg)?
+        let w = TrainableWeights::new(&varmap, pretrained, config.seed, dev);
+        PriceModel::load(&w, bert_cfg)?
     };
     let named_vars: Vec<(String, candle_core::Var)> = {
         let data = varmap.data().lock().map_err(|_| anyhow::anyhow!("varmap lock"))?;
@@ -132,125 +250,67 @@ pub fn run(config: Option<RunConfig>, out: &Path, resume: bool) -> Result<()> {
         opt.lr_scale =
             opt.vars.iter().map(|(n, _)| (n.clone(), layer_lr_scale(n, layers, config.layer_decay))).collect();
     }
+    Ok((varmap, model, opt))
+}
 
-    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    let ckpt = out.join(CHECKPOINT);
-    if resume && ckpt.exists() {
-        state = Some(load_checkpoint(&ckpt, &varmap, &mut opt, &dev)?);
-        let s = state.as_ref().expect("just set");
-        println!("resuming {} at epoch {}, batch {} (step {})", out.display(), s.epoch + 1, s.batch_in_epoch, s.step);
+/// Fine-tuning as the epoch loop sees it.
+struct Finetune<'a> {
+    examples: Examples,
+    targets: Vec<f32>,
+    model: PriceModel,
+    /// `--frozen`: the pooled vectors of the training and validation rows.
+    frozen: Option<(Tensor, Tensor)>,
+    validation: &'a [pricer::Product],
+    dev: Device,
+    pad: u32,
+    p_drop: f32,
+    out: &'a Path,
+    run_file: RunFile,
+    varmap: &'a candle_nn::VarMap,
+}
+
+impl Task for Finetune<'_> {
+    fn loss(&mut self, idx: &[usize], step: usize) -> Result<Tensor> {
+        let seed = self.run_file.config.seed;
+        let mut dropout = Dropout::new(self.p_drop, splitmix64(seed, step as u64));
+        let out_t = match &self.frozen {
+            Some((train_pooled, _)) => {
+                let ix = Tensor::from_vec(idx.iter().map(|&i| i as u32).collect::<Vec<_>>(), idx.len(), &self.dev)?;
+                self.model.head.forward(&train_pooled.index_select(&ix, 0)?, Some(&mut dropout))?
+            }
+            None => {
+                let rows: Vec<Tokens> = idx.iter().map(|&i| self.examples.train[i].clone()).collect();
+                let (ids, mask) = batch_tensors(&rows, self.pad, &self.dev)?;
+                self.model.forward(&ids, &mask, Some(&mut dropout))?
+            }
+        };
+        let y = Tensor::from_vec(idx.iter().map(|&i| self.targets[i]).collect::<Vec<_>>(), idx.len(), &self.dev)?;
+        Ok(match &self.examples.weights {
+            None => price_loss(&out_t, &y)?,
+            Some(w) => {
+                let w = Tensor::from_vec(idx.iter().map(|&i| w[i]).collect::<Vec<_>>(), idx.len(), &self.dev)?;
+                weighted_price_loss(&out_t, &y, &w)?
+            }
+        })
     }
-    let mut state = state.unwrap_or(RunState { target_mean: mean, target_std: std, ..Default::default() });
-    let mut run = RunFile { config: config.clone(), bert: bert_cfg.clone(), state: state.clone(), soup: None };
-    write_run(out, &run)?;
-    write_atomic(&out.join("tokenizer.json"), tok.json().as_bytes())?;
-    let z = |i: usize| ((train_logs[i] - state.target_mean) / state.target_std) as f32;
-    let targets: Vec<f32> = (0..train_logs.len()).map(z).collect();
 
-    // Frozen mode: embed every text once; only the head trains.
-    let frozen_inputs = if config.frozen {
-        println!("embedding {} texts once (--frozen)", train_tokens.len() + val_tokens.len());
-        Some((
-            embed_all(&model, &train_tokens, tok.pad_id(), &dev)?,
-            embed_all(&model, &val_tokens, tok.pad_id(), &dev)?,
-        ))
-    } else {
-        None
-    };
-
-    let lengths: Vec<usize> = train_tokens.iter().map(|t| t.ids.len()).collect();
-    let n_batches = bucketed_batches(&lengths, config.batch, config.seed, 0).len();
-    let total_steps = n_batches * config.epochs;
-    let warmup = ((total_steps as f64) * config.warmup).round() as usize;
-    let p_drop = bert_cfg.hidden_dropout_prob as f32;
-    println!(
-        "fine-tuning on {} ({} items, {} validation), {} epochs of {} batches of {}, lr {}, {} tokens max{}",
-        config.device,
-        ds.train.len(),
-        ds.validation.len(),
-        config.epochs,
-        n_batches,
-        config.batch,
-        config.lr,
-        max_len,
-        if config.frozen { ", encoder frozen" } else { "" }
-    );
-
-    while state.epoch < config.epochs {
-        let epoch = state.epoch;
-        let batches = bucketed_batches(&lengths, config.batch, config.seed, epoch as u64);
-        let bar = indicatif::ProgressBar::new(batches.len() as u64).with_style(
-            indicatif::ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}")
-                .expect("valid template")
-                .progress_chars("=> "),
-        );
-        bar.set_prefix(format!("{}/{}", epoch + 1, config.epochs));
-        bar.set_position(state.batch_in_epoch as u64);
-        let start = Instant::now();
-        let mut seen = 0usize;
-        for (bi, idx) in batches.iter().enumerate().skip(state.batch_in_epoch) {
-            let mut dropout = Dropout::new(p_drop, splitmix64(config.seed, state.step as u64));
-            let out_t = match &frozen_inputs {
-                Some((train_pooled, _)) => {
-                    let ix = Tensor::from_vec(idx.iter().map(|&i| i as u32).collect::<Vec<_>>(), idx.len(), &dev)?;
-                    model.head.forward(&train_pooled.index_select(&ix, 0)?, Some(&mut dropout))?
-                }
-                None => {
-                    let rows: Vec<Tokens> = idx.iter().map(|&i| train_tokens[i].clone()).collect();
-                    let (ids, mask) = batch_tensors(&rows, tok.pad_id(), &dev)?;
-                    model.forward(&ids, &mask, Some(&mut dropout))?
-                }
-            };
-            let y = Tensor::from_vec(idx.iter().map(|&i| targets[i]).collect::<Vec<_>>(), idx.len(), &dev)?;
-            let loss = match &weights {
-                None => price_loss(&out_t, &y)?,
-                Some(w) => {
-                    let w = Tensor::from_vec(idx.iter().map(|&i| w[i]).collect::<Vec<_>>(), idx.len(), &dev)?;
-                    weighted_price_loss(&out_t, &y, &w)?
-                }
-            };
-            let grads = loss.backward()?;
-            let norm = grad_norm(&grads, &opt.vars)?;
-            let scale = if norm > config.clip { config.clip / norm } else { 1.0 };
-            let head_only = config.frozen;
-            let lr = lr_at(state.step, total_steps, warmup, if head_only { config.head_lr } else { config.lr });
-            opt.step(&grads, lr, scale)?;
-            let loss_v = loss.to_scalar::<f32>()? as f64;
-            state.step += 1;
-            state.batch_in_epoch = bi + 1;
-            state.loss_sum += loss_v;
-            state.loss_count += 1;
-            seen += idx.len();
-            let rate = seen as f64 / start.elapsed().as_secs_f64().max(1e-9);
-            let msg = format!("loss {:.4} | {rate:.1} ex/s", state.loss_sum / state.loss_count as f64);
-            if bar.is_hidden() && state.batch_in_epoch.is_multiple_of(20) {
-                // Not a terminal (a log file): a plain line now and then instead of the bar.
-                println!("epoch {}/{} batch {}/{} {msg}", epoch + 1, config.epochs, bi + 1, batches.len());
-            }
-            bar.set_message(msg);
-            bar.inc(1);
-            if config.checkpoint_every > 0 && state.step.is_multiple_of(config.checkpoint_every) {
-                state.adam_t = opt.t;
-                save_checkpoint(&ckpt, &varmap, &opt, &state)?;
-            }
-        }
-        bar.finish_and_clear();
-        let rate = seen as f64 / start.elapsed().as_secs_f64().max(1e-9);
-        let val_pred = match &frozen_inputs {
-            Some((_, val_pooled)) => head_logs(&model, val_pooled)?,
-            None => predict_logs(&model, &val_tokens, tok.pad_id(), &dev)?,
+    fn end_epoch(&mut self, state: &mut RunState, rate: f64) -> Result<Option<String>> {
+        let config = &self.run_file.config;
+        let val_pred = match &self.frozen {
+            Some((_, val_pooled)) => head_logs(&self.model, val_pooled)?,
+            None => predict_logs(&self.model, &self.examples.validation, self.pad, &self.dev)?,
         };
         let pairs: Vec<(f64, f64)> = val_pred
             .iter()
-            .zip(&ds.validation)
+            .zip(self.validation)
             .map(|(zv, p)| ((zv * state.target_std + state.target_mean).exp_m1().max(0.0), p.price.unwrap_or(0.0)))
             .collect();
-        let s = Summary::of(&pairs).expect("validation is not empty");
+        let s = Summary::of(&pairs).context("validation is not empty")?;
         let train_loss = state.loss_sum / state.loss_count.max(1) as f64;
         let improved = state.best_val_mae.is_none_or(|b| s.mae < b);
         println!(
             "epoch {}/{}: train loss {train_loss:.4} | validation MAE ${:.2} RMSLE {:.3} hits {:.1}% | {rate:.1} ex/s{}",
-            epoch + 1,
+            state.epoch + 1,
             config.epochs,
             s.mae,
             s.rmsle,
@@ -258,7 +318,7 @@ pub fn run(config: Option<RunConfig>, out: &Path, resume: bool) -> Result<()> {
             if improved { " | best so far" } else { "" }
         );
         state.history.push(EpochStats {
-            epoch: epoch + 1,
+            epoch: state.epoch + 1,
             train_loss,
             val_mae: s.mae,
             val_rmsle: s.rmsle,
@@ -267,35 +327,20 @@ pub fn run(config: Option<RunConfig>, out: &Path, resume: bool) -> Result<()> {
         });
         if improved {
             state.best_val_mae = Some(s.mae);
-            state.best_epoch = Some(epoch + 1);
+            state.best_epoch = Some(state.epoch + 1);
             state.bad_epochs = 0;
-            save_weights(&out.join(BEST), &varmap)?;
+            save_weights(&self.out.join(BEST), self.varmap)?;
         } else {
             state.bad_epochs += 1;
         }
-        state.epoch += 1;
-        state.batch_in_epoch = 0;
-        state.loss_sum = 0.0;
-        state.loss_count = 0;
-        if state.bad_epochs >= config.patience && state.epoch < config.epochs {
-            println!("validation MAE has not improved for {} epochs: stopping early", state.bad_epochs);
-            state.stopped_early = true;
-            state.epoch = config.epochs;
-        }
-        state.done = state.epoch >= config.epochs;
-        state.adam_t = opt.t;
-        save_checkpoint(&ckpt, &varmap, &opt, &state)?;
-        run.state = state.clone();
-        write_run(out, &run)?;
+        Ok((state.bad_epochs >= config.patience)
+            .then(|| format!("validation MAE has not improved for {} epochs", state.bad_epochs)))
     }
-    println!(
-        "done: best validation MAE ${:.2} at epoch {}; weights in {}",
-        state.best_val_mae.unwrap_or(f64::NAN),
-        state.best_epoch.unwrap_or(0),
-        out.join(BEST).display()
-    );
-    println!("export it with: pricer export {} --quant q8_0 --out model.gguf", out.display());
-    Ok(())
+
+    fn save_record(&mut self, state: &RunState) -> Result<()> {
+        self.run_file.state = state.clone();
+        write_run(self.out, &self.run_file)
+    }
 }
 
 /// Model-priced items of `path` whose titles are in none of the data set's
@@ -360,29 +405,6 @@ pub fn predict_logs(model: &PriceModel, rows: &[Tokens], pad: u32, dev: &Device)
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn batches_cover_every_item_once_and_are_reproducible() {
-        let lengths: Vec<usize> = (0..1000).map(|i| (i * 37) % 150 + 5).collect();
-        let a = bucketed_batches(&lengths, 16, 1, 0);
-        let b = bucketed_batches(&lengths, 16, 1, 0);
-        assert_eq!(a, b);
-        assert_ne!(a, bucketed_batches(&lengths, 16, 1, 1));
-        let mut all: Vec<usize> = a.iter().flatten().copied().collect();
-        all.sort();
-        assert_eq!(all, (0..1000).collect::<Vec<_>>());
-        // Bucketing: padding inside a batch is small compared with random batches.
-        let waste = |bs: &[Vec<usize>]| -> usize {
-            bs.iter()
-                .map(|b| {
-                    let m = b.iter().map(|&i| lengths[i]).max().unwrap();
-                    b.iter().map(|&i| m - lengths[i]).sum::<usize>()
-                })
-                .sum()
-        };
-        let random: Vec<Vec<usize>> = (0..1000).collect::<Vec<_>>().chunks(16).map(|c| c.to_vec()).collect();
-        assert!(waste(&a) * 5 < waste(&random), "{} vs {}", waste(&a), waste(&random));
-    }
 
     #[test]
     fn layer_decay_gives_lower_layers_smaller_rates() {

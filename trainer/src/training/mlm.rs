@@ -10,11 +10,10 @@
 
 use crate::data::texts::read_texts;
 use crate::data::write_atomic;
-use crate::training::batches::{bucketed_batches, splitmix64};
-use crate::training::optim::{AdamW, grad_norm, lr_at};
-use crate::training::run_folder::{
-    CHECKPOINT, RunState, device, load_base, load_checkpoint, save_checkpoint, save_tensors,
-};
+use crate::training::batches::splitmix64;
+use crate::training::epochs::{Schedule, Task, batches_per_epoch, run_epochs};
+use crate::training::optim::AdamW;
+use crate::training::run_folder::{CHECKPOINT, RunState, device, load_base, load_checkpoint, save_tensors};
 use anyhow::{Context, Result, bail};
 use candle_core::{DType, Device, Tensor};
 use pricer::bert::{Config, Dropout, Encoder, LayerNorm, TrainableWeights, Weights, batch_tensors};
@@ -22,8 +21,7 @@ use pricer::tokenizer::Tokens;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::time::Instant;
+use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug, Clone, Serialize, Deserialize)]
 pub struct MlmConfig {
@@ -243,25 +241,9 @@ fn held_out(
 
 pub fn run(args: &MlmConfig) -> Result<()> {
     let run_path = args.out.join(RUN);
-    let (args, mut run) = if args.resume {
-        let saved: MlmRun = serde_json::from_slice(
-            &std::fs::read(&run_path)
-                .with_context(|| format!("cannot read {} (nothing to resume)", run_path.display()))?,
-        )
-        .with_context(|| format!("{} is damaged", run_path.display()))?;
-        if saved.state.done {
-            println!("{} already finished; nothing to resume", args.out.display());
-            return Ok(());
-        }
-        (saved.args.clone(), Some(saved))
-    } else {
-        if run_path.exists() {
-            bail!(
-                "{} already holds an MLM run: continue it with --resume, or choose another --out",
-                args.out.display()
-            );
-        }
-        (args.clone(), None)
+    let Some((args, saved)) = start_or_resume(args, &run_path)? else {
+        println!("{} already finished; nothing to resume", args.out.display());
+        return Ok(());
     };
     if !(args.mask > 0.0 && args.mask < 1.0) {
         bail!("--mask {}: a share between 0 and 1", args.mask);
@@ -272,15 +254,109 @@ pub fn run(args: &MlmConfig) -> Result<()> {
     let dev = device(&args.device)?;
     let (cfg, mut pretrained, tok) = load_base(&args.base)?;
     let mask_id = tok.token_id("[MASK]").context("the tokenizer has no [MASK] token")?;
-    let (vocab, pad) = (cfg.vocab_size as u32, tok.pad_id());
-    let mut texts = read_texts(&args.texts, &tok, args.max_tokens)?;
+    let max_len = (args.max_tokens + 2).min(cfg.max_position_embeddings);
+    let (train, val) = held_out_split(&args, &tok, max_len)?;
+
+    for (k, v) in MlmHead::initial(&cfg, &Device::Cpu)? {
+        pretrained.entry(k).or_insert(v);
+    }
+    let varmap = candle_nn::VarMap::new();
+    let (encoder, head) = {
+        let w = TrainableWeights::new(&varmap, pretrained, args.seed, &dev);
+        (Encoder::load(&w, &cfg)?, MlmHead::load(&w, &cfg)?)
+    };
+    let named: Vec<(String, candle_core::Var)> = {
+        let data = varmap.data().lock().map_err(|_| anyhow::anyhow!("varmap lock"))?;
+        data.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    };
+    let mut opt = AdamW::new(named, args.weight_decay)?;
+    std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
+    let ckpt = args.out.join(CHECKPOINT);
+    let ids = (mask_id, cfg.vocab_size as u32, tok.pad_id());
+    let (mut state, held) = match saved {
+        Some(r) => {
+            let s = load_checkpoint(&ckpt, &varmap, &mut opt, &dev)?;
+            println!(
+                "resuming {} at epoch {}, batch {} (step {})",
+                args.out.display(),
+                s.epoch + 1,
+                s.batch_in_epoch,
+                s.step
+            );
+            (s, r.held_out)
+        }
+        None => {
+            let (loss, acc) = held_out(&encoder, &head, &val, &args, ids, &dev)?;
+            println!("held-out masked words before training: loss {loss:.4}, {:.1}% right", 100.0 * acc);
+            (RunState::default(), vec![HeldOut { epoch: 0, loss, accuracy: acc }])
+        }
+    };
+    let schedule = Schedule {
+        epochs: args.epochs,
+        batch: args.batch,
+        seed: args.seed,
+        lr: args.lr,
+        warmup: args.warmup,
+        clip: args.clip,
+        checkpoint_every: args.checkpoint_every,
+        unit: "texts",
+    };
+    let lengths: Vec<usize> = train.iter().map(|t| t.ids.len()).collect();
+    println!(
+        "masked-word training on {} ({} texts, {} held out), {} epochs of {} batches of {}, lr {}, {} tokens max",
+        args.device,
+        train.len(),
+        val.len(),
+        args.epochs,
+        batches_per_epoch(&lengths, &schedule),
+        args.batch,
+        args.lr,
+        max_len
+    );
+    let mut task = Reading {
+        run: MlmRun { args: args.clone(), state: state.clone(), held_out: held },
+        run_path,
+        encoder,
+        head,
+        train,
+        val,
+        ids,
+        p_drop: cfg.hidden_dropout_prob as f32,
+        dev,
+        varmap: &varmap,
+    };
+    task.save_record(&state)?;
+    run_epochs(&mut task, &lengths, &schedule, &mut state, &mut opt, &varmap, &ckpt)?;
+    println!("done: the adapted encoder is in {} (use it as pricer train --base)", args.out.display());
+    Ok(())
+}
+
+/// The settings to train with (the saved ones when resuming) and the saved
+/// record; `None` when the run already finished.
+fn start_or_resume(args: &MlmConfig, run_path: &Path) -> Result<Option<(MlmConfig, Option<MlmRun>)>> {
+    if args.resume {
+        let saved: MlmRun = serde_json::from_slice(
+            &std::fs::read(run_path)
+                .with_context(|| format!("cannot read {} (nothing to resume)", run_path.display()))?,
+        )
+        .with_context(|| format!("{} is damaged", run_path.display()))?;
+        return Ok((!saved.state.done).then(|| (saved.args.clone(), Some(saved))));
+    }
+    if run_path.exists() {
+        bail!("{} already holds an MLM run: continue it with --resume, or choose another --out", args.out.display());
+    }
+    Ok(Some((args.clone(), None)))
+}
+
+/// The texts as tokens, split into training rows and held-out rows by a
+/// seeded hash of each text: the same split whatever the order of the sources.
+fn held_out_split(args: &MlmConfig, tok: &pricer::TextTokenizer, max_len: usize) -> Result<(Vec<Tokens>, Vec<Tokens>)> {
+    let mut texts = read_texts(&args.texts, tok, args.max_tokens)?;
     if let Some(n) = args.limit {
         texts = crate::data::spread(&texts, n);
         println!("{} texts kept (--limit {n})", texts.len());
     }
-    let max_len = (args.max_tokens + 2).min(cfg.max_position_embeddings);
     let tokens: Vec<Tokens> = texts.iter().map(|t| tok.encode(t, max_len)).collect::<Result<_, _>>()?;
-    // Held out by a seeded hash of the text: the same texts whatever the order of the sources.
     let hold = |t: &String| {
         let h = t.bytes().fold(args.seed ^ 0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
         (splitmix64(h, 0) % 10_000) as f64 / 10_000.0 < args.holdout
@@ -300,125 +376,51 @@ pub fn run(args: &MlmConfig) -> Result<()> {
             args.holdout
         );
     }
+    Ok((train, val))
+}
 
-    for (k, v) in MlmHead::initial(&cfg, &Device::Cpu)? {
-        pretrained.entry(k).or_insert(v);
+/// Masked-word reading as the epoch loop sees it.
+struct Reading<'a> {
+    run: MlmRun,
+    run_path: PathBuf,
+    encoder: Encoder,
+    head: MlmHead,
+    train: Vec<Tokens>,
+    val: Vec<Tokens>,
+    /// `[MASK]`'s id, the vocabulary's size, the padding id.
+    ids: (u32, u32, u32),
+    p_drop: f32,
+    dev: Device,
+    varmap: &'a candle_nn::VarMap,
+}
+
+impl Task for Reading<'_> {
+    fn loss(&mut self, idx: &[usize], step: usize) -> Result<Tensor> {
+        let (args, (mask_id, vocab, pad)) = (&self.run.args, self.ids);
+        let rows: Vec<&Tokens> = idx.iter().map(|&i| &self.train[i]).collect();
+        let masked = masked_rows(&rows, args.mask, mask_id, vocab, splitmix64(args.seed, step as u64));
+        let mut dropout = Dropout::new(self.p_drop, splitmix64(args.seed ^ 1, step as u64));
+        Ok(batch_loss(&self.encoder, &self.head, &masked, pad, Some(&mut dropout), &self.dev)?.0)
     }
-    let varmap = candle_nn::VarMap::new();
-    let (encoder, head) = {
-        let w = TrainableWeights::new(&varmap, pretrained, args.seed, &dev);
-        (Encoder::load(&w, &cfg)?, MlmHead::load(&w, &cfg)?)
-    };
-    let named: Vec<(String, candle_core::Var)> = {
-        let data = varmap.data().lock().map_err(|_| anyhow::anyhow!("varmap lock"))?;
-        data.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
-    };
-    let mut opt = AdamW::new(named, args.weight_decay)?;
-    std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
-    let ckpt = args.out.join(CHECKPOINT);
-    let ids = (mask_id, vocab, pad);
-    let mut run = match run.take() {
-        Some(mut r) => {
-            r.state = load_checkpoint(&ckpt, &varmap, &mut opt, &dev)?;
-            let s = &r.state;
-            println!(
-                "resuming {} at epoch {}, batch {} (step {})",
-                args.out.display(),
-                s.epoch + 1,
-                s.batch_in_epoch,
-                s.step
-            );
-            r
-        }
-        None => {
-            let (loss, acc) = held_out(&encoder, &head, &val, &args, ids, &dev)?;
-            println!("held-out masked words before training: loss {loss:.4}, {:.1}% right", 100.0 * acc);
-            MlmRun {
-                args: args.clone(),
-                state: RunState::default(),
-                held_out: vec![HeldOut { epoch: 0, loss, accuracy: acc }],
-            }
-        }
-    };
-    let lengths: Vec<usize> = train.iter().map(|t| t.ids.len()).collect();
-    let n_batches = bucketed_batches(&lengths, args.batch, args.seed, 0).len();
-    let total = n_batches * args.epochs;
-    let warmup = (total as f64 * args.warmup).round() as usize;
-    println!(
-        "masked-word training on {} ({} texts, {} held out), {} epochs of {} batches of {}, lr {}, {} tokens max",
-        args.device,
-        train.len(),
-        val.len(),
-        args.epochs,
-        n_batches,
-        args.batch,
-        args.lr,
-        max_len
-    );
-    let save_run = |run: &MlmRun| write_atomic(&run_path, &serde_json::to_vec_pretty(run).expect("serializable"));
-    save_run(&run)?;
-    let p_drop = cfg.hidden_dropout_prob as f32;
-    while run.state.epoch < args.epochs {
-        let epoch = run.state.epoch;
-        let batches = bucketed_batches(&lengths, args.batch, args.seed, epoch as u64);
-        let start = Instant::now();
-        let mut seen = 0usize;
-        for (bi, idx) in batches.iter().enumerate().skip(run.state.batch_in_epoch) {
-            let state = &mut run.state;
-            let rows: Vec<&Tokens> = idx.iter().map(|&i| &train[i]).collect();
-            let masked = masked_rows(&rows, args.mask, mask_id, vocab, splitmix64(args.seed, state.step as u64));
-            let mut dropout = Dropout::new(p_drop, splitmix64(args.seed ^ 1, state.step as u64));
-            let (loss, _, _) = batch_loss(&encoder, &head, &masked, pad, Some(&mut dropout), &dev)?;
-            let grads = loss.backward()?;
-            let norm = grad_norm(&grads, &opt.vars)?;
-            opt.step(
-                &grads,
-                lr_at(state.step, total, warmup, args.lr),
-                if norm > args.clip { args.clip / norm } else { 1.0 },
-            )?;
-            state.step += 1;
-            state.batch_in_epoch = bi + 1;
-            state.loss_sum += loss.to_scalar::<f32>()? as f64;
-            state.loss_count += 1;
-            seen += idx.len();
-            if state.batch_in_epoch.is_multiple_of(20) {
-                let rate = seen as f64 / start.elapsed().as_secs_f64().max(1e-9);
-                let loss = state.loss_sum / state.loss_count as f64;
-                println!(
-                    "epoch {}/{} batch {}/{} loss {loss:.4} | {rate:.1} texts/s",
-                    epoch + 1,
-                    args.epochs,
-                    bi + 1,
-                    batches.len()
-                );
-            }
-            if args.checkpoint_every > 0 && state.step.is_multiple_of(args.checkpoint_every) {
-                state.adam_t = opt.t;
-                save_checkpoint(&ckpt, &varmap, &opt, state)?;
-                save_run(&run)?;
-            }
-        }
-        let (loss, acc) = held_out(&encoder, &head, &val, &args, ids, &dev)?;
+
+    fn end_epoch(&mut self, state: &mut RunState, _rate: f64) -> Result<Option<String>> {
+        let args = &self.run.args;
+        let (loss, acc) = held_out(&self.encoder, &self.head, &self.val, args, self.ids, &self.dev)?;
         println!(
             "epoch {}/{}: held-out masked words: loss {loss:.4}, {:.1}% right",
-            epoch + 1,
+            state.epoch + 1,
             args.epochs,
             100.0 * acc
         );
-        run.held_out.push(HeldOut { epoch: epoch + 1, loss, accuracy: acc });
-        let state = &mut run.state;
-        state.epoch += 1;
-        state.batch_in_epoch = 0;
-        state.loss_sum = 0.0;
-        state.loss_count = 0;
-        state.done = state.epoch >= args.epochs;
-        state.adam_t = opt.t;
-        save_encoder(&args, &varmap)?;
-        save_checkpoint(&ckpt, &varmap, &opt, state)?;
-        save_run(&run)?;
+        self.run.held_out.push(HeldOut { epoch: state.epoch + 1, loss, accuracy: acc });
+        save_encoder(args, self.varmap)?;
+        Ok(None)
     }
-    println!("done: the adapted encoder is in {} (use it as pricer train --base)", args.out.display());
-    Ok(())
+
+    fn save_record(&mut self, state: &RunState) -> Result<()> {
+        self.run.state = state.clone();
+        write_atomic(&self.run_path, &serde_json::to_vec_pretty(&self.run)?)
+    }
 }
 
 /// The encoder's weights (the MLM head left out) as a base model folder:

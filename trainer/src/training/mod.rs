@@ -3,6 +3,7 @@
 //! them: fine-tuning with a price head, and masked-word reading.
 
 pub mod batches;
+pub mod epochs;
 pub mod finetune;
 pub mod loss;
 pub mod mlm;
