@@ -182,9 +182,8 @@ fn fuzz_free_text_preparation() {
     });
 }
 
-#[test]
-fn fuzz_model_file_loader() {
-    // Real model files of three kinds, made by the CLI from the synthetic catalogue.
+/// Real model files of four kinds, made by the CLI from the synthetic catalogue.
+fn model_seeds() -> Vec<Vec<u8>> {
     let dir = tempfile::tempdir().unwrap();
     let raw = dir.path().join("meta_Mixed.jsonl");
     write_fixture(&raw, 200, 5);
@@ -234,11 +233,38 @@ fn fuzz_model_file_loader() {
     let stack = dir.path().join("stack.gguf");
     pricer_ok(&["export", run_s, "--out", stack.to_str().unwrap(), "--knn", "3", "--quant", "f32"]);
     seeds.push(std::fs::read(stack).unwrap());
+    seeds
+}
+
+#[test]
+fn fuzz_model_file_loader() {
+    let seeds = model_seeds();
     let product = Product::from_free_text("Premium Cordless Drill\nBuilt from durable materials.");
     fuzz("model", &seeds, 14, |b| {
         if let Ok(model) = Estimator::from_bytes(b) {
             let _ = model.estimate(&product);
             let _ = model.explain(&product, ExplainOptions { comparables: 3, occlude: 2 });
+        }
+    });
+}
+
+/// Model bytes mutated and their checksum computed again, so that changed
+/// weights reach the loader's value checks and the estimator: every answer
+/// is an error or finite (price, range, comparables, the reasons).
+#[test]
+fn fuzz_forged_model_values_give_an_error_or_a_finite_estimate() {
+    let seeds = model_seeds();
+    let product = Product::from_free_text("Premium Cordless Drill\nBuilt from durable materials.");
+    fuzz("forged-model", &seeds, 15, |b| {
+        let forged = pricer_tests::with_checksum(b).unwrap_or_else(|| b.to_vec());
+        let Ok(model) = Estimator::from_bytes(&forged) else { return };
+        if let Ok(e) = model.estimate(&product) {
+            assert!(e.price.is_finite() && e.low.is_finite() && e.high.is_finite(), "{e:?}");
+        }
+        if let Ok(x) = model.explain(&product, ExplainOptions { comparables: 3, occlude: 2 }) {
+            let e = &x.estimate;
+            assert!(e.price.is_finite() && e.low.is_finite() && e.high.is_finite(), "{e:?}");
+            assert!(x.comparables.iter().all(|c| c.price.is_finite()), "{:?}", x.comparables);
         }
     });
 }

@@ -32,6 +32,21 @@ pub fn pricer_stdin(args: &[&str], input: &str) -> String {
     String::from_utf8(child.wait_with_output().expect("pricer ends").stdout).expect("UTF-8 output")
 }
 
+/// Runs `pricer` with `input` on stdin; returns its exit code and stderr.
+pub fn pricer_status(args: &[&str], input: &str) -> (Option<i32>, String) {
+    use std::io::Write;
+    let mut child = Command::new(pricer_bin())
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("pricer runs");
+    child.stdin.take().expect("piped stdin").write_all(input.as_bytes()).expect("pricer reads its input");
+    let out = child.wait_with_output().expect("pricer ends");
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).to_string())
+}
+
 /// Runs `pricer`, asserting success; returns stdout.
 pub fn pricer_ok(args: &[&str]) -> String {
     let out = pricer(args);
@@ -275,4 +290,43 @@ pub fn serve_http(answer: impl Fn(HttpRequest) -> HttpReply + Send + Sync + 'sta
         }
     });
     url
+}
+
+/// `bytes` (a model file) with its tensor checksum (`pricer.tensor_crc32`)
+/// computed again over its tensor data as it is now, as a careful forger
+/// would: the loader then checks the values themselves. `None` when the
+/// header does not parse.
+pub fn with_checksum(bytes: &[u8]) -> Option<Vec<u8>> {
+    use candle_core::quantized::gguf_file::Content;
+    let mut cursor = std::io::Cursor::new(bytes);
+    let content = Content::read(&mut cursor).ok()?;
+    let mut names: Vec<&String> = content.tensor_infos.keys().collect();
+    names.sort();
+    let mut crc = crc32fast::Hasher::new();
+    for name in names {
+        let t = content.tensor(&mut cursor, name, &candle_core::Device::Cpu).ok()?;
+        crc.update(&t.data().ok()?);
+    }
+    // The key's bytes, then its value type (u32: 4) and the value.
+    let key = b"pricer.tensor_crc32";
+    let at = bytes.windows(key.len()).position(|w| w == key)? + key.len();
+    let mut out = bytes.to_vec();
+    out.get_mut(at + 4..at + 8)?.copy_from_slice(&crc.finalize().to_le_bytes());
+    Some(out)
+}
+
+/// A real model file with the first value of tensor `name` made NaN
+/// (an f32 value, or the scale of an f16 or 8-/4-bit block) and its
+/// checksum computed again.
+pub fn with_nan_in(bytes: &[u8], name: &str) -> Vec<u8> {
+    use candle_core::quantized::{GgmlDType, gguf_file::Content};
+    let content = Content::read(&mut std::io::Cursor::new(bytes)).expect("a model file");
+    let info = &content.tensor_infos[name];
+    let at = content.tensor_data_offset as usize + info.offset as usize;
+    let mut out = bytes.to_vec();
+    match info.ggml_dtype {
+        GgmlDType::F32 => out[at..at + 4].copy_from_slice(&f32::NAN.to_le_bytes()),
+        _ => out[at..at + 2].copy_from_slice(&0x7e00u16.to_le_bytes()),
+    }
+    with_checksum(&out).expect("still parses")
 }

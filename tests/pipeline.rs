@@ -385,3 +385,96 @@ fn explanations_need_a_model_file() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("need a model file"), "{out:?}");
 }
+
+/// A real model file whose tensor values are made NaN, with the checksum
+/// computed again so that it looks intact, is refused at load, naming the
+/// tensor; every command exits non-zero and no price of $0 is printed.
+#[test]
+fn tampered_tensors_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("meta.jsonl");
+    write_fixture(&raw, 100, 4);
+    let cur = dir.path().join("c");
+    pricer_ok(&["curate", "--input", raw.to_str().unwrap(), "--out", cur.to_str().unwrap()]);
+    let model = dir.path().join("m.gguf");
+    pricer_ok(&["train", "--kind", "tfidf-ridge", "--data", cur.to_str().unwrap(), "--out", model.to_str().unwrap()]);
+    let bytes = std::fs::read(&model).unwrap();
+    let content = candle_core::quantized::gguf_file::Content::read(&mut std::io::Cursor::new(&bytes)).unwrap();
+    let mut names: Vec<&String> = content.tensor_infos.keys().collect();
+    names.sort();
+    assert!(!names.is_empty());
+    for name in names {
+        let bad = dir.path().join("bad.gguf");
+        std::fs::write(&bad, pricer_tests::with_nan_in(&bytes, name)).unwrap();
+        for args in [
+            vec!["predict", "--model", bad.to_str().unwrap(), "Cordless drill"],
+            vec!["info", "--model", bad.to_str().unwrap()],
+            vec!["eval", "--model", bad.to_str().unwrap(), "--data", cur.to_str().unwrap()],
+        ] {
+            let out = pricer(&args);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+            assert!(err.contains(&format!("tensor {name} holds NaN or infinite values")), "{args:?}: {err}");
+            assert!(!String::from_utf8_lossy(&out.stdout).contains("\"price\""), "{args:?}: no price");
+        }
+    }
+    // The untouched file with its checksum recomputed still loads: only the values were at fault.
+    let same = dir.path().join("same.gguf");
+    std::fs::write(&same, pricer_tests::with_checksum(&bytes).unwrap()).unwrap();
+    pricer_ok(&["predict", "--model", same.to_str().unwrap(), "Cordless drill"]);
+}
+
+/// One price grammar for every reader: zero, absurd and ambiguous prices are
+/// refused with their line, in eval as in curate; predict exits 1 when no
+/// line gave a price; adapt checks its output first and never half-writes it.
+#[test]
+fn prices_outputs_and_exit_codes_follow_one_grammar() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("meta.jsonl");
+    write_fixture(&raw, 100, 6);
+    let cur = dir.path().join("c");
+    pricer_ok(&["curate", "--input", raw.to_str().unwrap(), "--out", cur.to_str().unwrap()]);
+    let model = dir.path().join("m.gguf");
+    pricer_ok(&["train", "--kind", "tfidf-ridge", "--data", cur.to_str().unwrap(), "--out", model.to_str().unwrap()]);
+    let m = model.to_str().unwrap();
+    let csv = dir.path().join("shop.csv");
+    std::fs::write(
+        &csv,
+        "title,price\nKettle,12.50\nDrill,\"$1,299.00\"\nLamp,\"12,99\"\nFree thing,0\nYacht,1e308\nPen,3.10\n",
+    )
+    .unwrap();
+    let out = pricer(&["eval", "--model", m, "--data", csv.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("shop.csv:4:") && err.contains("decimal comma"), "{err}");
+    assert!(err.contains("shop.csv:5:") && err.contains("above zero"), "{err}");
+    assert!(err.contains("shop.csv:6:") && err.contains("highest accepted"), "{err}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("items 3 |"), "Kettle, Drill ($1,299) and Pen: {stdout}");
+
+    // predict: 1 when no line gave a price, 0 when one did.
+    let none = pricer_tests::pricer_status(&["predict", "--model", m], "{\"title\": \"\"}\nnot json\n");
+    assert_eq!(none.0, Some(1), "{}", none.1);
+    let some =
+        pricer_tests::pricer_status(&["predict", "--model", m], "{\"title\": \"\"}\n{\"title\": \"Cordless drill\"}\n");
+    assert_eq!(some.0, Some(0), "{}", some.1);
+
+    // adapt: an output it cannot write is said before any work; the previous file stays whole.
+    let shop = dir.path().join("shop.jsonl");
+    let test = std::fs::read_to_string(cur.join("test.jsonl")).unwrap();
+    std::fs::write(&shop, &test).unwrap();
+    let blocker = dir.path().join("file");
+    std::fs::write(&blocker, "x").unwrap();
+    let out = pricer(&[
+        "adapt",
+        "--model",
+        m,
+        "--data",
+        shop.to_str().unwrap(),
+        "--out",
+        blocker.join("mine.gguf").to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("cannot create the output folder"), "{err}");
+    assert!(!err.contains("embedded"), "refused before the work: {err}");
+}

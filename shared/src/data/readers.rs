@@ -356,8 +356,15 @@ fn short(v: &Value) -> String {
     if s.chars().count() > 40 { format!("{}...", s.chars().take(40).collect::<String>()) } else { s }
 }
 
-/// A price from a number, a numeric string (`"$1,299.00"`), or nothing
-/// (`null`, `"None"`, `""`, absent). Negative or non-finite prices are errors.
+/// The highest price a reader accepts. The catalogues' prices stay below
+/// $1,000; a price above this is a typo or a hostile value, and it would
+/// dominate any mean it entered.
+pub const MAX_PRICE: f64 = 1_000_000.0;
+
+/// The price grammar every reader shares (curate, eval, adapt, the page's
+/// files): a number, a numeric string, or nothing (`null`, `"None"`, `""`,
+/// absent). See [`parse_price_str`] for text. A price must be finite, above
+/// zero and at most [`MAX_PRICE`].
 pub fn parse_price(v: Option<&Value>) -> Result<Option<f64>, String> {
     let p = match v {
         None | Some(Value::Null) => return Ok(None),
@@ -368,20 +375,47 @@ pub fn parse_price(v: Option<&Value>) -> Result<Option<f64>, String> {
     check_price(p).map(Some)
 }
 
-/// A price from text; empty, `None`, `null` and `nan` mean unknown.
+/// A price from text: an optional `$`, digits with an optional decimal
+/// point, and commas only between groups of three digits (`$1,299.00` is
+/// 1299). A comma that could be a decimal comma (`12,99`) is refused rather
+/// than read as 1299. Empty, `None`, `null`, `n/a` and `nan` mean unknown.
 pub fn parse_price_str(s: &str) -> Result<Option<f64>, String> {
     let t = s.trim();
     if t.is_empty() || ["none", "null", "nan", "n/a"].contains(&t.to_ascii_lowercase().as_str()) {
         return Ok(None);
     }
-    let cleaned: String = t.trim_start_matches('$').chars().filter(|&c| c != ',').collect();
-    let p: f64 = cleaned.trim().parse().map_err(|_| format!("price is not a number: {t:?}"))?;
+    let number = t.strip_prefix('$').unwrap_or(t).trim();
+    let cleaned = if number.contains(',') {
+        let whole = number.split('.').next().unwrap_or("");
+        let groups: Vec<&str> = whole.split(',').collect();
+        let thousands = number.matches('.').count() <= 1
+            && groups.len() > 1
+            && (1..=3).contains(&groups[0].len())
+            && groups.iter().all(|g| g.chars().all(|c| c.is_ascii_digit()))
+            && groups[1..].iter().all(|g| g.len() == 3);
+        if !thousands {
+            return Err(format!(
+                "price {t:?}: a comma here is not a thousands separator (a decimal comma? write {:?})",
+                number.replace('.', "").replace(',', ".")
+            ));
+        }
+        number.replace(',', "")
+    } else {
+        number.to_string()
+    };
+    let p: f64 = cleaned.parse().map_err(|_| format!("price is not a number: {t:?}"))?;
     check_price(p).map(Some)
 }
 
 fn check_price(p: f64) -> Result<f64, String> {
-    if !p.is_finite() || p < 0.0 {
-        return Err(format!("price must be a non-negative number, got {p}"));
+    if !p.is_finite() {
+        return Err(format!("price {p} is not a finite number"));
+    }
+    if p <= 0.0 {
+        return Err(format!("price must be above zero, got {p}"));
+    }
+    if p > MAX_PRICE {
+        return Err(format!("price {p} is above the highest accepted, $1,000,000"));
     }
     Ok(p)
 }
@@ -533,8 +567,31 @@ mod tests {
         assert_eq!(v("null"), Ok(None));
         assert_eq!(v("\"None\""), Ok(None));
         assert!(v("\"cheap\"").unwrap_err().contains("not a number"));
-        assert!(v("-3").unwrap_err().contains("non-negative"));
+        assert!(v("-3").unwrap_err().contains("above zero"));
         assert!(v("[1]").is_err());
+    }
+
+    #[test]
+    fn one_price_grammar_refuses_zero_absurd_and_ambiguous_prices() {
+        let t = parse_price_str;
+        assert_eq!(t("$1,299.00"), Ok(Some(1299.0)));
+        assert_eq!(t("1,299"), Ok(Some(1299.0)));
+        assert_eq!(t("12,345,678.5"), Err("price 12345678.5 is above the highest accepted, $1,000,000".into()));
+        assert_eq!(t(" $ 12.99 "), Ok(Some(12.99)));
+        assert_eq!(t("1000000"), Ok(Some(1_000_000.0)));
+        let e = t("12,99").unwrap_err();
+        assert!(e.contains("decimal comma") && e.contains("\"12.99\""), "{e}");
+        assert!(t("1.299,00").unwrap_err().contains("\"1299.00\""));
+        assert!(t("1,2,3").is_err() && t("12,9999").is_err() && t(",99").is_err());
+        assert!(t("0").unwrap_err().contains("above zero"));
+        assert!(t("0.00").unwrap_err().contains("above zero"));
+        assert!(t("1e308").unwrap_err().contains("highest accepted"));
+        assert!(t("inf").unwrap_err().contains("not a finite"));
+        assert!(t("-inf").unwrap_err().contains("not a finite"));
+        let v = |s: &str| parse_price(Some(&serde_json::from_str(s).unwrap()));
+        assert!(v("1e308").unwrap_err().contains("highest accepted"));
+        assert!(v("0").unwrap_err().contains("above zero"));
+        assert_eq!(t("nan"), Ok(None));
     }
 
     #[test]

@@ -265,8 +265,13 @@ fn neural_estimate(point_log: f64, o: &LogOutputs, band_scale: f64) -> Estimate 
     let lo = point_log + band_scale * (lo - o[0]);
     let hi = point_log + band_scale * (hi - o[0]);
     let price = point_log.exp_m1().max(0.0);
-    Estimate { price, low: lo.exp_m1().max(0.0).min(price), high: hi.exp_m1().max(price) }
+    Estimate { price, low: lo.exp_m1().max(0.0).min(price), high: hi.exp_m1().max(price).min(RANGE_CAP.max(price)) }
 }
+
+/// The likely range's upper end never goes above this ($1e9): a wide band
+/// of an untrained or tiny model would otherwise reach infinity, which no
+/// one can read (an estimate itself above it is still an estimate).
+pub const RANGE_CAP: f64 = 1e9;
 
 /// One input of a stack's blend: a log(1 + price) estimate, or an indicator.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -536,6 +541,20 @@ impl Estimator {
     /// The estimate of a product whose member values are computed (what
     /// [`Estimator::member_values`] gave for it).
     pub fn estimate_from(&self, p: &Product, v: MemberValues) -> Result<Estimate, Error> {
+        if let Some(i) = v.values.iter().position(|x| !x.is_finite()) {
+            return Err(Error::Model(format!("member {i} gave a non-finite value (NaN or infinity): no estimate")));
+        }
+        let e = self.unchecked_estimate(p, v)?;
+        if !(e.price.is_finite() && e.low.is_finite() && e.high.is_finite()) {
+            return Err(Error::Model(format!(
+                "the model gave a non-finite estimate ({} in {}..{}): no price",
+                e.price, e.low, e.high
+            )));
+        }
+        Ok(e)
+    }
+
+    fn unchecked_estimate(&self, p: &Product, v: MemberValues) -> Result<Estimate, Error> {
         Ok(match &self.predictor {
             Predictor::Constant(c) => with_range(*c, self.log_range),
             Predictor::Linear(m) => with_range(m.price(p, &text::model_input(p, self.prep.budget())?), self.log_range),
@@ -658,7 +677,7 @@ fn self_needs_tokenizer(p: &Predictor) -> bool {
 /// An estimate whose range is the price shifted by residual quantiles in log space.
 pub fn with_range(price: f64, (lo, hi): (f64, f64)) -> Estimate {
     let l = price.max(0.0).ln_1p();
-    Estimate { price, low: (l + lo).exp_m1().max(0.0), high: (l + hi).exp_m1() }
+    Estimate { price, low: (l + lo).exp_m1().max(0.0), high: (l + hi).exp_m1().min(RANGE_CAP.max(price)) }
 }
 
 #[cfg(test)]

@@ -400,7 +400,11 @@ impl Estimator {
         let linear: f64 = blend.linear.iter().map(|(lin, w)| w * lin.log_price(p, &input)).sum();
         let log =
             blend.constant + (blend.encoder + blend.knn) * neural.target_mean + blend.own * blend.own_mean + linear;
-        Ok(Some(log.exp_m1().max(0.0)))
+        let price = log.exp_m1().max(0.0);
+        if !price.is_finite() {
+            return Err(Error::Model(format!("the first estimate is not finite ({price}): no price")));
+        }
+        Ok(Some(price))
     }
 }
 
@@ -423,6 +427,8 @@ pub fn comparables(knn: &Knn, pooled: &[f32], k: usize) -> Vec<Comparable> {
             similarity: n.similarity,
             yours: false,
         })
+        // A price beyond f64 (a log price of an absurd item) is no comparable.
+        .filter(|c| c.price.is_finite() && c.similarity.is_finite())
         .collect()
 }
 

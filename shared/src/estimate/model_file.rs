@@ -6,8 +6,8 @@
 
 use crate::Error;
 use candle_core::Device;
-use candle_core::quantized::QTensor;
 use candle_core::quantized::gguf_file::{self, Value};
+use candle_core::quantized::{GgmlDType, QTensor};
 use std::collections::HashMap;
 use std::io::Cursor;
 
@@ -30,6 +30,20 @@ pub struct ModelFile {
 
 /// Largest tensor a model file may hold, in elements (4 GiB as f32).
 const MAX_TENSOR_ELEMENTS: usize = 1 << 30;
+
+/// Whether every value of a tensor's raw data is finite: f32 and f16 values,
+/// and the f16 scale of each Q8_0 and Q4_0 block (their integer parts are
+/// always finite); other types are dequantized to check.
+fn finite_values(t: &QTensor, data: &[u8]) -> Result<bool, Error> {
+    let f16_finite = |b: &[u8]| u16::from_le_bytes([b[0], b[1]]) & 0x7c00 != 0x7c00;
+    Ok(match t.dtype() {
+        GgmlDType::F32 => data.chunks_exact(4).all(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite()),
+        GgmlDType::F16 => data.chunks_exact(2).all(f16_finite),
+        GgmlDType::Q8_0 => data.chunks_exact(34).all(|b| f16_finite(&b[..2])),
+        GgmlDType::Q4_0 => data.chunks_exact(18).all(|b| f16_finite(&b[..2])),
+        _ => t.dequantize(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?.iter().all(|x| x.is_finite()),
+    })
+}
 
 fn bad(msg: impl std::fmt::Display) -> Error {
     Error::ModelFile(msg.to_string())
@@ -72,7 +86,12 @@ impl ModelFile {
             let t = content
                 .tensor(&mut cursor, name, &Device::Cpu)
                 .map_err(|e| bad(format!("tensor {name}: {e} (is the file truncated?)")))?;
-            crc.update(&t.data().map_err(|e| bad(format!("tensor {name}: {e}")))?);
+            let data = t.data().map_err(|e| bad(format!("tensor {name}: {e}")))?;
+            crc.update(&data);
+            if !finite_values(&t, &data).map_err(|e| bad(format!("tensor {name}: {e}")))? {
+                // A checksum recomputed over damaged weights still passes: each value is checked too.
+                return Err(bad(format!("tensor {name} holds NaN or infinite values")));
+            }
             tensors.insert(name.clone(), std::sync::Arc::new(t));
         }
         match metadata.get(keys::CRC) {

@@ -1,6 +1,7 @@
 //! `pricer adapt`: a model adapted to a shop's own priced products, without
 //! retraining ([`pricer::adapt`], the same code the page's worker runs).
 
+use crate::data::{check_output, write_atomic};
 use crate::model::load_model;
 use anyhow::{Context, Result, bail};
 use pricer::adapt::{self, OwnItems, REFIT_FROM, SHOWN_SKIPS};
@@ -41,9 +42,8 @@ pub struct AdaptArgs {
     pub refit_from: usize,
 }
 
-/// Skipped lines printed before "and N more".
-
 pub fn run(args: &AdaptArgs) -> Result<()> {
+    check_output(&args.out)?;
     let est = load_model(&args.model)?;
     est.check_adaptable().with_context(|| format!("cannot adapt {}", args.model.display()))?;
     let file = std::fs::File::open(&args.data).with_context(|| format!("cannot read {}", args.data.display()))?;
@@ -66,7 +66,8 @@ pub fn run(args: &AdaptArgs) -> Result<()> {
     }
     .with_context(|| format!("cannot adapt to {}: nothing written", args.data.display()))?;
     let bytes = est.adapted_file(&adaptation)?;
-    std::fs::write(&args.out, &bytes).with_context(|| format!("cannot write {}", args.out.display()))?;
+    // Beside the target, then renamed: an interruption leaves the previous file whole.
+    write_atomic(&args.out, &bytes)?;
     let r = &adaptation.report;
     let rate = r.items as f64 / seconds.max(1e-9);
     if args.json {

@@ -144,7 +144,7 @@ pub fn run(args: &BuildArgs, run_step: &dyn Fn(&[String]) -> Result<()>) -> Resu
         return Ok(());
     }
     let out = args.out.as_ref().context("--out is required (or --plan)")?;
-    check_writable(out)?;
+    crate::data::check_output(out)?;
     std::fs::create_dir_all(&work).with_context(|| format!("cannot create the work folder {}", work.display()))?;
     let started = Instant::now();
     println!("building {} from {} ({n} steps) in {}", out.display(), args.recipe.display(), work.display());
@@ -192,21 +192,6 @@ fn duration(s: f64) -> String {
     } else {
         format!("{:.2} h", s / 3600.0)
     }
-}
-
-/// Refuses an output whose folder is missing or not writable before any work.
-fn check_writable(out: &Path) -> Result<()> {
-    let dir = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    if !dir.is_dir() {
-        bail!("cannot write {}: the folder {} does not exist", out.display(), dir.display());
-    }
-    let probe = dir.join(format!(".pricer-build-{}.tmp", std::process::id()));
-    std::fs::write(&probe, b"").with_context(|| format!("cannot write in {}", dir.display()))?;
-    std::fs::remove_file(&probe).ok();
-    Ok(())
 }
 
 /// Copies next to the target, then renames into place.

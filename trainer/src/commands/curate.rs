@@ -173,13 +173,16 @@ pub fn run(args: &CurateArgs) -> Result<()> {
     Ok(())
 }
 
+/// A kept item with the index of its test group (None: train and validation only).
+type Judged = (CuratedItem, Option<usize>);
+
 /// Every input read, each product judged and prepared: the kept items with
 /// the index of their test group (None: train and validation only), and the tally.
 fn read_and_judge(
     args: &CurateArgs,
     tokenizer: &Option<TextTokenizer>,
     groups: &[TestGroup],
-) -> Result<(Vec<(CuratedItem, Option<usize>)>, Tally)> {
+) -> Result<(Vec<Judged>, Tally)> {
     let budget = match tokenizer {
         Some(t) => Budget::Tokens(t, args.max_tokens),
         None => Budget::Words(args.max_tokens),
@@ -233,7 +236,7 @@ struct Splits {
 }
 
 fn split(
-    mut items: Vec<(CuratedItem, Option<usize>)>,
+    mut items: Vec<Judged>,
     groups: &[TestGroup],
     args: &CurateArgs,
     rng: &mut rand_chacha::ChaCha8Rng,

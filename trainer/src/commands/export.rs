@@ -2,7 +2,7 @@
 //! model file, quantized; alone, or stacked with other members (linear
 //! models, the neighbour index) whose blend is fitted on validation items.
 
-use crate::data::{DataSet, load_data_set, write_atomic};
+use crate::data::{DataSet, check_output, load_data_set, write_atomic};
 use crate::linear::ridge::ridge;
 use crate::model::calibrate::{calibrate, pooled_vectors};
 use crate::model::card::{ValidationFit, finish, finish_with, quantile, report_written};
@@ -209,6 +209,7 @@ fn model_bytes(rw: &RunWeights, quant: Quant, stack: Option<&Stack>) -> Result<V
 }
 
 pub fn run(args: &ExportArgs) -> Result<()> {
+    check_output(&args.out)?;
     // Read first: a missing recipe is refused before minutes of work.
     let recipe = match &args.recipe {
         Some(p) => Some((

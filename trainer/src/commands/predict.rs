@@ -64,6 +64,7 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     // a chat model gets the whole input at once, asked concurrently.
     let batch = if matches!(model, PriceSource::Chat(_)) { usize::MAX } else { 1 };
     let mut pending: Vec<(u64, Result<Product, String>)> = Vec::new();
+    let (mut lines, mut priced) = (0usize, 0usize);
     let mut flush = |pending: &mut Vec<(u64, Result<Product, String>)>, out: &mut dyn Write| -> Result<()> {
         let products: Vec<Product> = pending.iter().filter_map(|(_, p)| p.as_ref().ok().cloned()).collect();
         let mut answers = model.estimate_all(&products)?.into_iter();
@@ -72,6 +73,8 @@ pub fn run(args: &PredictArgs) -> Result<()> {
                 Ok(_) => answers.next().unwrap_or_else(|| Err("no estimate".into())),
                 Err(e) => Err(e),
             };
+            lines += 1;
+            priced += usize::from(answer.is_ok());
             writeln!(out, "{}", answer_json(Some(line), answer))?;
         }
         Ok(())
@@ -87,7 +90,11 @@ pub fn run(args: &PredictArgs) -> Result<()> {
             flush(&mut pending, &mut out)?;
         }
     }
-    flush(&mut pending, &mut out)
+    flush(&mut pending, &mut out)?;
+    if lines > 0 && priced == 0 {
+        bail!("no line gave a price ({lines} read; each line's error is above)");
+    }
+    Ok(())
 }
 
 /// `predict --explain` / `--neighbours`: one JSON line per product.
@@ -116,13 +123,19 @@ fn explain_all(est: &Estimator, args: &PredictArgs, opts: ExplainOptions) -> Res
         }
         return Ok(());
     }
+    let (mut lines, mut priced) = (0usize, 0usize);
     for (i, line) in std::io::stdin().lock().lines().enumerate() {
         let n = i as u64 + 1;
-        match line {
+        let ok = match line {
             Ok(l) if l.trim().is_empty() => continue,
             Ok(l) => one(Some(n), parse_json_record(&l), &mut out)?,
             Err(e) => one(Some(n), Err(format!("cannot read line: {e}")), &mut out)?,
         };
+        lines += 1;
+        priced += usize::from(ok);
+    }
+    if lines > 0 && priced == 0 {
+        bail!("no line gave a price ({lines} read; each line's error is above)");
     }
     Ok(())
 }

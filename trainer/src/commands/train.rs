@@ -1,7 +1,7 @@
 //! `pricer train`: a baseline or linear member (`linear`), or a fine-tuned
 //! encoder (`training::finetune`).
 
-use crate::data::{load_data_set, write_atomic};
+use crate::data::{check_output, load_data_set, write_atomic};
 use crate::linear::{LinearKind, LinearSettings, fit_linear, prepared};
 use crate::model::card::{ValidationFit, finish, finish_with, report_written};
 use crate::training::finetune;
@@ -206,6 +206,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         };
         return finetune::run(Some(config), out, false);
     }
+    check_output(out)?;
     let args = &TrainArgs { kind: Some(kind), ..args.clone() };
     let ds = load_data_set(data, args.holdout, args.seed, args.strict)?;
     let prep = Prep { max_tokens: ds.prep.max_tokens, tokenizer: ds.tokenizer.clone() };
