@@ -50,11 +50,80 @@ pub fn read_products<R: Read + 'static>(
     inner: R,
     format: Format,
 ) -> std::io::Result<Box<dyn Iterator<Item = Result<Product, RecordError>>>> {
-    let stream = decompressed(inner)?;
+    let mut stream = decompressed(inner)?;
     Ok(match format {
         Format::Jsonl => Box::new(JsonlReader::new(stream)),
-        Format::Csv => Box::new(CsvReader::new(stream)),
+        Format::Csv => {
+            let delimiter = sniff_delimiter(stream.fill_buf()?);
+            Box::new(CsvReader::with_delimiter(CrlfAsLf { inner: stream, pending_cr: false }, delimiter))
+        }
     })
+}
+
+/// The CSV separator of a file from its first line: `,`, unless the header
+/// names a `title` column only when split by `;` or by tabs (the exports of
+/// spreadsheets set to a decimal comma use `;`).
+fn sniff_delimiter(head: &[u8]) -> u8 {
+    let first = head.split(|&b| b == b'\n').next().unwrap_or(&[]);
+    let first = String::from_utf8_lossy(first);
+    let has_title = |sep: char| first.split(sep).any(|c| c.trim().trim_matches('"').eq_ignore_ascii_case("title"));
+    if has_title(',') {
+        b','
+    } else if has_title(';') {
+        b';'
+    } else if has_title('\t') {
+        b'\t'
+    } else {
+        b','
+    }
+}
+
+/// A stream with the CR of each CRLF line end dropped, so that the CSV
+/// parser numbers Windows lines as it numbers Unix ones (with CRLF it named
+/// the line before the one at fault). A lone CR stays.
+struct CrlfAsLf<R> {
+    inner: R,
+    pending_cr: bool,
+}
+
+impl<R: BufRead> Read for CrlfAsLf<R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let mut n = 0;
+        while n < out.len() {
+            let buf = self.inner.fill_buf()?;
+            if buf.is_empty() {
+                if std::mem::take(&mut self.pending_cr) {
+                    out[n] = b'\r';
+                    n += 1;
+                }
+                break;
+            }
+            let mut used = 0;
+            while used < buf.len() && n < out.len() {
+                let b = buf[used];
+                if self.pending_cr {
+                    self.pending_cr = false;
+                    if b != b'\n' {
+                        out[n] = b'\r';
+                        n += 1;
+                    }
+                    continue;
+                }
+                if b == b'\r' {
+                    self.pending_cr = true;
+                } else {
+                    out[n] = b;
+                    n += 1;
+                }
+                used += 1;
+            }
+            self.inner.consume(used);
+            if n > 0 {
+                break;
+            }
+        }
+        Ok(n)
+    }
 }
 
 /// Streams JSON Lines of raw Amazon metadata or curated records.
@@ -465,7 +534,12 @@ struct Columns {
 
 impl<R: Read> CsvReader<R> {
     pub fn new(inner: R) -> Self {
-        let mut rdr = csv::ReaderBuilder::new().flexible(false).from_reader(inner);
+        Self::with_delimiter(inner, b',')
+    }
+
+    /// A reader of a file separated by `delimiter` (`,`, `;`, tab).
+    pub fn with_delimiter(inner: R, delimiter: u8) -> Self {
+        let mut rdr = csv::ReaderBuilder::new().flexible(false).delimiter(delimiter).from_reader(inner);
         let columns = match rdr.headers() {
             Ok(h) => {
                 let find = |name: &str| h.iter().position(|c| c.trim().eq_ignore_ascii_case(name));
@@ -476,7 +550,10 @@ impl<R: Read> CsvReader<R> {
                         description: find("description"),
                         category: find("category"),
                     }),
-                    None => Err("CSV header has no `title` column".to_string()),
+                    None => Err(format!(
+                        "CSV header has no `title` column (read with {:?} between columns; `,`, `;` and tabs are tried)",
+                        delimiter as char
+                    )),
                 }
             }
             Err(e) => Err(format!("cannot read CSV header: {e}")),
@@ -569,6 +646,40 @@ mod tests {
         assert!(v("\"cheap\"").unwrap_err().contains("not a number"));
         assert!(v("-3").unwrap_err().contains("above zero"));
         assert!(v("[1]").is_err());
+    }
+
+    #[test]
+    fn csv_errors_name_their_physical_line_with_crlf_or_lf() {
+        for eol in ["\n", "\r\n"] {
+            let text = ["title,price", "Kettle,12.5", "Lamp,\"12,99\"", "Pen,oops", "Cup,3"].join(eol) + eol;
+            let got: Vec<_> = read_products(std::io::Cursor::new(text.into_bytes()), Format::Csv).unwrap().collect();
+            let lines: Vec<(u64, bool)> = got
+                .iter()
+                .map(|r| match r {
+                    Ok(_) => (0, true),
+                    Err(e) => (e.line, false),
+                })
+                .collect();
+            assert_eq!(lines, [(0, true), (3, false), (4, false), (0, true)], "{eol:?}: {got:?}");
+            assert_eq!(got[0].as_ref().unwrap().title, "Kettle", "no CR left in a field");
+        }
+        // A quoted field that spans lines moves the lines after it, as the file shows them.
+        let got = read(b"title,price\r\n\"Two\r\nlines\",oops\r\nCup,3\r\n", Format::Csv);
+        assert_eq!(got[0].as_ref().unwrap_err().line, 2);
+        assert_eq!(got[1].as_ref().unwrap().title, "Cup");
+    }
+
+    #[test]
+    fn semicolon_and_tab_files_are_read_by_their_separator() {
+        for sep in [";", "\t"] {
+            let text = format!("title{sep}price{sep}category\nKettle{sep}12.50{sep}Home\n");
+            let got: Vec<_> = read_products(std::io::Cursor::new(text.into_bytes()), Format::Csv).unwrap().collect();
+            let p = got[0].as_ref().unwrap();
+            assert_eq!((p.title.as_str(), p.price), ("Kettle", Some(12.5)), "{sep:?}");
+        }
+        let got = read(b"name|price\nKettle|12\n", Format::Csv);
+        let e = got[0].as_ref().unwrap_err();
+        assert!(e.reason.contains("no `title` column") && e.reason.contains(";"), "{e}");
     }
 
     #[test]

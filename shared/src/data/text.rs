@@ -137,7 +137,7 @@ pub fn prepare(product: &Product, budget: Budget) -> Result<PreparedText, Error>
     let (title_cut, cut2) = cut_chars(&product.title, ceiling);
     let title = scrub(title_cut);
     let body = scrub(content_cut);
-    if title.is_empty() && body.is_empty() {
+    if is_blank(&title) && is_blank(&body) {
         return Err(Error::EmptyProduct);
     }
     let full = if body.is_empty() { title } else { format!("{title}\n{body}") };
@@ -170,6 +170,19 @@ fn truncate_words(s: &str, n: usize) -> String {
         end = i + w.trim_end().len();
     }
     s[..end].to_string()
+}
+
+/// Whether a text shows nothing: only whitespace and invisible format
+/// characters (zero-width spaces and joiners, direction marks, the byte-order
+/// mark, soft hyphens). Such a text is empty, not a product to price.
+pub fn is_blank(s: &str) -> bool {
+    s.chars().all(|c| {
+        c.is_whitespace()
+            || matches!(c, '\u{00AD}' | '\u{034F}' | '\u{180E}' | '\u{FEFF}')
+            || ('\u{200B}'..='\u{200F}').contains(&c)
+            || ('\u{202A}'..='\u{202E}').contains(&c)
+            || ('\u{2060}'..='\u{2069}').contains(&c)
+    })
 }
 
 /// The model input for a product: the text a curation run already prepared,
@@ -231,6 +244,15 @@ mod tests {
         assert!(prep.truncated);
         let words = prepare(&p, Budget::Words(4)).unwrap();
         assert_eq!(words.text, "the steel blender\nwith");
+    }
+
+    #[test]
+    fn zero_width_only_text_is_empty() {
+        let invisible = "\u{200B}\u{200C}\u{200D}\u{FEFF}\u{2060}\u{200E}";
+        let err = prepare(&product(invisible, invisible), Budget::Words(10)).unwrap_err();
+        assert!(matches!(err, Error::EmptyProduct), "{err}");
+        assert!(prepare(&product("Kettle\u{200B}", ""), Budget::Words(10)).is_ok());
+        assert!(is_blank(" \u{00AD}\t") && !is_blank("a\u{200B}"));
     }
 
     #[test]

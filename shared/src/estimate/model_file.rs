@@ -28,6 +28,10 @@ pub struct ModelFile {
     pub tensors: HashMap<String, std::sync::Arc<QTensor>>,
 }
 
+/// Largest model file Pricer opens (the default model is about 31 MB; an
+/// adapted one adds the shop's index): a larger file is refused before it is read.
+pub const MAX_FILE_BYTES: u64 = 512 << 20;
+
 /// Largest tensor a model file may hold, in elements (4 GiB as f32).
 const MAX_TENSOR_ELEMENTS: usize = 1 << 30;
 
@@ -56,6 +60,9 @@ impl ModelFile {
         if bytes.len() < 4 || &bytes[..4] != b"GGUF" {
             return Err(bad("not a GGUF file (it does not start with the GGUF magic bytes)"));
         }
+        if bytes.len() as u64 > MAX_FILE_BYTES {
+            return Err(bad(format!("{} bytes: larger than any Pricer model ({MAX_FILE_BYTES} at most)", bytes.len())));
+        }
         let mut cursor = Cursor::new(bytes);
         let content =
             gguf_file::Content::read(&mut cursor).map_err(|e| bad(format!("damaged or truncated GGUF header: {e}")))?;
@@ -71,33 +78,46 @@ impl ModelFile {
         }
         let mut names: Vec<&String> = content.tensor_infos.keys().collect();
         names.sort();
+        // Every tensor's shape possible and its bytes inside the file, checked
+        // before any is read. (Shapes whose element count overflows would read
+        // a few bytes and then dequantize into an impossible allocation: found
+        // by tests/fuzz.rs.)
+        let data_bytes = (bytes.len() as u64).saturating_sub(content.tensor_data_offset);
+        for name in &names {
+            let info = &content.tensor_infos[*name];
+            let elements = info.shape.dims().iter().try_fold(1usize, |n, d| n.checked_mul(*d));
+            let block = info.ggml_dtype.block_size();
+            let Some(n) = elements.filter(|&n| n <= MAX_TENSOR_ELEMENTS && n.is_multiple_of(block)) else {
+                return Err(bad(format!("tensor {name}: impossible shape {:?}", info.shape.dims())));
+            };
+            let size = (n / block) as u64 * info.ggml_dtype.type_size() as u64;
+            if size.checked_add(info.offset).is_none_or(|end| end > data_bytes) {
+                return Err(bad(format!("tensor {name} lies beyond the end of the file (is it truncated?)")));
+            }
+        }
         let mut tensors = HashMap::new();
         let mut crc = crc32fast::Hasher::new();
         for name in names {
-            // Shapes whose element count overflows would read a few bytes
-            // and then dequantize into an impossible allocation (found by tests/fuzz.rs).
-            let info = &content.tensor_infos[name];
-            let elements = info.shape.dims().iter().try_fold(1usize, |n, d| n.checked_mul(*d));
-            let block = info.ggml_dtype.block_size();
-            match elements {
-                Some(n) if n <= MAX_TENSOR_ELEMENTS && n.is_multiple_of(block) => {}
-                _ => return Err(bad(format!("tensor {name}: impossible shape {:?}", info.shape.dims()))),
-            }
             let t = content
                 .tensor(&mut cursor, name, &Device::Cpu)
                 .map_err(|e| bad(format!("tensor {name}: {e} (is the file truncated?)")))?;
-            let data = t.data().map_err(|e| bad(format!("tensor {name}: {e}")))?;
-            crc.update(&data);
-            if !finite_values(&t, &data).map_err(|e| bad(format!("tensor {name}: {e}")))? {
-                // A checksum recomputed over damaged weights still passes: each value is checked too.
-                return Err(bad(format!("tensor {name} holds NaN or infinite values")));
-            }
+            crc.update(&t.data().map_err(|e| bad(format!("tensor {name}: {e}")))?);
             tensors.insert(name.clone(), std::sync::Arc::new(t));
         }
         match metadata.get(keys::CRC) {
             Some(Value::U32(want)) if *want == crc.finalize() => {}
             Some(Value::U32(_)) => return Err(bad("corrupted: tensor data does not match its checksum")),
             _ => return Err(bad("no tensor checksum (pricer.tensor_crc32)")),
+        }
+        // A checksum computed again over damaged weights still passes: the values are checked too.
+        let mut names: Vec<&String> = tensors.keys().collect();
+        names.sort();
+        for name in names {
+            let t = &tensors[name];
+            let data = t.data().map_err(|e| bad(format!("tensor {name}: {e}")))?;
+            if !finite_values(t, &data).map_err(|e| bad(format!("tensor {name}: {e}")))? {
+                return Err(bad(format!("tensor {name} holds NaN or infinite values")));
+            }
         }
         Ok(ModelFile { metadata, tensors })
     }
@@ -342,6 +362,44 @@ mod tests {
         w.set_str("pricer.note", "hello").set_f64("pricer.x", 1.5).set_f32s("pricer.v", &[1.0, 2.0]);
         w.add_f32("weights", &(0..100).map(|i| i as f32).collect::<Vec<_>>()).unwrap();
         w.to_bytes().unwrap()
+    }
+
+    #[test]
+    fn non_finite_tensors_are_refused_by_name_in_every_storage_type() {
+        use candle_core::quantized::{GgmlDType, ggml_file::qtensor_from_ggml};
+        // A value made NaN or infinite in the stored bytes: an f32 or f16
+        // value, or the f16 scale of the second 8- or 4-bit block.
+        for (dtype, at, bad) in [
+            (GgmlDType::F32, 8, f32::NAN.to_le_bytes().to_vec()),
+            (GgmlDType::F32, 8, f32::NEG_INFINITY.to_le_bytes().to_vec()),
+            (GgmlDType::F16, 8, 0x7e00u16.to_le_bytes().to_vec()),
+            (GgmlDType::Q8_0, 34, 0x7c00u16.to_le_bytes().to_vec()),
+            (GgmlDType::Q4_0, 18, 0x7e00u16.to_le_bytes().to_vec()),
+        ] {
+            let v: Vec<f32> = (0..64).map(|i| i as f32 / 10.0).collect();
+            let good =
+                QTensor::quantize(&candle_core::Tensor::from_slice(&v, 64, &Device::Cpu).unwrap(), dtype).unwrap();
+            let mut raw = good.data().unwrap().to_vec();
+            raw[at..at + bad.len()].copy_from_slice(&bad);
+            let mut w = ModelWriter::new("test");
+            w.add_tensor("fine", good);
+            w.add_tensor("layer.weight", qtensor_from_ggml(dtype, &raw, vec![64], &Device::Cpu).unwrap());
+            let err = ModelFile::from_bytes(&w.to_bytes().unwrap()).err().expect("refused").to_string();
+            assert!(err.contains("tensor layer.weight holds NaN or infinite values"), "{dtype:?}: {err}");
+        }
+        assert!(ModelFile::from_bytes(&sample()).is_ok());
+    }
+
+    #[test]
+    fn a_tensor_beyond_the_end_or_a_file_too_large_is_refused_before_reading() {
+        let bytes = sample();
+        // Cut inside the tensor data, keeping the whole header.
+        let err = ModelFile::from_bytes(&bytes[..bytes.len() - 300]).err().unwrap().to_string();
+        assert!(err.contains("tensor weights lies beyond the end of the file"), "{err}");
+        let mut big = bytes.clone();
+        big.resize(MAX_FILE_BYTES as usize + 1, 0);
+        let err = ModelFile::from_bytes(&big).err().unwrap().to_string();
+        assert!(err.contains("larger than any Pricer model"), "{err}");
     }
 
     #[test]

@@ -388,7 +388,7 @@ impl EstimateState {
     fn estimate(&self, conn: Conn) {
         self.cancel_typing();
         let t = self.text.get_untracked();
-        if t.trim().is_empty() {
+        if pricer::text::is_blank(&t) {
             self.hint.set(Some(
                 "Describe the product first: its title on the first line, then anything you know about it.".into(),
             ));
@@ -633,7 +633,7 @@ fn EstimateForm(state: EstimateState, model: ModelState, conn: Conn) -> impl Int
                 state.typing.set_value(None);
                 let t = state.text.get_untracked();
                 if matches!(model.load.get_untracked(), LoadState::Ready { .. })
-                    && !t.trim().is_empty()
+                    && !pricer::text::is_blank(&t)
                     && t != state.last_sent.get_value()
                 {
                     state.estimate(conn);
