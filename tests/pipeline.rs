@@ -329,6 +329,13 @@ fn damaged_or_foreign_model_files_fail_cleanly() {
     }
     let out = pricer(&["eval", "--model", dir.path().join("missing.gguf").to_str().unwrap(), "--data", "x"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read model"));
+    // An endless device is refused from its first bytes, not read into memory.
+    #[cfg(unix)]
+    {
+        let out = pricer(&["info", "--model", "/dev/zero"]);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("not a GGUF file"));
+    }
 }
 
 /// The real Amazon items, and the course's samples beside them: `tfidf-ridge`
@@ -451,6 +458,16 @@ fn prices_outputs_and_exit_codes_follow_one_grammar() {
     assert!(err.contains("shop.csv:6:") && err.contains("highest accepted"), "{err}");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("items 3 |"), "Kettle, Drill ($1,299) and Pen: {stdout}");
+
+    // A spreadsheet's export with decimal commas: read as such when asked.
+    let eu = dir.path().join("eu.csv");
+    std::fs::write(&eu, "title;price\r\nKettle;12,50\r\nDrill;1.299,00\r\nPen;oops\r\n").unwrap();
+    let out = pricer(&["eval", "--model", m, "--data", eu.to_str().unwrap(), "--decimal-comma"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && err.contains("eu.csv:4:"), "the physical line, CRLF or not: {err}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("items 2 |"), "{err}");
+    let out = pricer(&["eval", "--model", m, "--data", eu.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("eu.csv:2:"), "12,50 refused without the flag");
 
     // predict: 1 when no line gave a price, 0 when one did.
     let none = pricer_tests::pricer_status(&["predict", "--model", m], "{\"title\": \"\"}\nnot json\n");

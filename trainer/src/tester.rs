@@ -3,7 +3,7 @@
 //! comparison of two sources on the same items.
 
 use crate::chat::{ChatArgs, ChatPricer};
-use crate::data::{Tally, for_each_product};
+use crate::data::{Tally, for_each_product_as};
 use crate::report;
 use anyhow::{Context, Result, bail};
 use pricer::metrics::{Grade, Summary};
@@ -164,6 +164,8 @@ pub fn summary_json(e: &Evaluated, model: &str, split: Option<&str>) -> serde_js
 pub struct Reading<'a> {
     pub limit: Option<usize>,
     pub strict: bool,
+    /// How prices written as text mark decimals.
+    pub prices: pricer::readers::Prices,
     /// Cut already prepared texts to this many tokens with this tokenizer.
     pub cut: Option<(&'a pricer::TextTokenizer, usize)>,
 }
@@ -174,7 +176,7 @@ pub fn evaluate(model: &mut PriceSource, data: &Path, read: Reading, print_rows:
     let limit = read.limit.unwrap_or(usize::MAX);
     let mut tally = Tally::default();
     let mut products = Vec::new();
-    for_each_product(data, read.strict, &mut tally, |p, t| {
+    for_each_product_as(data, read.strict, read.prices, &mut tally, |p, t| {
         if products.len() >= limit {
             return Ok(());
         }

@@ -511,8 +511,12 @@ impl State {
             put_back(est, previous);
             return send(&Reply::AdaptFailed { message: e.to_string(), cancelled: false });
         }
-        let items = match pricer::adapt::read_shop_file(est, &name, std::io::Cursor::new(content.clone().into_bytes()))
-        {
+        let items = match pricer::adapt::read_shop_file(
+            est,
+            &name,
+            std::io::Cursor::new(content.clone().into_bytes()),
+            pricer::readers::Prices::DecimalPoint,
+        ) {
             Ok(items) => items,
             Err(e) => {
                 put_back(est, previous);

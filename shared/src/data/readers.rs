@@ -50,12 +50,23 @@ pub fn read_products<R: Read + 'static>(
     inner: R,
     format: Format,
 ) -> std::io::Result<Box<dyn Iterator<Item = Result<Product, RecordError>>>> {
+    read_products_as(inner, format, Prices::DecimalPoint)
+}
+
+/// [`read_products`], prices written as text read as `prices` says.
+pub fn read_products_as<R: Read + 'static>(
+    inner: R,
+    format: Format,
+    prices: Prices,
+) -> std::io::Result<Box<dyn Iterator<Item = Result<Product, RecordError>>>> {
     let mut stream = decompressed(inner)?;
     Ok(match format {
-        Format::Jsonl => Box::new(JsonlReader::new(stream)),
+        Format::Jsonl => Box::new(JsonlReader { prices, ..JsonlReader::new(stream) }),
         Format::Csv => {
             let delimiter = sniff_delimiter(stream.fill_buf()?);
-            Box::new(CsvReader::with_delimiter(CrlfAsLf { inner: stream, pending_cr: false }, delimiter))
+            let mut csv = CsvReader::with_delimiter(CrlfAsLf { inner: stream, pending_cr: false }, delimiter);
+            csv.prices = prices;
+            Box::new(csv)
         }
     })
 }
@@ -132,6 +143,7 @@ pub struct JsonlReader<R> {
     line: u64,
     buf: Vec<u8>,
     done: bool,
+    prices: Prices,
 }
 
 /// Longest line accepted: a record larger than this is an error, not an allocation.
@@ -139,7 +151,7 @@ pub const MAX_LINE_BYTES: usize = 16 << 20;
 
 impl<R: BufRead> JsonlReader<R> {
     pub fn new(inner: R) -> Self {
-        Self { inner, line: 0, buf: Vec::new(), done: false }
+        Self { inner, line: 0, buf: Vec::new(), done: false, prices: Prices::DecimalPoint }
     }
 }
 
@@ -188,13 +200,18 @@ impl<R: BufRead> Iterator for JsonlReader<R> {
             if text.trim().is_empty() {
                 continue;
             }
-            return Some(parse_json_record(text).map_err(|reason| RecordError { line, reason }));
+            return Some(parse_json_record_as(text, self.prices).map_err(|reason| RecordError { line, reason }));
         }
     }
 }
 
 /// Parses one JSON record: curated (has a `text` string) or raw Amazon metadata.
 pub fn parse_json_record(text: &str) -> Result<Product, String> {
+    parse_json_record_as(text, Prices::DecimalPoint)
+}
+
+/// [`parse_json_record`], a price written as text read as `prices` says.
+pub fn parse_json_record_as(text: &str, prices: Prices) -> Result<Product, String> {
     let value: Value = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
     let Value::Object(obj) = value else {
         return Err("expected a JSON object".into());
@@ -204,7 +221,7 @@ pub fn parse_json_record(text: &str) -> Result<Product, String> {
         Some(Value::String(_)) | None | Some(Value::Null) => return Err("missing title".into()),
         Some(other) => return Err(format!("title is not a string: {}", short(other))),
     };
-    let price = parse_price(obj.get("price"))?;
+    let price = parse_price_as(obj.get("price"), prices)?;
     let category = ["category", "main_category"]
         .iter()
         .find_map(|k| obj.get(*k).and_then(Value::as_str))
@@ -430,15 +447,31 @@ fn short(v: &Value) -> String {
 /// dominate any mean it entered.
 pub const MAX_PRICE: f64 = 1_000_000.0;
 
+/// How prices written as text mark decimals.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Prices {
+    /// `1,299.99`: a decimal point, commas between thousands (the default).
+    #[default]
+    DecimalPoint,
+    /// `1.299,99`: a decimal comma, points between thousands
+    /// (`pricer ... --decimal-comma`).
+    DecimalComma,
+}
+
 /// The price grammar every reader shares (curate, eval, adapt, the page's
 /// files): a number, a numeric string, or nothing (`null`, `"None"`, `""`,
 /// absent). See [`parse_price_str`] for text. A price must be finite, above
 /// zero and at most [`MAX_PRICE`].
 pub fn parse_price(v: Option<&Value>) -> Result<Option<f64>, String> {
+    parse_price_as(v, Prices::DecimalPoint)
+}
+
+/// [`parse_price`], text read as `prices` says.
+pub fn parse_price_as(v: Option<&Value>, prices: Prices) -> Result<Option<f64>, String> {
     let p = match v {
         None | Some(Value::Null) => return Ok(None),
         Some(Value::Number(n)) => n.as_f64().ok_or("price is not a number")?,
-        Some(Value::String(s)) => return parse_price_str(s),
+        Some(Value::String(s)) => return parse_price_str_as(s, prices),
         Some(other) => return Err(format!("price is not a number: {}", short(other))),
     };
     check_price(p).map(Some)
@@ -449,11 +482,37 @@ pub fn parse_price(v: Option<&Value>) -> Result<Option<f64>, String> {
 /// 1299). A comma that could be a decimal comma (`12,99`) is refused rather
 /// than read as 1299. Empty, `None`, `null`, `n/a` and `nan` mean unknown.
 pub fn parse_price_str(s: &str) -> Result<Option<f64>, String> {
+    parse_price_str_as(s, Prices::DecimalPoint)
+}
+
+/// [`parse_price_str`] with decimals marked as `prices` says: with a decimal
+/// comma the roles of `.` and `,` swap (`1.299,99` is 1299.99, and `12.99`
+/// is as ambiguous as `12,99` is with a decimal point).
+pub fn parse_price_str_as(s: &str, prices: Prices) -> Result<Option<f64>, String> {
     let t = s.trim();
     if t.is_empty() || ["none", "null", "nan", "n/a"].contains(&t.to_ascii_lowercase().as_str()) {
         return Ok(None);
     }
     let number = t.strip_prefix('$').unwrap_or(t).trim();
+    let swapped: String;
+    let number = match prices {
+        Prices::DecimalPoint => number,
+        Prices::DecimalComma => {
+            swapped = number
+                .chars()
+                .map(|c| {
+                    if c == '.' {
+                        ','
+                    } else if c == ',' {
+                        '.'
+                    } else {
+                        c
+                    }
+                })
+                .collect();
+            &swapped
+        }
+    };
     let cleaned = if number.contains(',') {
         let whole = number.split('.').next().unwrap_or("");
         let groups: Vec<&str> = whole.split(',').collect();
@@ -463,10 +522,16 @@ pub fn parse_price_str(s: &str) -> Result<Option<f64>, String> {
             && groups.iter().all(|g| g.chars().all(|c| c.is_ascii_digit()))
             && groups[1..].iter().all(|g| g.len() == 3);
         if !thousands {
-            return Err(format!(
-                "price {t:?}: a comma here is not a thousands separator (a decimal comma? write {:?})",
-                number.replace('.', "").replace(',', ".")
-            ));
+            return Err(match prices {
+                Prices::DecimalPoint => format!(
+                    "price {t:?}: a comma here is not a thousands separator (a decimal comma? write {:?}, \
+                     or read the file with --decimal-comma)",
+                    number.replace('.', "").replace(',', ".")
+                ),
+                Prices::DecimalComma => {
+                    format!("price {t:?}: with decimal commas, points may only separate thousands")
+                }
+            });
         }
         number.replace(',', "")
     } else {
@@ -523,6 +588,7 @@ pub struct CsvReader<R: Read> {
     rows: csv::StringRecordsIntoIter<R>,
     columns: Result<Columns, String>,
     reported_header: bool,
+    prices: Prices,
 }
 
 struct Columns {
@@ -558,7 +624,7 @@ impl<R: Read> CsvReader<R> {
             }
             Err(e) => Err(format!("cannot read CSV header: {e}")),
         };
-        Self { rows: rdr.into_records(), columns, reported_header: false }
+        Self { rows: rdr.into_records(), columns, reported_header: false, prices: Prices::DecimalPoint }
     }
 }
 
@@ -593,7 +659,7 @@ impl<R: Read> Iterator for CsvReader<R> {
                 let line = rec.position().map(|p| p.line()).unwrap_or(0);
                 let get = |i: Option<usize>| i.and_then(|i| rec.get(i)).map(str::trim).unwrap_or("");
                 let title = get(Some(cols.title));
-                let price = parse_price_str(get(cols.price));
+                let price = parse_price_str_as(get(cols.price), self.prices);
                 match (title.is_empty(), price) {
                     (true, _) => Err(RecordError { line, reason: "missing title".into() }),
                     (_, Err(reason)) => Err(RecordError { line, reason }),
@@ -680,6 +746,25 @@ mod tests {
         let got = read(b"name|price\nKettle|12\n", Format::Csv);
         let e = got[0].as_ref().unwrap_err();
         assert!(e.reason.contains("no `title` column") && e.reason.contains(";"), "{e}");
+    }
+
+    #[test]
+    fn decimal_commas_are_read_when_asked() {
+        let c = |s: &str| parse_price_str_as(s, Prices::DecimalComma);
+        assert_eq!(c("12,99"), Ok(Some(12.99)));
+        assert_eq!(c("1.299,00"), Ok(Some(1299.0)));
+        assert_eq!(c("$ 7"), Ok(Some(7.0)));
+        assert!(c("12.99").unwrap_err().contains("points may only separate thousands"));
+        assert!(c("0,00").unwrap_err().contains("above zero"));
+        let text = "title;price\nKettle;12,99\nLamp;1.299,50\n".to_string();
+        let got: Vec<_> = read_products_as(std::io::Cursor::new(text.into_bytes()), Format::Csv, Prices::DecimalComma)
+            .unwrap()
+            .map(|r| r.unwrap().price)
+            .collect();
+        assert_eq!(got, [Some(12.99), Some(1299.5)]);
+        let line = r#"{"title": "Kettle", "price": "12,99", "text": "Kettle\nSteel"}"#;
+        assert_eq!(parse_json_record_as(line, Prices::DecimalComma).unwrap().price, Some(12.99));
+        assert!(parse_json_record(line).unwrap_err().contains("--decimal-comma"));
     }
 
     #[test]

@@ -149,15 +149,17 @@ impl std::fmt::Display for ShopFileError {
 impl std::error::Error for ShopFileError {}
 
 /// A shop's product file as `pricer adapt` and the page read it: the format
-/// from the file's name (`.csv`, else JSON lines), then [`OwnItems::read`].
+/// from the file's name (`.csv`, else JSON lines), prices as `prices` says,
+/// then [`OwnItems::read`].
 /// A file with no usable priced product is refused, naming the first reasons.
 pub fn read_shop_file(
     est: &Estimator,
     name: &str,
     bytes: impl std::io::Read + 'static,
+    prices: crate::readers::Prices,
 ) -> Result<OwnItems, ShopFileError> {
     let format = Format::from_name(name);
-    let records = crate::readers::read_products(bytes, format)
+    let records = crate::readers::read_products_as(bytes, format, prices)
         .map_err(|e| ShopFileError::Unreadable { name: name.to_string(), reason: e.to_string() })?;
     let items = OwnItems::read(est, records, format);
     if items.is_empty() {

@@ -1,7 +1,7 @@
 //! `pricer adapt`: a model adapted to a shop's own priced products, without
 //! retraining ([`pricer::adapt`], the same code the page's worker runs).
 
-use crate::data::{check_output, write_atomic};
+use crate::data::{check_output, prices, write_atomic};
 use crate::model::load_model;
 use anyhow::{Context, Result, bail};
 use pricer::adapt::{self, OwnItems, REFIT_FROM, SHOWN_SKIPS};
@@ -40,6 +40,10 @@ pub struct AdaptArgs {
     /// (docs/benchmarks.md).
     #[arg(long, default_value_t = REFIT_FROM)]
     pub refit_from: usize,
+    /// Prices written as text use a decimal comma (`12,99`, `1.299,00`);
+    /// without it such a price is refused as ambiguous.
+    #[arg(long)]
+    pub decimal_comma: bool,
 }
 
 pub fn run(args: &AdaptArgs) -> Result<()> {
@@ -48,7 +52,7 @@ pub fn run(args: &AdaptArgs) -> Result<()> {
     est.check_adaptable().with_context(|| format!("cannot adapt {}", args.model.display()))?;
     let file = std::fs::File::open(&args.data).with_context(|| format!("cannot read {}", args.data.display()))?;
     let name = args.data.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-    let items = match adapt::read_shop_file(&est, &name, file) {
+    let items = match adapt::read_shop_file(&est, &name, file, prices(args.decimal_comma)) {
         Ok(items) => items,
         Err(e) => {
             if let adapt::ShopFileError::NoUsable { skipped, .. } = &e {
@@ -140,8 +144,8 @@ fn measure(
 ) -> Result<Result<adapt::Adaptation, Error>> {
     let file = std::fs::File::open(eval).with_context(|| format!("cannot read {}", eval.display()))?;
     let eval_name = eval.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-    let held_out =
-        adapt::read_shop_file(est, &eval_name, file).with_context(|| format!("--eval {}", eval.display()))?;
+    let held_out = adapt::read_shop_file(est, &eval_name, file, prices(args.decimal_comma))
+        .with_context(|| format!("--eval {}", eval.display()))?;
     let held_values: Vec<MemberValues> = embed(est, &held_out).into_iter().collect::<Result<_, _>>()?;
     let truth: Vec<f64> = held_out.products.iter().map(|p| p.price.unwrap_or(0.0)).collect();
     let score = |e: &Estimator, a: Option<&adapt::Adaptation>| -> Result<Summary> {

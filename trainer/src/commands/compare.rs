@@ -2,7 +2,7 @@
 //! items, one markdown table, each against the first with a paired interval.
 
 use crate::chat::ChatArgs;
-use crate::data::split_files;
+use crate::data::{prices, split_files};
 use crate::tester::{PriceSource, Reading, Row, evaluate, model_name, paired_mae_difference, warn_if_validation_seen};
 use anyhow::Result;
 use std::path::PathBuf;
@@ -24,6 +24,10 @@ pub struct CompareArgs {
     /// Stop at the first malformed record.
     #[arg(long)]
     pub strict: bool,
+    /// Prices written as text use a decimal comma (`12,99`, `1.299,00`);
+    /// without it such a price is refused as ambiguous.
+    #[arg(long)]
+    pub decimal_comma: bool,
     #[command(flatten)]
     pub chat: ChatArgs,
 }
@@ -35,7 +39,7 @@ pub fn run(args: &CompareArgs) -> Result<()> {
     } else {
         vec![(args.data.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default(), args.data.clone())]
     };
-    let read = Reading { limit: args.limit, strict: args.strict, cut: None };
+    let read = Reading { limit: args.limit, strict: args.strict, prices: prices(args.decimal_comma), cut: None };
     let mut table = vec![
         "| model | data | items | MAE | RMSLE | hits | median error | no estimate | MAE vs the first model (95% CI) |"
             .to_string(),

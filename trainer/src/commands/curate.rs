@@ -4,7 +4,7 @@
 //! text preparation with a token budget, de-duplication, optional balancing,
 //! then a seeded train / validation / test split and a data report.
 
-use crate::data::{CuratedItem, PrepSettings, Tally, for_each_product, load_tokenizer, write_atomic};
+use crate::data::{CuratedItem, PrepSettings, Tally, for_each_product_as, load_tokenizer, prices, write_atomic};
 use crate::report;
 use anyhow::{Context, Result, bail};
 use pricer::text::{Budget, prepare};
@@ -69,6 +69,10 @@ pub struct CurateArgs {
     /// Stop at the first malformed record instead of skipping it.
     #[arg(long)]
     pub strict: bool,
+    /// Prices written as text use a decimal comma (`12,99`, `1.299,00`);
+    /// without it such a price is refused as ambiguous.
+    #[arg(long)]
+    pub decimal_comma: bool,
     /// Threads preparing texts (default: every core). The output is the same for any number.
     #[arg(long)]
     pub threads: Option<usize>,
@@ -216,11 +220,17 @@ fn read_and_judge(
             bar.set_message(format!("curating: kept {}, dropped {}", items.len(), t.dropped.values().sum::<u64>()));
             Ok(())
         };
-        for_each_product(input, args.strict, &mut tally, |p: Product, t: &mut Tally| {
-            bar.inc(1);
-            batch.push(p);
-            if batch.len() >= batch_size { judge_batch(&mut batch, t) } else { Ok(()) }
-        })?;
+        for_each_product_as(
+            input,
+            args.strict,
+            prices(args.decimal_comma),
+            &mut tally,
+            |p: Product, t: &mut Tally| {
+                bar.inc(1);
+                batch.push(p);
+                if batch.len() >= batch_size { judge_batch(&mut batch, t) } else { Ok(()) }
+            },
+        )?;
         judge_batch(&mut batch, &mut tally)?;
     }
     bar.finish_and_clear();
@@ -543,6 +553,7 @@ mod tests {
             tests: vec![],
             seed: 1,
             strict: false,
+            decimal_comma: false,
             threads: None,
             batch: 4096,
         }

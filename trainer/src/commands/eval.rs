@@ -2,7 +2,7 @@
 //! prints each estimate coloured by how far off it is, then the summary.
 
 use crate::chat::ChatArgs;
-use crate::data::{Split, priced_products, split_files};
+use crate::data::{Split, priced_products, prices, split_files};
 use crate::model::card::write_test_metrics;
 use crate::tester::{PriceSource, Reading, evaluate, model_name, summary_json, warn_if_validation_seen, write_report};
 use anyhow::{Context, Result, bail};
@@ -33,6 +33,10 @@ pub struct EvalArgs {
     /// Stop at the first malformed record.
     #[arg(long)]
     pub strict: bool,
+    /// Prices written as text use a decimal comma (`12,99`, `1.299,00`);
+    /// without it such a price is refused as ambiguous.
+    #[arg(long)]
+    pub decimal_comma: bool,
     /// Let the model read at most N tokens of each item (fewer than it was
     /// made for), to measure what a shorter, faster input costs in accuracy.
     #[arg(long, value_name = "N")]
@@ -91,7 +95,12 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         std::fs::write(out, w.to_bytes()?).with_context(|| format!("cannot write {}", out.display()))?;
         println!("wrote {} with this build's test metrics on {} splits", out.display(), tests.len());
     }
-    let read = Reading { limit: args.limit, strict: args.strict, cut: tokenizer.as_ref().zip(args.max_tokens) };
+    let read = Reading {
+        limit: args.limit,
+        strict: args.strict,
+        prices: prices(args.decimal_comma),
+        cut: tokenizer.as_ref().zip(args.max_tokens),
+    };
     if !args.data.is_dir() {
         let e = evaluate(&mut model, &args.data, read, !args.json)?;
         if let Some(dir) = &args.report {

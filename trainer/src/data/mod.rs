@@ -4,7 +4,7 @@
 pub mod texts;
 
 use anyhow::{Context, Result, bail};
-use pricer::readers::{Format, read_products};
+use pricer::readers::{Format, Prices, read_products_as};
 use pricer::{Product, SourceFormat, TextTokenizer};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -59,11 +59,22 @@ pub fn for_each_product(
     path: &Path,
     strict: bool,
     tally: &mut Tally,
+    f: impl FnMut(Product, &mut Tally) -> Result<()>,
+) -> Result<()> {
+    for_each_product_as(path, strict, Prices::DecimalPoint, tally, f)
+}
+
+/// [`for_each_product`], prices written as text read as `prices` says.
+pub fn for_each_product_as(
+    path: &Path,
+    strict: bool,
+    prices: Prices,
+    tally: &mut Tally,
     mut f: impl FnMut(Product, &mut Tally) -> Result<()>,
 ) -> Result<()> {
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let format = Format::from_name(&path.to_string_lossy());
-    let records = read_products(file, format).with_context(|| format!("cannot read {}", path.display()))?;
+    let records = read_products_as(file, format, prices).with_context(|| format!("cannot read {}", path.display()))?;
     for record in records {
         tally.read += 1;
         match record {
@@ -282,6 +293,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     }
     std::fs::rename(&tmp, path).with_context(|| format!("cannot rename to {}", path.display()))?;
     Ok(())
+}
+
+/// How a command's `--decimal-comma` flag reads prices.
+pub fn prices(decimal_comma: bool) -> Prices {
+    if decimal_comma { Prices::DecimalComma } else { Prices::DecimalPoint }
 }
 
 /// A temporary name in the target's folder (a rename stays on one file system).
