@@ -59,14 +59,32 @@ pub fn read_products_as<R: Read + 'static>(
     format: Format,
     prices: Prices,
 ) -> std::io::Result<Box<dyn Iterator<Item = Result<Product, RecordError>>>> {
+    Ok(Box::new(read_numbered_products_as(inner, format, prices)?.map(|(_, record)| record)))
+}
+
+/// A record with the file's line it starts on (1-based, physical lines,
+/// CRLF or LF), so that products and errors can be listed in file order.
+pub type NumberedRecord = (u64, Result<Product, RecordError>);
+
+/// [`read_products_as`], each record with its line.
+pub fn read_numbered_products_as<R: Read + 'static>(
+    inner: R,
+    format: Format,
+    prices: Prices,
+) -> std::io::Result<Box<dyn Iterator<Item = NumberedRecord>>> {
     let mut stream = decompressed(inner)?;
     Ok(match format {
-        Format::Jsonl => Box::new(JsonlReader { prices, ..JsonlReader::new(stream) }),
+        Format::Jsonl => {
+            let mut jsonl = JsonlReader { prices, ..JsonlReader::new(stream) };
+            Box::new(std::iter::from_fn(move || jsonl.next().map(|r| (jsonl.line, r))))
+        }
         Format::Csv => {
             let delimiter = sniff_delimiter(stream.fill_buf()?);
             let mut csv = CsvReader::with_delimiter(CrlfAsLf { inner: stream, pending_cr: false }, delimiter);
             csv.prices = prices;
-            Box::new(csv)
+            Box::new(std::iter::from_fn(move || {
+                csv.next().map(|r| (r.as_ref().map_or_else(|e| e.line, |_| csv.line), r))
+            }))
         }
     })
 }
@@ -589,6 +607,8 @@ pub struct CsvReader<R: Read> {
     columns: Result<Columns, String>,
     reported_header: bool,
     prices: Prices,
+    /// The line the last product read starts on.
+    line: u64,
 }
 
 struct Columns {
@@ -624,7 +644,7 @@ impl<R: Read> CsvReader<R> {
             }
             Err(e) => Err(format!("cannot read CSV header: {e}")),
         };
-        Self { rows: rdr.into_records(), columns, reported_header: false, prices: Prices::DecimalPoint }
+        Self { rows: rdr.into_records(), columns, reported_header: false, prices: Prices::DecimalPoint, line: 0 }
     }
 }
 
@@ -657,6 +677,7 @@ impl<R: Read> Iterator for CsvReader<R> {
             }
             Ok(rec) => {
                 let line = rec.position().map(|p| p.line()).unwrap_or(0);
+                self.line = line;
                 let get = |i: Option<usize>| i.and_then(|i| rec.get(i)).map(str::trim).unwrap_or("");
                 let title = get(Some(cols.title));
                 let price = parse_price_str_as(get(cols.price), self.prices);
@@ -733,6 +754,24 @@ mod tests {
         let got = read(b"title,price\r\n\"Two\r\nlines\",oops\r\nCup,3\r\n", Format::Csv);
         assert_eq!(got[0].as_ref().unwrap_err().line, 2);
         assert_eq!(got[1].as_ref().unwrap().title, "Cup");
+    }
+
+    #[test]
+    fn every_record_carries_its_physical_line_in_file_order() {
+        for eol in ["\n", "\r\n"] {
+            let csv = ["title,price", "Kettle,12.5", "\"Two", "lines\",oops", "Cup,3"].join(eol) + eol;
+            let jsonl = [r#"{"title":"Kettle"}"#, "", "{oops", r#"{"title":"Cup"}"#].join(eol) + eol;
+            for (text, format, want) in
+                [(csv, Format::Csv, [(2, true), (3, false), (5, true)]), (jsonl, Format::Jsonl, [(1, true), (3, false), (4, true)])]
+            {
+                let got: Vec<(u64, bool)> =
+                    read_numbered_products_as(std::io::Cursor::new(text.into_bytes()), format, Prices::DecimalPoint)
+                        .unwrap()
+                        .map(|(line, r)| (line, r.is_ok()))
+                        .collect();
+                assert_eq!(got, want, "{format:?} {eol:?}");
+            }
+        }
     }
 
     #[test]
