@@ -167,6 +167,21 @@ fn curate_train_eval_predict_on_a_synthetic_catalogue() {
     assert!(rows[0]["price"].as_f64().unwrap() < rows[2]["price"].as_f64().unwrap(), "{rows:?}");
     assert_eq!(rows[1]["line"], 2);
     assert!(rows[1]["error"].as_str().unwrap().contains("invalid JSON"), "{rows:?}");
+
+    // A line too long to be a product (a paste gone wrong) is that line's
+    // error, with CRLF lines and a blank one counted, and the next is read.
+    let huge = format!("{{\"title\": \"{}\"}}", "x".repeat(pricer::readers::MAX_LINE_BYTES + 10));
+    let input =
+        format!("{{\"title\": \"Basic Stapler\"}}\r\n\r\n{huge}\r\n{{\"title\": \"Premium Electric Guitar\"}}\r\n");
+    let out = pricer_tests::pricer_stdin(&["predict", "--model", model.to_str().unwrap()], &input);
+    let rows: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert_eq!(
+        (rows[0]["line"].as_u64(), rows[1]["line"].as_u64(), rows[2]["line"].as_u64()),
+        (Some(1), Some(3), Some(4))
+    );
+    assert!(rows[1]["error"].as_str().unwrap().contains("line longer than"), "{rows:?}");
+    assert!(rows[2]["price"].as_f64().unwrap() > rows[0]["price"].as_f64().unwrap(), "{rows:?}");
 }
 
 #[test]

@@ -761,9 +761,10 @@ mod tests {
         for eol in ["\n", "\r\n"] {
             let csv = ["title,price", "Kettle,12.5", "\"Two", "lines\",oops", "Cup,3"].join(eol) + eol;
             let jsonl = [r#"{"title":"Kettle"}"#, "", "{oops", r#"{"title":"Cup"}"#].join(eol) + eol;
-            for (text, format, want) in
-                [(csv, Format::Csv, [(2, true), (3, false), (5, true)]), (jsonl, Format::Jsonl, [(1, true), (3, false), (4, true)])]
-            {
+            for (text, format, want) in [
+                (csv, Format::Csv, [(2, true), (3, false), (5, true)]),
+                (jsonl, Format::Jsonl, [(1, true), (3, false), (4, true)]),
+            ] {
                 let got: Vec<(u64, bool)> =
                     read_numbered_products_as(std::io::Cursor::new(text.into_bytes()), format, Prices::DecimalPoint)
                         .unwrap()

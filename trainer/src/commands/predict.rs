@@ -6,9 +6,9 @@ use anyhow::{Result, bail};
 use pricer::Estimator;
 use pricer::estimator::Predictor;
 use pricer::explain::{ExplainOptions, Explanation, TOP_WORDS};
-use pricer::readers::parse_json_record;
+use pricer::readers::{Format, NumberedRecord, Prices, read_numbered_products_as};
 use pricer::{Estimate, Product};
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -79,13 +79,8 @@ pub fn run(args: &PredictArgs) -> Result<()> {
         }
         Ok(())
     };
-    for (i, line) in std::io::stdin().lock().lines().enumerate() {
-        let n = i as u64 + 1;
-        match line {
-            Ok(l) if l.trim().is_empty() => continue,
-            Ok(l) => pending.push((n, parse_json_record(&l))),
-            Err(e) => pending.push((n, Err(format!("cannot read line: {e}")))),
-        }
+    for (n, record) in stdin_records()? {
+        pending.push((n, record.map_err(|e| e.reason)));
         if pending.len() >= batch {
             flush(&mut pending, &mut out)?;
         }
@@ -124,13 +119,8 @@ fn explain_all(est: &Estimator, args: &PredictArgs, opts: ExplainOptions) -> Res
         return Ok(());
     }
     let (mut lines, mut priced) = (0usize, 0usize);
-    for (i, line) in std::io::stdin().lock().lines().enumerate() {
-        let n = i as u64 + 1;
-        let ok = match line {
-            Ok(l) if l.trim().is_empty() => continue,
-            Ok(l) => one(Some(n), parse_json_record(&l), &mut out)?,
-            Err(e) => one(Some(n), Err(format!("cannot read line: {e}")), &mut out)?,
-        };
+    for (n, record) in stdin_records()? {
+        let ok = one(Some(n), record.map_err(|e| e.reason), &mut out)?;
         lines += 1;
         priced += usize::from(ok);
     }
@@ -138,6 +128,13 @@ fn explain_all(est: &Estimator, args: &PredictArgs, opts: ExplainOptions) -> Res
         bail!("no line gave a price ({lines} read; each line's error is above)");
     }
     Ok(())
+}
+
+/// The products on stdin, one JSON line each (gzip too), with their lines.
+/// Through shared's reader, so a line too long to be a product is that
+/// line's error, skipped without being held, and the next line is read.
+fn stdin_records() -> Result<Box<dyn Iterator<Item = NumberedRecord>>> {
+    Ok(read_numbered_products_as(std::io::stdin(), Format::Jsonl, Prices::DecimalPoint)?)
 }
 
 fn has_comparables(est: &Estimator) -> bool {
