@@ -904,7 +904,7 @@ mod tests {
         // A model without an encoder has no embeddings to find the items by.
         let linear = crate::estimator::Estimator::from_bytes(&{
             let mut w = ModelWriter::new("constant");
-            w.set_f64("pricer.constant.price", 3.0).set_f64("pricer.range.log_low", -0.5);
+            w.set_f64(crate::estimator::keys::CONSTANT_PRICE, 3.0).set_f64("pricer.range.log_low", -0.5);
             w.set_f64("pricer.range.log_high", 0.5);
             crate::estimator::Prep { max_tokens: 10, tokenizer: None }.write(&mut w);
             w.to_bytes().unwrap()

@@ -25,6 +25,8 @@ pub struct Estimate {
 pub mod keys {
     pub const MAX_TOKENS: &str = "pricer.prep.max_tokens";
     pub const TOKENIZER: &str = "pricer.prep.tokenizer_json";
+    /// The one price a `constant` model gives.
+    pub const CONSTANT_PRICE: &str = "pricer.constant.price";
     pub const RANGE_LOW: &str = "pricer.range.log_low";
     pub const RANGE_HIGH: &str = "pricer.range.log_high";
     pub const BERT_CONFIG: &str = "pricer.bert.config";
@@ -474,7 +476,7 @@ impl Estimator {
         let file = ModelFile::from_bytes(bytes)?;
         let kind = file.kind()?.to_string();
         let predictor = match kind.as_str() {
-            "constant" => Predictor::Constant(file.f64("pricer.constant.price")?),
+            "constant" => Predictor::Constant(file.f64(keys::CONSTANT_PRICE)?),
             "features" | "bow" | "tfidf-ridge" | "details-ridge" => Predictor::Linear(LinearModel::read(&file, "")?),
             "minilm" => Predictor::Neural(NeuralPricer::read(&file)?),
             "stack" => Predictor::Stack(Stack::read(&file)?),
@@ -754,7 +756,7 @@ mod tests {
 
     fn constant_file(price: f64) -> Vec<u8> {
         let mut w = ModelWriter::new("constant");
-        w.set_f64("pricer.constant.price", price).set_f64(keys::RANGE_LOW, -0.5).set_f64(keys::RANGE_HIGH, 0.5);
+        w.set_f64(keys::CONSTANT_PRICE, price).set_f64(keys::RANGE_LOW, -0.5).set_f64(keys::RANGE_HIGH, 0.5);
         Prep { max_tokens: 10, tokenizer: None }.write(&mut w);
         w.to_bytes().unwrap()
     }

@@ -216,7 +216,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         match kind {
             Kind::Constant => {
                 let mut prices: Vec<f64> = products.iter().filter_map(|p| p.price).collect();
-                w.set_f64("pricer.constant.price", median(&mut prices));
+                w.set_f64(pricer::estimator::keys::CONSTANT_PRICE, median(&mut prices));
             }
             kind => {
                 let linear = kind.linear().expect("constant and minilm are handled apart");
