@@ -2,46 +2,19 @@
 //! determinism, export (q8_0 and f32), eval, predict, and the file's
 //! readability by the llama.cpp ecosystem's Python `gguf` reader.
 
-use pricer_tests::{pricer, pricer_bin, pricer_ok, pricer_stdin, write_fixture, write_tiny_tokenizer};
+use pricer_tests::{TinySetup, pricer, pricer_bin, pricer_ok, pricer_stdin, tiny_setup};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-struct Setup {
-    _dir: tempfile::TempDir,
-    root: PathBuf,
-    data: PathBuf,
-    base: PathBuf,
-}
-
-fn setup() -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().to_path_buf();
-    let raw = root.join("raw.jsonl");
-    write_fixture(&raw, 300, 11);
-    let tok = root.join("tokenizer.json");
-    write_tiny_tokenizer(&tok);
-    let data = root.join("data");
-    pricer_ok(&[
-        "curate",
-        "--input",
-        raw.to_str().unwrap(),
-        "--tokenizer",
-        tok.to_str().unwrap(),
-        "--max-tokens",
-        "48",
-        "--out",
-        data.to_str().unwrap(),
-    ]);
-    let base = root.join("base");
-    pricer_ok(&["lab", "init-base", "--tokenizer", tok.to_str().unwrap(), "--out", base.to_str().unwrap()]);
-    Setup { _dir: dir, root, data, base }
+fn setup() -> TinySetup {
+    tiny_setup(11, 48)
 }
 
 /// Epochs for the tiny model: long enough to leave its from-scratch plateau.
 const EPOCHS: &str = "14";
 
-fn train_args<'a>(s: &'a Setup, out: &'a str, epochs: &'a str) -> Vec<&'a str> {
+fn train_args<'a>(s: &'a TinySetup, out: &'a str, epochs: &'a str) -> Vec<&'a str> {
     vec![
         "train",
         "--kind",

@@ -330,3 +330,39 @@ pub fn with_nan_in(bytes: &[u8], name: &str) -> Vec<u8> {
     }
     with_checksum(&out).expect("still parses")
 }
+
+/// A curated fixture catalogue, a tiny tokenizer and a random tiny base
+/// encoder in a temporary folder: what fine-tuning and recipe tests start from.
+pub struct TinySetup {
+    _dir: tempfile::TempDir,
+    pub root: PathBuf,
+    pub data: PathBuf,
+    pub base: PathBuf,
+}
+
+/// [`TinySetup`] of 300 fixture products drawn with `seed`, curated to
+/// `max_tokens` tokens.
+pub fn tiny_setup(seed: u64, max_tokens: usize) -> TinySetup {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let root = dir.path().to_path_buf();
+    let raw = root.join("raw.jsonl");
+    write_fixture(&raw, 300, seed);
+    let tok = root.join("tokenizer.json");
+    write_tiny_tokenizer(&tok);
+    let data = root.join("data");
+    let (raw_s, tok_s, data_s) = (raw.to_str().unwrap(), tok.to_str().unwrap(), data.to_str().unwrap());
+    pricer_ok(&[
+        "curate",
+        "--input",
+        raw_s,
+        "--tokenizer",
+        tok_s,
+        "--max-tokens",
+        &max_tokens.to_string(),
+        "--out",
+        data_s,
+    ]);
+    let base = root.join("base");
+    pricer_ok(&["lab", "init-base", "--tokenizer", tok_s, "--out", base.to_str().unwrap()]);
+    TinySetup { _dir: dir, root, data, base }
+}

@@ -4,30 +4,12 @@
 //! member setting redoes only that member and the export, bad recipes are
 //! refused with file:line, and recipes/default.toml's plan is the card's.
 
-use pricer_tests::{pricer, pricer_bin, pricer_ok, write_fixture, write_tiny_tokenizer};
+use pricer_tests::{TinySetup, pricer, pricer_bin, pricer_ok, tiny_setup};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-struct Setup {
-    _dir: tempfile::TempDir,
-    root: PathBuf,
-    data: PathBuf,
-    base: PathBuf,
-}
-
-fn setup() -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().to_path_buf();
-    let raw = root.join("raw.jsonl");
-    write_fixture(&raw, 300, 5);
-    let tok = root.join("tokenizer.json");
-    write_tiny_tokenizer(&tok);
-    let data = root.join("data");
-    let (raw_s, tok_s, data_s) = (raw.to_str().unwrap(), tok.to_str().unwrap(), data.to_str().unwrap());
-    pricer_ok(&["curate", "--input", raw_s, "--tokenizer", tok_s, "--max-tokens", "32", "--out", data_s]);
-    let base = root.join("base");
-    pricer_ok(&["lab", "init-base", "--tokenizer", tok_s, "--out", base.to_str().unwrap()]);
-    Setup { _dir: dir, root, data, base }
+fn setup() -> TinySetup {
+    tiny_setup(5, 32)
 }
 
 fn repo() -> PathBuf {
@@ -39,7 +21,7 @@ fn quick() -> String {
 }
 
 /// `build` with `recipe` into `work`; the output model is `work.gguf`.
-fn build_args(s: &Setup, recipe: &Path, work: &Path) -> Vec<String> {
+fn build_args(s: &TinySetup, recipe: &Path, work: &Path) -> Vec<String> {
     let out = work.with_extension("gguf");
     [
         "build",
@@ -58,7 +40,7 @@ fn build_args(s: &Setup, recipe: &Path, work: &Path) -> Vec<String> {
     .to_vec()
 }
 
-fn build_ok(s: &Setup, recipe: &Path, work: &Path) -> String {
+fn build_ok(s: &TinySetup, recipe: &Path, work: &Path) -> String {
     let args = build_args(s, recipe, work);
     pricer_ok(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
