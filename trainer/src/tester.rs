@@ -254,7 +254,7 @@ pub fn write_report(dir: &std::path::Path, name: &str, rows: &[Row], s: &Summary
     w.write_record(["title", "estimate", "truth", "error", "low", "high", "grade"])?;
     for r in rows {
         w.write_record([
-            r.title.clone(),
+            pricer::text::spreadsheet_safe(&r.title).into_owned(),
             format!("{:.2}", r.estimate),
             format!("{:.2}", r.truth),
             format!("{:.2}", (r.estimate - r.truth).abs()),

@@ -185,6 +185,14 @@ pub fn is_blank(s: &str) -> bool {
     })
 }
 
+/// A text to put in a CSV cell that people open in a spreadsheet: one that
+/// would run as a formula (`=`, `+`, `-`, `@`, a tab or CR first) gets a
+/// leading `'`, as OWASP advises against CSV injection. Quoting is the CSV
+/// writer's job.
+pub fn spreadsheet_safe(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{s}").into() } else { s.into() }
+}
+
 /// The model input for a product: the text a curation run already prepared,
 /// if the product carries one, else [`prepare`]'s.
 pub fn model_input(product: &Product, budget: Budget) -> Result<String, Error> {
@@ -198,6 +206,16 @@ pub fn model_input(product: &Product, budget: Budget) -> Result<String, Error> {
 mod tests {
     use super::*;
     use crate::tokenizer::tests::tiny_tokenizer;
+
+    #[test]
+    fn cells_a_spreadsheet_would_run_get_a_leading_quote() {
+        for (cell, safe) in
+            [("=1+1", "'=1+1"), ("+1", "'+1"), ("-2", "'-2"), ("@SUM(A1)", "'@SUM(A1)"), ("\tx", "'\tx")]
+        {
+            assert_eq!(spreadsheet_safe(cell), safe);
+        }
+        assert_eq!(spreadsheet_safe("Desk lamp = bright"), "Desk lamp = bright");
+    }
 
     fn product(title: &str, desc: &str) -> Product {
         Product { title: title.into(), description: vec![desc.into()], ..Default::default() }
