@@ -43,6 +43,8 @@ cargo build --release --all-targets --locked
 
 phase "unit and workspace tests"
 cargo test --release --locked
+# The page's messages, CSV download and file limits (plain Rust, run natively).
+cargo test --release --locked -p pricer-web --lib
 
 # The page as shipped but for wasm-opt's level: -O1 instead of -O3 takes 23 s
 # instead of 109 s per worker module here and changes no result (the tests

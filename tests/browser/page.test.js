@@ -166,8 +166,11 @@ test("the page prices products like the CLI, privately, and survives bad input",
     const bad = await page.textContent("#batch-table tr.bad");
     assert.match(bad, /^4/);
     assert.match(bad, /expected 3 fields, found 4/);
-    assert.equal(await page.textContent("#batch-table tr[data-line='2'] td:nth-child(2)"), "<i>Desk lamp</i>, LED");
-    const drill = Number(await page.getAttribute("#batch-table tr[data-line='1']", "data-price"));
+    // Rows are named by the file's lines (the header is line 1), in file order.
+    const lines = await page.$$eval("#batch-table tbody tr", (trs) => trs.map((t) => Number(t.dataset.line)));
+    assert.deepEqual(lines, [2, 3, 4, 5]);
+    assert.equal(await page.textContent("#batch-table tr[data-line='3'] td:nth-child(2)"), "<i>Desk lamp</i>, LED");
+    const drill = Number(await page.getAttribute("#batch-table tr[data-line='2']", "data-price"));
     assert.ok(close(drill, cliPredict("Cordless drill 20V\nTwo batteries and a charger").price));
     assert.ok((await page.getAttribute("#batch-download", "href")).startsWith("blob:"));
 
@@ -717,5 +720,177 @@ test("your own products: the page adapts like pricer adapt, keeps it across visi
   } finally {
     await context.close();
     server.close();
+  }
+});
+
+// `model` with the first value of its first tensor made NaN and the tensor
+// checksum computed again, as a careful forger would (Python's gguf reads
+// the layout; the checksum is CRC32 over the tensors' bytes in name order).
+function withNanInFirstTensor(model, out) {
+  const python = process.env.PRICER_GGUF_PYTHON || "python3";
+  const script = `
+import struct, sys, zlib
+from gguf import GGUFReader, GGMLQuantizationType
+src, dst = sys.argv[1:3]
+data = bytearray(open(src, "rb").read())
+r = GGUFReader(src)
+ts = {t.name: t for t in r.tensors}
+name = sorted(ts)[0]
+t = ts[name]
+if t.tensor_type == GGMLQuantizationType.F32:
+    data[t.data_offset:t.data_offset + 4] = struct.pack("<f", float("nan"))
+else:
+    data[t.data_offset:t.data_offset + 2] = (0x7e00).to_bytes(2, "little")
+crc = 0
+for n in sorted(ts):
+    crc = zlib.crc32(bytes(data[ts[n].data_offset:ts[n].data_offset + ts[n].n_bytes]), crc)
+key = b"pricer.tensor_crc32"
+at = bytes(data).index(key) + len(key) + 4
+data[at:at + 4] = struct.pack("<I", crc)
+open(dst, "wb").write(data)
+print(name)
+`;
+  return execFileSync(python, ["-c", script, model, out], { encoding: "utf8" }).trim();
+}
+
+test("a model file with NaN in its tensors is refused by name, and the model before stays", async () => {
+  const b = tinyWordModel("nan-word");
+  const bad = path.join(path.dirname(b), "forged.gguf");
+  const tensor = withNanInFirstTensor(b, bad);
+  // The CLI refuses it too, naming the tensor, with no price printed.
+  let cliErr = "";
+  try { execFileSync(pricer, ["predict", "--model", bad, "Stapler"], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] }); }
+  catch (e) { cliErr = String(e.stderr); assert.equal(e.status, 1); }
+  assert.match(cliErr, new RegExp(`tensor ${tensor} holds NaN or infinite values`));
+  const { server, url } = await serve(dist);
+  const { context, page } = await openPage(url);
+  const text = "Office chair model 2\nAn office chair for the office.";
+  try {
+    await ready(page);
+    const before = await estimate(page, text);
+    await page.setInputFiles("#model-file", bad);
+    await page.waitForSelector("#model-file-error", { timeout: 30000 });
+    assert.match(await page.textContent("#model-file-error"), new RegExp(`previous model stays: .*tensor ${tensor} holds NaN or infinite values`));
+    assert.equal(await kindOf(page), "stack");
+    assert.match(await sourceOf(page), /^models\/default\.gguf/);
+    assert.ok(close((await estimate(page, text)).price, before.price));
+  } finally {
+    await context.close();
+    server.close();
+  }
+});
+
+test("an answer the page cannot read becomes a message, and the form works again", async () => {
+  const { server, url } = await serve(dist);
+  const context = await browser.newContext();
+  // Every reply the page's first worker sends passes here; when asked, the
+  // next estimate's price is made `null`, as JSON writes a NaN.
+  await context.addInitScript(() => {
+    const desc = Object.getOwnPropertyDescriptor(Worker.prototype, "onmessage");
+    Object.defineProperty(Worker.prototype, "onmessage", {
+      configurable: true,
+      get() { return desc.get.call(this); },
+      set(fn) {
+        desc.set.call(this, fn && ((ev) => {
+          if (window.corruptNext && typeof ev.data === "string" && ev.data.includes('"type":"estimate"')) {
+            window.corruptNext = false;
+            return fn.call(this, new MessageEvent("message", { data: ev.data.replace(/"price":[-0-9.e+]+/, '"price":null') }));
+          }
+          return fn.call(this, ev);
+        }));
+      },
+    });
+  });
+  const page = await context.newPage();
+  const text = "Stapler\nA small office stapler.";
+  try {
+    await page.goto(url);
+    await ready(page);
+    const good = await estimate(page, text);
+    await page.evaluate(() => { window.corruptNext = true; });
+    await page.fill("#description", text + " Heavy duty.");
+    await page.click("#estimate");
+    await page.waitForSelector("#estimate-error", { timeout: 30000 });
+    assert.match(await page.textContent("#estimate-error"), /could not read/);
+    assert.equal(await page.isDisabled("#estimate"), false, "the Estimate button is usable again");
+    assert.ok(close((await estimate(page, text)).price, good.price));
+  } finally {
+    await context.close();
+    server.close();
+  }
+});
+
+test("a whole file never takes the page hostage: estimates between rows, progress, cancel, a limit and the rest", async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "pricer-file-"));
+  // The default model on 2,000 products: long enough to ask for an estimate, and to cancel, meanwhile.
+  const many = path.join(dir, "many.jsonl");
+  fs.writeFileSync(many, Array.from({ length: 2000 }, (_, i) =>
+    JSON.stringify({ title: `Cordless drill ${i}`, description: "Two batteries and a charger, 20V." })).join("\n") + "\n");
+  const { server, url } = await serve(dist);
+  const { context, page } = await openPage(url);
+  try {
+    await ready(page);
+    await page.setInputFiles("#batch-file", many);
+    await page.waitForFunction(() => Number(document.querySelector("#batch-progress-text")?.dataset.done) > 0, null, { timeout: 60000 });
+    assert.equal(await page.getAttribute("#batch-progress-text", "data-total"), "2000");
+    const text = "Stapler\nA small office stapler.";
+    const e = await estimate(page, text);
+    assert.ok(close(e.price, cliPredict(text).price));
+    assert.ok(await page.$("#batch-progress-row"), "the estimate came while the file was being priced");
+    await page.waitForFunction(() => /left/.test(document.querySelector("#batch-progress-text")?.textContent), null, { timeout: 30000 });
+    await page.click("#batch-cancel");
+    await page.waitForSelector("#batch-summary[data-cancelled=true]", { timeout: 30000 });
+    const left = Number(await page.getAttribute("#batch-summary", "data-left"));
+    const shown = (await page.$$("#batch-table tbody tr")).length;
+    assert.ok(shown > 0 && left > 0 && shown + left === 2000, `${shown} priced + ${left} left`);
+    assert.match(await page.textContent("#batch-summary"), /Cancelled/);
+    assert.equal(await page.$("#batch-next"), null);
+    assert.equal(await page.$("#batch-progress-row"), null);
+
+    // A file over the stated size is refused before it is read (a sparse file: no bytes written).
+    const big = path.join(dir, "big.csv");
+    fs.closeSync(fs.openSync(big, "w"));
+    fs.truncateSync(big, 60_000_000);
+    await page.setInputFiles("#batch-file", big);
+    await page.waitForSelector("#batch-error");
+    assert.match(await page.textContent("#batch-error"), /big\.csv is 60\.0 MB: the page reads files of up to 50 MB/);
+  } finally {
+    await context.close();
+    server.close();
+  }
+
+  // A quick model on 2,003 records (a CRLF file, a bad line among them):
+  // the first 2,000, then "Price the next" for the rest, in file order.
+  const word = tinyWordModel("many-word");
+  const titles = ["=HYPERLINK(\"http://evil.example\",\"x\") lamp", "+1 stapler", "@SUM(A1) chair", "-2 desk"];
+  const records = Array.from({ length: 2003 }, (_, i) => i === 2001 ? "not json"
+    : JSON.stringify({ title: i < titles.length ? titles[i] : `Stapler model ${i}`, description: "For the office." }));
+  const crlf = path.join(dir, "crlf.jsonl");
+  fs.writeFileSync(crlf, records.join("\r\n") + "\r\n");
+  const quick = await serve(dist, { "models/default.gguf": fs.readFileSync(word) });
+  const second = await openPage(quick.url);
+  try {
+    const p = second.page;
+    await ready(p);
+    await p.setInputFiles("#batch-file", crlf);
+    await p.waitForSelector("#batch-summary", { timeout: 120000 });
+    assert.equal(await p.getAttribute("#batch-summary", "data-left"), "3");
+    const firstLines = await p.$$eval("#batch-table tbody tr", (trs) => trs.map((t) => Number(t.dataset.line)));
+    assert.deepEqual(firstLines, Array.from({ length: 2000 }, (_, i) => i + 1));
+    // The download escapes cells a spreadsheet would run as formulas.
+    const csv = await p.evaluate(async () => (await fetch(document.querySelector("#batch-download").href)).text());
+    assert.match(csv, /^line,title,estimate,low,high,error\n/);
+    assert.ok(csv.includes("\n1,\"'=HYPERLINK(\"\"http://evil.example\"\",\"\"x\"\") lamp\","), csv.slice(0, 300));
+    for (const t of ["'+1 stapler", "'@SUM(A1) chair", "'-2 desk"]) assert.ok(csv.includes(`,${t},`), t);
+    await p.click("#batch-next");
+    await p.waitForSelector("#batch-summary[data-before='2000']", { timeout: 120000 });
+    assert.equal(await p.getAttribute("#batch-summary", "data-left"), "0");
+    const rest = await p.$$eval("#batch-table tbody tr", (trs) => trs.map((t) => [Number(t.dataset.line), t.className]));
+    assert.deepEqual(rest, [[2001, "ok"], [2002, "bad"], [2003, "ok"]]);
+    assert.match(await p.textContent("#batch-summary"), /records 2,001 to 2,003\): 2 priced, 1 with errors/);
+    assert.equal(await p.$("#batch-next"), null);
+  } finally {
+    await second.context.close();
+    quick.server.close();
   }
 });

@@ -26,8 +26,14 @@ pub enum Request {
     /// a newer request drops this one). Sent to the second worker, so
     /// estimates never wait for reasons.
     Explain { id: u64, text: String },
-    /// Estimate every product of a CSV or JSONL file's text.
+    /// Price the products of a CSV or JSONL file's text, [`BATCH_ROWS`]
+    /// records at a time, a few products per turn of the event loop: an
+    /// estimate asked meanwhile is answered before the next few rows.
     Batch { name: String, content: String },
+    /// Price the next [`BATCH_ROWS`] records of the file last sent.
+    BatchNext,
+    /// Stop pricing the file; the rows priced so far are shown.
+    CancelBatch,
     /// Adapt the model to the shop's own priced products of a CSV or JSONL
     /// file's text (`pricer::adapt`, as `pricer adapt` does), a batch of
     /// products per turn of the event loop, and keep the adaptation in
@@ -83,11 +89,22 @@ pub enum Reply {
         id: u64,
         result: Result<Why, String>,
     },
+    /// Records of the file's part read so far, of how many.
     BatchProgress {
         done: usize,
+        total: usize,
     },
+    /// A part of the file priced, or stopped: its rows in file order, the
+    /// records before the part, and the records after it not yet priced.
     BatchDone {
         rows: Vec<BatchRow>,
+        before: usize,
+        left: usize,
+        cancelled: bool,
+    },
+    /// The file could not be priced at all (too large, unreadable, no model).
+    BatchFailed {
+        message: String,
     },
     /// Products of the shop's file embedded so far.
     AdaptProgress {
@@ -188,10 +205,11 @@ impl Why {
     }
 }
 
-/// One line of a batch: an estimate or the reason there is none.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// One record of a batch: an estimate or the reason there is none.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BatchRow {
-    /// 1-based record number (JSONL: the line; CSV: the row after the header).
+    /// The file's line the record starts on (1-based, physical lines, CRLF
+    /// or LF; a CSV's header is line 1), as the CLI names it.
     pub line: u64,
     pub title: String,
     pub result: Result<(f64, f64, f64), String>,
@@ -226,3 +244,150 @@ impl ModelCard {
 /// The longest text the page sends for one estimate; beyond this only the
 /// first part can matter (the model reads a few hundred words).
 pub const MAX_INPUT_CHARS: usize = 200_000;
+
+/// Records priced per part of a file: a part of 2,000 takes about two
+/// minutes with the default model on a laptop core, and its table stays
+/// quick to show. "Price the next" goes on with the rest.
+pub const BATCH_ROWS: usize = 2_000;
+
+/// The largest file the page reads for pricing or adapting: 50 MB, about
+/// 60,000 products with descriptions (the file is read whole into memory,
+/// twice over as text). Larger files: split them, or `pricer predict`.
+pub const MAX_PAGE_FILE_BYTES: u64 = 50_000_000;
+
+/// Why the page will not read a file of `bytes` bytes, if it will not.
+pub fn page_file_refusal(name: &str, bytes: u64) -> Option<String> {
+    (bytes > MAX_PAGE_FILE_BYTES).then(|| {
+        format!(
+            "{name} is {:.1} MB: the page reads files of up to {:.0} MB. Split it, or price it with `pricer predict`.",
+            bytes as f64 / 1e6,
+            MAX_PAGE_FILE_BYTES as f64 / 1e6
+        )
+    })
+}
+
+impl Reply {
+    /// The reply as JSON text the page can read back. JSON has no NaN or
+    /// infinity (serde writes `null`, which the page cannot parse as a
+    /// number): a reply carrying one becomes the error it stands for, so the
+    /// page never waits for an answer it cannot read. `None`: nothing worth
+    /// sending (a first estimate that is not a number).
+    pub fn readable(self) -> Option<String> {
+        let text = serde_json::to_string(&self).ok()?;
+        if serde_json::from_str::<Reply>(&text).is_ok() {
+            return Some(text);
+        }
+        const NOT_A_NUMBER: &str = "the model gave a number that is not finite";
+        let fallback = match self {
+            Reply::First { .. } => return None,
+            Reply::Estimate { id, .. } => {
+                Reply::Estimate { id, result: Err(format!("{NOT_A_NUMBER}: no estimate for this text")) }
+            }
+            Reply::Why { id, .. } => Reply::Why { id, result: Err(format!("{NOT_A_NUMBER}: no reasons")) },
+            Reply::BatchDone { rows, before, left, cancelled } => {
+                let rows = rows
+                    .into_iter()
+                    .map(|r| match r.result {
+                        Ok((p, l, h)) if !(p.is_finite() && l.is_finite() && h.is_finite()) => {
+                            BatchRow { result: Err(NOT_A_NUMBER.into()), ..r }
+                        }
+                        _ => r,
+                    })
+                    .collect();
+                Reply::BatchDone { rows, before, left, cancelled }
+            }
+            Reply::Ready { .. } => Reply::LoadFailed {
+                message: format!("{NOT_A_NUMBER} in its card: the file is damaged"),
+                kept_previous: false,
+            },
+            Reply::Adapted { .. } => Reply::AdaptFailed {
+                message: format!("{NOT_A_NUMBER} when measuring the adaptation: it was not used"),
+                cancelled: false,
+            },
+            other => other,
+        };
+        serde_json::to_string(&fallback).ok().filter(|t| serde_json::from_str::<Reply>(t).is_ok())
+    }
+}
+
+/// One CSV field: [`pricer::text::spreadsheet_safe`] (no formula runs),
+/// quoted when it holds a separator, a quote or a line break (a bare CR
+/// too, which spreadsheets take as a row end).
+pub fn csv_field(s: &str) -> String {
+    let s = pricer::text::spreadsheet_safe(s);
+    if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.into_owned() }
+}
+
+/// A batch's rows as the CSV the page offers for download.
+pub fn batch_csv(rows: &[BatchRow]) -> String {
+    let mut csv = String::from("line,title,estimate,low,high,error\n");
+    for r in rows {
+        match &r.result {
+            Ok((p, l, h)) => csv.push_str(&format!("{},{},{p:.2},{l:.2},{h:.2},\n", r.line, csv_field(&r.title))),
+            Err(e) => csv.push_str(&format!("{},{},,,,{}\n", r.line, csv_field(&r.title), csv_field(e))),
+        }
+    }
+    csv
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_cells_never_run_as_formulas_and_keep_their_rows() {
+        assert_eq!(csv_field("Desk lamp"), "Desk lamp");
+        assert_eq!(csv_field("=HYPERLINK(\"http://x\",\"y\")"), "\"'=HYPERLINK(\"\"http://x\"\",\"\"y\"\")\"");
+        assert_eq!(csv_field("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(csv_field("+1"), "'+1");
+        assert_eq!(csv_field("-2"), "'-2");
+        assert_eq!(csv_field("\tcmd"), "'\tcmd");
+        assert_eq!(csv_field("a\rb"), "\"a\rb\"");
+        assert_eq!(csv_field("a, b"), "\"a, b\"");
+        let rows = vec![
+            BatchRow { line: 2, title: "=1+1".into(), result: Ok((9.5, 7.0, 12.25)) },
+            BatchRow { line: 3, title: String::new(), result: Err("invalid JSON, at 3".into()) },
+        ];
+        assert_eq!(
+            batch_csv(&rows),
+            "line,title,estimate,low,high,error\n2,'=1+1,9.50,7.00,12.25,\n3,,,,,\"invalid JSON, at 3\"\n"
+        );
+    }
+
+    #[test]
+    fn a_reply_with_a_number_json_cannot_hold_becomes_its_error() {
+        let view = EstimateView {
+            price: f64::NAN,
+            low: 1.0,
+            high: 2.0,
+            millis: 1.0,
+            truncated: false,
+            prepared_chars: 3,
+            comparables: vec![],
+            why: Why::default(),
+        };
+        let text = Reply::Estimate { id: 7, result: Ok(view.clone()) }.readable().unwrap();
+        match serde_json::from_str::<Reply>(&text).unwrap() {
+            Reply::Estimate { id: 7, result: Err(e) } => assert!(e.contains("not finite"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(Reply::First { id: 7, price: f64::INFINITY }.readable(), None);
+        let rows = vec![
+            BatchRow { line: 2, title: "a".into(), result: Ok((f64::NAN, 1.0, 2.0)) },
+            BatchRow { line: 3, title: "b".into(), result: Ok((1.5, 1.0, 2.0)) },
+        ];
+        let text = Reply::BatchDone { rows, before: 0, left: 0, cancelled: false }.readable().unwrap();
+        let Reply::BatchDone { rows, .. } = serde_json::from_str::<Reply>(&text).unwrap() else { panic!() };
+        assert!(rows[0].result.is_err() && rows[1].result == Ok((1.5, 1.0, 2.0)), "{rows:?}");
+        // Finite replies go as they are.
+        let ok = Reply::Estimate { id: 8, result: Ok(EstimateView { price: 3.0, ..view }) };
+        assert_eq!(ok.clone().readable().unwrap(), serde_json::to_string(&ok).unwrap());
+    }
+
+    #[test]
+    fn files_over_the_stated_size_are_refused_by_name() {
+        assert_eq!(page_file_refusal("a.csv", MAX_PAGE_FILE_BYTES), None);
+        let m = page_file_refusal("big.csv", 200_000_000).unwrap();
+        assert!(m.starts_with("big.csv is 200.0 MB") && m.contains("50 MB"), "{m}");
+    }
+}

@@ -3,11 +3,14 @@
 //! JSON [`Request`]s and gets JSON [`Reply`]s.
 
 use crate::own::{self, Applied, Job, Kept};
-use crate::{BatchRow, EstimateView, MAX_INPUT_CHARS, ModelCard, OwnSummary, Reply, Request, TestSplit, Why};
+use crate::{
+    BATCH_ROWS, BatchRow, EstimateView, MAX_INPUT_CHARS, ModelCard, OwnSummary, Reply, Request, TestSplit, Why,
+    page_file_refusal,
+};
 use js_sys::{Reflect, Uint8Array};
 use pricer::estimator::keys;
 use pricer::explain::{ExplainOptions, Explaining};
-use pricer::readers::{Format, read_products};
+use pricer::readers::{Format, NumberedRecord, Prices, read_numbered_products_as};
 use pricer::{Estimator, Product};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -23,10 +26,11 @@ fn scope() -> DedicatedWorkerGlobalScope {
     js_sys::global().unchecked_into()
 }
 
+/// Posts a reply the page can read ([`Reply::readable`]).
 fn send(reply: &Reply) {
-    let text = serde_json::to_string(reply)
-        .unwrap_or_else(|e| format!("{{\"type\":\"load_failed\",\"message\":\"{e}\",\"kept_previous\":true}}"));
-    let _ = scope().post_message(&JsValue::from_str(&text));
+    if let Some(text) = reply.clone().readable() {
+        let _ = scope().post_message(&JsValue::from_str(&text));
+    }
 }
 
 fn js_err(e: JsValue) -> String {
@@ -225,7 +229,18 @@ enum Source {
     File(web_sys::File),
 }
 
+/// A model file the visitor opened; one larger than any Pricer model is
+/// refused before its bytes are read.
 async fn read_file(file: &web_sys::File) -> Result<Vec<u8>, String> {
+    let max = pricer::model_file::MAX_FILE_BYTES;
+    if file.size() > max as f64 {
+        return Err(format!(
+            "{} is {:.0} MB: larger than any Pricer model ({} MB at most)",
+            file.name(),
+            file.size() / 1e6,
+            max >> 20
+        ));
+    }
     let buf = JsFuture::from(file.array_buffer())
         .await
         .map_err(|e| format!("{} could not be read: {}", file.name(), js_err(e)))?;
@@ -262,37 +277,71 @@ fn estimate(est: &Estimator, text: &str) -> Result<EstimateView, String> {
     })
 }
 
-fn batch(est: &Estimator, name: &str, content: String) -> Vec<BatchRow> {
-    let format = Format::from_name(name);
-    let records = match read_products(std::io::Cursor::new(content.into_bytes()), format) {
-        Ok(r) => r,
-        Err(e) => return vec![BatchRow { line: 0, title: String::new(), result: Err(e.to_string()) }],
-    };
-    let mut rows = Vec::new();
-    let mut pending: Vec<(u64, Product)> = Vec::new();
-    let flush = |pending: &mut Vec<(u64, Product)>, rows: &mut Vec<BatchRow>| {
-        let products: Vec<Product> = pending.iter().map(|(_, p)| p.clone()).collect();
-        for ((line, p), r) in pending.drain(..).zip(est.estimate_batch(&products)) {
-            rows.push(BatchRow {
-                line,
-                title: p.title,
-                result: r.map(|e| (e.price, e.low, e.high)).map_err(|e| e.to_string()),
-            });
+/// A file being priced: its records as they are read, in file order, and
+/// where the part under way stands.
+struct BatchJob {
+    id: u64,
+    records: Box<dyn Iterator<Item = NumberedRecord>>,
+    /// Records in the file, in the parts before this one, in this part, and
+    /// read of this part so far.
+    count: usize,
+    before: usize,
+    part: usize,
+    read: usize,
+    rows: Vec<BatchRow>,
+}
+
+impl BatchJob {
+    /// Reads the file's records (counted first, for the progress and the
+    /// time left); the first part starts at once.
+    fn new(id: u64, name: &str, content: String) -> Result<BatchJob, String> {
+        let bytes: std::rc::Rc<[u8]> = content.into_bytes().into();
+        let format = Format::from_name(name);
+        let open = |bytes: std::rc::Rc<[u8]>| {
+            read_numbered_products_as(std::io::Cursor::new(bytes), format, Prices::DecimalPoint)
+                .map_err(|e| format!("{name} could not be read: {e}"))
+        };
+        let count = open(bytes.clone())?.count();
+        if count == 0 {
+            return Err(format!("{name} holds no products"));
         }
-        send(&Reply::BatchProgress { done: rows.len() });
-    };
-    for (i, record) in records.enumerate() {
-        match record {
-            Ok(p) => pending.push((i as u64 + 1, p)),
-            Err(e) => rows.push(BatchRow { line: e.line, title: String::new(), result: Err(e.reason) }),
-        }
-        if pending.len() >= pricer::estimator::BATCH {
-            flush(&mut pending, &mut rows);
-        }
+        let records = open(bytes)?;
+        Ok(BatchJob { id, records, count, before: 0, part: count.min(BATCH_ROWS), read: 0, rows: vec![] })
     }
-    flush(&mut pending, &mut rows);
-    rows.sort_by_key(|r| r.line);
-    rows
+
+    /// Prices the next few records of the part; true when the part is done.
+    fn step(&mut self, est: &Estimator) -> bool {
+        let mut pending: Vec<(u64, Product)> = Vec::new();
+        while pending.len() < pricer::estimator::BATCH && self.read < self.part {
+            let Some((line, record)) = self.records.next() else {
+                // Fewer records than counted: the part ends here.
+                self.part = self.read;
+                break;
+            };
+            self.read += 1;
+            match record {
+                Ok(p) => pending.push((line, p)),
+                Err(e) => self.rows.push(BatchRow { line, title: String::new(), result: Err(e.reason) }),
+            }
+        }
+        let products: Vec<Product> = pending.iter().map(|(_, p)| p.clone()).collect();
+        for ((line, p), r) in pending.into_iter().zip(est.estimate_batch(&products)) {
+            let result = r.map(|e| (e.price, e.low, e.high)).map_err(|e| e.to_string());
+            self.rows.push(BatchRow { line, title: p.title, result });
+        }
+        self.read >= self.part
+    }
+
+    /// The part's rows, in file order, as the page gets them.
+    fn done(&mut self, cancelled: bool) -> Reply {
+        let mut rows = std::mem::take(&mut self.rows);
+        rows.sort_by_key(|r| r.line);
+        let before = self.before;
+        self.before += self.read;
+        self.read = 0;
+        self.part = 0;
+        Reply::BatchDone { rows, before, left: self.count - self.before, cancelled }
+    }
 }
 
 fn summary(a: &Applied) -> OwnSummary {
@@ -324,6 +373,10 @@ struct State {
     adapt_latest: Rc<Cell<u64>>,
     /// The adaptation laid over the model.
     own: Rc<RefCell<Option<Applied>>>,
+    /// The file being priced, and the newest batch request (a part stops
+    /// at its next step when a newer request came).
+    batching: Rc<RefCell<Option<BatchJob>>>,
+    batch_latest: Rc<Cell<u64>>,
     /// This is the page's first worker (it asks the server for the model):
     /// it keeps adaptations in IndexedDB and adapts again when the model changed.
     first: Rc<Cell<bool>>,
@@ -511,6 +564,10 @@ impl State {
             put_back(est, previous);
             return send(&Reply::AdaptFailed { message: e.to_string(), cancelled: false });
         }
+        if let Some(message) = page_file_refusal(&name, content.len() as u64) {
+            put_back(est, previous);
+            return send(&Reply::AdaptFailed { message, cancelled: false });
+        }
         let items = match pricer::adapt::read_shop_file(
             est,
             &name,
@@ -587,6 +644,85 @@ impl State {
         }
     }
 
+    /// Starts pricing a file's records (its first part).
+    fn start_batch(&self, name: String, content: String) {
+        let id = self.batch_latest.get() + 1;
+        self.batch_latest.set(id);
+        self.batching.borrow_mut().take();
+        if self.model.borrow().is_none() {
+            return send(&Reply::BatchFailed { message: "the model is not loaded yet".into() });
+        }
+        if let Some(message) = page_file_refusal(&name, content.len() as u64) {
+            return send(&Reply::BatchFailed { message });
+        }
+        match BatchJob::new(id, &name, content) {
+            Ok(job) => {
+                send(&Reply::BatchProgress { done: 0, total: job.part });
+                *self.batching.borrow_mut() = Some(job);
+                let state = self.clone();
+                later(move || state.batch_step(id));
+            }
+            Err(message) => send(&Reply::BatchFailed { message }),
+        }
+    }
+
+    /// Prices the file's next part, if it has one.
+    fn next_batch(&self) {
+        let id = self.batch_latest.get() + 1;
+        let mut slot = self.batching.borrow_mut();
+        let Some(job) = slot.as_mut().filter(|j| j.part == 0 && j.before < j.count) else {
+            return send(&Reply::BatchFailed { message: "no file is waiting to be priced further".into() });
+        };
+        self.batch_latest.set(id);
+        job.id = id;
+        job.part = (job.count - job.before).min(BATCH_ROWS);
+        send(&Reply::BatchProgress { done: 0, total: job.part });
+        let state = self.clone();
+        later(move || state.batch_step(id));
+    }
+
+    /// Prices a few more records, then yields; an estimate asked meanwhile
+    /// is answered first, so it never waits for the file.
+    fn batch_step(self, id: u64) {
+        if self.batch_latest.get() != id {
+            return;
+        }
+        if self.estimate_pending.borrow().is_some() {
+            self.answer_estimate();
+        }
+        let reply = {
+            let model = self.model.borrow();
+            let mut slot = self.batching.borrow_mut();
+            let (Some(est), Some(job)) = (model.as_ref(), slot.as_mut()) else { return };
+            if job.id != id {
+                return;
+            }
+            if job.step(est) {
+                Some(job.done(false))
+            } else {
+                send(&Reply::BatchProgress { done: job.read, total: job.part });
+                None
+            }
+        };
+        match reply {
+            Some(reply) => {
+                if let Reply::BatchDone { left: 0, .. } = reply {
+                    self.batching.borrow_mut().take();
+                }
+                send(&reply);
+            }
+            None => later(move || self.batch_step(id)),
+        }
+    }
+
+    /// Stops the part under way; its rows so far are shown, and the file is dropped.
+    fn cancel_batch(&self) {
+        self.batch_latest.set(self.batch_latest.get() + 1);
+        if let Some(mut job) = self.batching.borrow_mut().take() {
+            send(&job.done(true));
+        }
+    }
+
     fn cancel_adapting(&self) {
         self.adapt_latest.set(self.adapt_latest.get() + 1);
         let Some(job) = self.adapting.borrow_mut().take() else { return };
@@ -637,17 +773,9 @@ impl State {
                 let state = self.clone();
                 later(move || state.start_explaining());
             }
-            Request::Batch { name, content } => {
-                let rows = match self.model.borrow().as_ref() {
-                    Some(est) => batch(est, &name, content),
-                    None => vec![BatchRow {
-                        line: 0,
-                        title: String::new(),
-                        result: Err("the model is not loaded yet".into()),
-                    }],
-                };
-                send(&Reply::BatchDone { rows });
-            }
+            Request::Batch { name, content } => self.start_batch(name, content),
+            Request::BatchNext => self.next_batch(),
+            Request::CancelBatch => self.cancel_batch(),
         }
     }
 }

@@ -4,7 +4,10 @@
 use leptos::prelude::*;
 use pricer::estimator::keys;
 use pricer::metrics::Grade;
-use pricer_web::{BatchRow, Comparable, EstimateView, ModelCard, OwnSummary, Reply, Request, Why};
+use pricer_web::{
+    BATCH_ROWS, BatchRow, Comparable, EstimateView, ModelCard, OwnSummary, Reply, Request, Why, batch_csv,
+    page_file_refusal,
+};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use web_sys::{MessageEvent, Worker};
@@ -122,7 +125,7 @@ fn dollars(x: f64) -> String {
     let digits = whole.abs().to_string();
     let mut grouped = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             grouped.push(',');
         }
         grouped.push(c);
@@ -440,28 +443,75 @@ impl EstimateState {
     }
 }
 
-/// Pricing a whole file.
+/// Pricing a whole file, a part of [`BATCH_ROWS`] records at a time.
 #[derive(Clone, Copy)]
 struct BatchState {
-    rows: RwSignal<Option<Vec<BatchRow>>>,
-    done: RwSignal<Option<usize>>,
     name: RwSignal<String>,
+    /// Records of the part priced so far, of how many, and when the part started.
+    progress: RwSignal<Option<(usize, usize)>>,
+    started_ms: StoredValue<f64>,
+    /// The last part priced: its rows, the records before it and after it,
+    /// and whether it was stopped.
+    part: RwSignal<Option<BatchPart>>,
+    error: RwSignal<Option<String>>,
+}
+
+#[derive(Clone)]
+struct BatchPart {
+    rows: Vec<BatchRow>,
+    before: usize,
+    left: usize,
+    cancelled: bool,
 }
 
 impl BatchState {
     fn new() -> Self {
-        BatchState { rows: RwSignal::new(None), done: RwSignal::new(None), name: RwSignal::new(String::new()) }
+        BatchState {
+            name: RwSignal::new(String::new()),
+            progress: RwSignal::new(None),
+            started_ms: StoredValue::new(0.0),
+            part: RwSignal::new(None),
+            error: RwSignal::new(None),
+        }
+    }
+
+    /// A part starts: the table of the one before goes.
+    fn start(&self) {
+        self.part.set(None);
+        self.error.set(None);
+        self.progress.set(Some((0, 0)));
+        self.started_ms.set_value(now_ms());
+    }
+
+    fn fail(&self, message: String) {
+        self.progress.set(None);
+        self.error.set(Some(message));
     }
 
     fn on_reply(&self, reply: Reply) {
         match reply {
-            Reply::BatchProgress { done } => self.done.set(Some(done)),
-            Reply::BatchDone { rows } => {
-                self.done.set(None);
-                self.rows.set(Some(rows));
+            Reply::BatchProgress { done, total } => self.progress.set(Some((done, total))),
+            Reply::BatchDone { rows, before, left, cancelled } => {
+                self.progress.set(None);
+                self.part.set(Some(BatchPart { rows, before, left, cancelled }));
             }
+            Reply::BatchFailed { message } => self.fail(message),
             _ => {}
         }
+    }
+
+    /// "about 3 min left", once a few records give the pace.
+    fn time_left(&self, done: usize, total: usize) -> Option<String> {
+        let elapsed = now_ms() - self.started_ms.get_value();
+        if done == 0 || done >= total || elapsed < 500.0 {
+            return None;
+        }
+        let secs = elapsed / 1000.0 / done as f64 * (total - done) as f64;
+        Some(if secs < 90.0 {
+            format!("about {:.0} s left", secs.max(1.0))
+        } else {
+            format!("about {:.0} min left", secs / 60.0)
+        })
     }
 }
 
@@ -517,9 +567,42 @@ fn App() -> impl IntoView {
             Conn::none()
         }
     };
+    // Whatever was waiting on the worker gets a message and its buttons
+    // back: an answer that cannot be read never leaves the page stuck.
+    let worker_trouble = move |message: String| {
+        if estimate.busy.get_untracked() {
+            estimate.busy.set(false);
+            estimate.result_id.set(estimate.next_id.get_untracked());
+            estimate.result.set(Some(Err(message.clone())));
+        }
+        if batch.progress.get_untracked().is_some() {
+            batch.fail(message.clone());
+        }
+        if own.progress.get_untracked().is_some() {
+            own.progress.set(None);
+            own.error.set(Some(message.clone()));
+        }
+        if matches!(model.load.get_untracked(), LoadState::Loading { .. }) {
+            model.load.set(LoadState::Failed(message));
+        }
+    };
+    let on_error = Closure::<dyn FnMut(web_sys::ErrorEvent)>::new(move |e: web_sys::ErrorEvent| {
+        worker_trouble(format!("the model's worker stopped ({}): reload the page", e.message()))
+    });
+    conn.worker.with_value(|w| {
+        if let Some(w) = w {
+            w.set_onerror(Some(on_error.as_ref().unchecked_ref()))
+        }
+    });
+    on_error.forget();
     let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |msg: MessageEvent| {
         let Some(raw) = msg.data().as_string() else { return };
-        let Ok(reply) = serde_json::from_str::<Reply>(&raw) else { return };
+        let reply = match serde_json::from_str::<Reply>(&raw) {
+            Ok(reply) => reply,
+            Err(e) => {
+                return worker_trouble(format!("the model's worker sent an answer the page could not read ({e})"));
+            }
+        };
         match reply {
             Reply::Started => model.load_default(conn),
             Reply::Ready { .. } => {
@@ -534,7 +617,7 @@ fn App() -> impl IntoView {
                     conn.explain(req);
                 }
             }
-            Reply::BatchProgress { .. } | Reply::BatchDone { .. } => batch.on_reply(reply),
+            Reply::BatchProgress { .. } | Reply::BatchDone { .. } | Reply::BatchFailed { .. } => batch.on_reply(reply),
             Reply::AdaptProgress { .. } | Reply::Adapted { .. } | Reply::AdaptFailed { .. } | Reply::Forgotten => {
                 own.on_reply(reply, conn)
             }
@@ -719,39 +802,77 @@ fn EstimateResult(state: EstimateState) -> impl IntoView {
     }
 }
 
-/// A CSV or JSONL file of products, priced in the worker.
+/// A CSV or JSONL file of products, priced in the worker a part at a
+/// time, with progress, the time left and a cancel button.
 #[component]
 fn BatchPricing(state: BatchState, model: ModelState, conn: Conn) -> impl IntoView {
     let on_file = move |ev: leptos::ev::Event| {
         let input: web_sys::HtmlInputElement = event_target(&ev);
         let Some(file) = input.files().and_then(|f| f.get(0)) else { return };
+        input.set_value("");
         let name = file.name();
         state.name.set(name.clone());
-        state.rows.set(None);
-        state.done.set(Some(0));
+        state.start();
+        if let Some(message) = page_file_refusal(&name, file.size() as u64) {
+            return state.fail(message);
+        }
         wasm_bindgen_futures::spawn_local(async move {
             match wasm_bindgen_futures::JsFuture::from(file.text()).await {
                 Ok(content) => conn.send(Request::Batch { name, content: content.as_string().unwrap_or_default() }),
-                Err(_) => {
-                    state.done.set(None);
-                    state.rows.set(Some(vec![BatchRow {
-                        line: 0,
-                        title: String::new(),
-                        result: Err("the file could not be read".into()),
-                    }]));
-                }
+                Err(_) => state.fail(format!("{name} could not be read")),
             }
         });
     };
+    let next = move |_| {
+        state.start();
+        conn.send(Request::BatchNext);
+    };
+    let cancel = move |_| conn.send(Request::CancelBatch);
     view! {
         <section class="batch">
             <h2>"Price a whole file"</h2>
-            <label for="batch-file">"A CSV (title, description, price optional) or JSONL file of products"</label>
-            <input id="batch-file" type="file" accept=".csv,.jsonl,.json,.txt" disabled=move || !model.ready() on:change=on_file />
-            {move || state.done.get().map(|n| view! { <p id="batch-progress">{format!("Pricing… {n} done")}</p> })}
-            {move || state.rows.get().map(|rows| batch_table(rows, state.name.get()))}
+            <label for="batch-file">{format!(
+                "A CSV (title, description, price optional) or JSONL file of products, up to {} MB; \
+                 priced {} at a time while estimates go on",
+                pricer_web::MAX_PAGE_FILE_BYTES / 1_000_000, thousands(BATCH_ROWS)
+            )}</label>
+            <input id="batch-file" type="file" accept=".csv,.jsonl,.json,.txt" disabled=move || !model.ready() || state.progress.get().is_some() on:change=on_file />
+            {move || state.progress.get().map(|(done, total)| view! {
+                <div class="row" id="batch-progress-row">
+                    <progress id="batch-progress" max=total.max(1).to_string() value=done.to_string()></progress>
+                    <span id="batch-progress-text" data-done=done.to_string() data-total=total.to_string()>{
+                        if total == 0 { "Reading the file…".to_string() } else {
+                            let left = state.time_left(done, total).map(|t| format!(" · {t}")).unwrap_or_default();
+                            format!("Pricing… {done} of {total} records{left}")
+                        }
+                    }</span>
+                    <button id="batch-cancel" type="button" on:click=cancel>"Cancel"</button>
+                </div>
+            })}
+            {move || state.error.get().map(|m| view! { <p class="error" id="batch-error" role="alert">{m}</p> })}
+            {move || state.part.get().map(|part| {
+                let more = (part.left > 0 && !part.cancelled).then(|| view! {
+                    <button id="batch-next" type="button" on:click=next disabled=move || state.progress.get().is_some()>
+                        {format!("Price the next {} ({} records left)", thousands(part.left.min(BATCH_ROWS)), thousands(part.left))}
+                    </button>
+                });
+                view! { {batch_table(&part, state.name.get())} {more} }
+            })}
         </section>
     }
+}
+
+/// 12,345
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// The shop's own priced products: the model adapted to them in the worker,
@@ -763,6 +884,10 @@ fn OwnProducts(state: OwnState, model: ModelState, conn: Conn) -> impl IntoView 
         let Some(file) = input.files().and_then(|f| f.get(0)) else { return };
         input.set_value("");
         let name = file.name();
+        if let Some(message) = page_file_refusal(&name, file.size() as u64) {
+            state.error.set(Some(message));
+            return;
+        }
         state.error.set(None);
         state.progress.set(Some((0, 0)));
         wasm_bindgen_futures::spawn_local(async move {
@@ -918,19 +1043,9 @@ fn comparables_view(items: Vec<Comparable>) -> impl IntoView {
     })
 }
 
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
-}
-
-fn batch_table(rows: Vec<BatchRow>, name: String) -> impl IntoView {
-    let mut csv = String::from("line,title,estimate,low,high,error\n");
-    for r in &rows {
-        match &r.result {
-            Ok((p, l, h)) => csv.push_str(&format!("{},{},{p:.2},{l:.2},{h:.2},\n", r.line, csv_field(&r.title))),
-            Err(e) => csv.push_str(&format!("{},{},,,,{}\n", r.line, csv_field(&r.title), csv_field(e))),
-        }
-    }
-    let parts = js_sys::Array::of1(&JsValue::from_str(&csv));
+fn batch_table(part: &BatchPart, name: String) -> impl IntoView + use<> {
+    let rows = part.rows.clone();
+    let parts = js_sys::Array::of1(&JsValue::from_str(&batch_csv(&rows)));
     let opts = web_sys::BlobPropertyBag::new();
     opts.set_type("text/csv");
     let href = web_sys::Blob::new_with_str_sequence_and_options(&parts, &opts)
@@ -938,9 +1053,21 @@ fn batch_table(rows: Vec<BatchRow>, name: String) -> impl IntoView {
         .unwrap_or_default();
     let ok = rows.iter().filter(|r| r.result.is_ok()).count();
     let bad = rows.len() - ok;
+    let whole = part.before == 0 && part.left == 0 && !part.cancelled;
+    let which = if whole {
+        String::new()
+    } else {
+        format!(" (records {} to {})", thousands(part.before + 1), thousands(part.before + rows.len()))
+    };
+    let stopped = part.cancelled.then(|| format!(" Cancelled: {} records were not priced.", thousands(part.left)));
+    let file =
+        if whole { "pricer-estimates.csv".to_string() } else { format!("pricer-estimates-{}.csv", part.before + 1) };
     view! {
-        <p id="batch-summary">{format!("{name}: {ok} priced, {bad} with errors")}</p>
-        <a id="batch-download" href=href download="pricer-estimates.csv">"Download as CSV"</a>
+        <p id="batch-summary" data-before=part.before.to_string() data-left=part.left.to_string()
+            data-cancelled=part.cancelled.to_string()>
+            {format!("{name}{which}: {ok} priced, {bad} with errors.{}", stopped.unwrap_or_default())}
+        </p>
+        <a id="batch-download" href=href download=file>"Download as CSV"</a>
         <div class="table-wrap">
         <table id="batch-table">
             <thead><tr><th>"Line"</th><th>"Title"</th><th>"Estimate"</th><th>"Range"</th></tr></thead>
