@@ -599,6 +599,7 @@ test("the newest request first: estimates clicked back to back never wait for th
     for (const t of products) {
       const e = await estimate(page, t); // clicks right after the previous price appeared
       assert.ok(close(e.price, cliPredict(t).price), `${t}: page ${e.price}`);
+      await page.waitForSelector("#took[data-shown-ms]"); // set at the frame that paints the price
       shown.push(Number(await page.getAttribute("#took", "data-shown-ms")));
       own.push(Number(await page.getAttribute("#took", "data-millis")));
     }

@@ -22,6 +22,9 @@ pub enum Request {
     /// a newer request drops this one). Sent to the second worker, so
     /// estimates never wait for reasons.
     Explain { id: u64, text: String },
+    /// A new estimate is on its way: the reasons under way belong to the
+    /// estimate it replaces, so they stop and leave the cores to it.
+    DropReasons,
     /// Price the products of a CSV or JSONL file's text, [`BATCH_ROWS`]
     /// records at a time, a few products per turn of the event loop: an
     /// estimate asked meanwhile is answered before the next few rows.

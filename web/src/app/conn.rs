@@ -159,6 +159,18 @@ impl Conn {
 
     /// Reasons for an estimate: from the explainer when it has the model's
     /// load under way or done, else from the worker.
+    /// A new estimate was asked for: both workers drop the reasons they
+    /// are measuring (for the estimate it replaces), so it has the cores.
+    pub(crate) fn drop_reasons(&self) {
+        for w in [self.worker, self.explainer] {
+            w.with_value(|w| {
+                if let Some(w) = w {
+                    post(w, &Request::DropReasons)
+                }
+            })
+        }
+    }
+
     pub(crate) fn explain(&self, req: Request) {
         let use_explainer = self.explainer_started.get_value()
             && !self.explainer_failed.get_value()

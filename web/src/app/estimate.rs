@@ -98,6 +98,7 @@ impl EstimateState {
         self.last_sent.set_value(t.clone());
         self.sent_at.set_value((id, now_ms()));
         conn.send(Request::Estimate { id, text: t });
+        conn.drop_reasons();
     }
 
     /// Takes a reply; returns the request to send for the reasons of a new
@@ -109,8 +110,13 @@ impl EstimateState {
                 self.first.set(Some((id, price, (sent_id == id).then(|| now_ms() - at))));
             }
             Reply::Estimate { id, result } if id == self.next_id.get_untracked() => {
+                // On screen: the time at the next frame, which paints the price.
                 let (sent_id, at) = self.sent_at.get_value();
-                self.shown_ms.set((sent_id == id).then(|| now_ms() - at));
+                self.shown_ms.set(None);
+                let shown_ms = self.shown_ms;
+                if sent_id == id {
+                    request_animation_frame(move || shown_ms.set(Some(now_ms() - at)));
+                }
                 let ok = result.is_ok();
                 self.result_id.set(id);
                 self.result.set(Some(result));

@@ -5,6 +5,7 @@
 
 use crate::protocol::*;
 use leptos::prelude::*;
+use std::time::Duration;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use web_sys::MessageEvent;
@@ -131,7 +132,9 @@ pub(crate) fn App() -> impl IntoView {
             Reply::Progress { .. } | Reply::LoadFailed { .. } => model.on_reply(&reply),
             Reply::First { .. } | Reply::Estimate { .. } | Reply::Why { .. } => {
                 if let Some(req) = estimate.on_reply(reply) {
-                    conn.explain(req);
+                    // After the frame that paints the price: the reasons' first
+                    // encoder pass must not compete with it.
+                    request_animation_frame(move || set_timeout(move || conn.explain(req), Duration::ZERO));
                 }
             }
             Reply::BatchProgress { .. } | Reply::BatchDone { .. } | Reply::BatchFailed { .. } => batch.on_reply(reply),

@@ -154,6 +154,11 @@ impl State {
                 let state = self.clone();
                 later(move || state.start_explaining());
             }
+            Request::DropReasons => {
+                self.explain_latest.set(0);
+                self.explaining.borrow_mut().take();
+                self.explain_pending.borrow_mut().take();
+            }
             Request::Batch { name, content } => self.start_batch(name, content),
             Request::BatchNext => self.next_batch(),
             Request::CancelBatch => self.cancel_batch(),
