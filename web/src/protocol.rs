@@ -5,6 +5,15 @@ pub use pricer::explain::Comparable;
 use pricer::explain::{Explanation, TOP_WORDS};
 use serde::{Deserialize, Serialize};
 
+/// A model to load: a URL (the site's own or `?model=`), or a file the
+/// visitor opened, posted to the worker as the `File` object itself (no
+/// copy into JSON).
+#[derive(Clone)]
+pub enum ModelSource {
+    Url(String),
+    File(web_sys::File),
+}
+
 /// Page to worker.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]

@@ -1,7 +1,7 @@
 //! "About the model": the model card read from the file, and another model file from disk.
 
 use super::LoadState;
-use super::conn::{Conn, LoadRequest};
+use super::conn::Conn;
 use super::status::ModelState;
 use crate::format::*;
 use crate::protocol::*;
@@ -20,7 +20,7 @@ pub(crate) fn AboutTheModel(model: ModelState, conn: Conn) -> impl IntoView {
         if !matches!(model.load.get_untracked(), LoadState::Ready { .. }) {
             model.load.set(LoadState::Loading { loaded: 0, total: file.size() as u64 });
         }
-        conn.load(LoadRequest::File(file));
+        conn.load(ModelSource::File(file));
     };
     view! {
         <section class="card">

@@ -50,13 +50,6 @@ pub(crate) fn post(worker: &Worker, req: &Request) {
     }
 }
 
-/// A model the page asked a worker to load.
-#[derive(Clone)]
-pub(crate) enum LoadRequest {
-    Url(String),
-    File(web_sys::File),
-}
-
 /// The page's lines to its two workers (the same code): `worker` answers
 /// estimates and batches, `explainer` measures each estimate's reasons, so
 /// a new estimate never waits behind the previous product's reasons. Without
@@ -71,7 +64,7 @@ pub(crate) struct Conn {
     pub(crate) explainer_failed: StoredValue<bool>,
     /// The model the worker holds, counted per load, and the count the
     /// explainer was last sent.
-    pub(crate) loaded: StoredValue<Option<LoadRequest>, LocalStorage>,
+    pub(crate) loaded: StoredValue<Option<ModelSource>, LocalStorage>,
     pub(crate) loads: StoredValue<u64>,
     pub(crate) explainer_loads: StoredValue<u64>,
 }
@@ -122,7 +115,7 @@ impl Conn {
 
     /// Asks the worker for a model (a URL, or a file the visitor opened,
     /// posted as it is: no copy into JSON).
-    pub(crate) fn load(&self, req: LoadRequest) {
+    pub(crate) fn load(&self, req: ModelSource) {
         self.worker.with_value(|w| {
             if let Some(w) = w {
                 send_load(w, &req, true)
@@ -186,10 +179,10 @@ impl Conn {
 
 /// `check_server`: ask the server whether the model changed (the first
 /// worker), or take the copy it just kept (the second).
-pub(crate) fn send_load(w: &Worker, req: &LoadRequest, check_server: bool) {
+pub(crate) fn send_load(w: &Worker, req: &ModelSource, check_server: bool) {
     match req {
-        LoadRequest::Url(url) => post(w, &Request::Load { url: url.clone(), check_server }),
-        LoadRequest::File(file) => {
+        ModelSource::Url(url) => post(w, &Request::Load { url: url.clone(), check_server }),
+        ModelSource::File(file) => {
             let _ = w.post_message(file);
         }
     }

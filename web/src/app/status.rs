@@ -1,6 +1,6 @@
 //! The model's loading state: progress, ready, or what went wrong with a retry.
 
-use super::conn::{Conn, LoadRequest};
+use super::conn::Conn;
 use super::{LoadState, model_to_load};
 use crate::protocol::*;
 use leptos::prelude::*;
@@ -42,7 +42,7 @@ impl ModelState {
             Ok((url, label)) => {
                 self.asked.set(label);
                 self.load.set(LoadState::Loading { loaded: 0, total: 0 });
-                conn.load(LoadRequest::Url(url));
+                conn.load(ModelSource::Url(url));
             }
             Err(message) => self.load.set(LoadState::Failed(message)),
         }

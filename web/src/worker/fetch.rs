@@ -193,13 +193,6 @@ pub(super) fn card(est: &Estimator, bytes: u64) -> ModelCard {
     ModelCard { kind: est.kind.clone(), bytes, metadata: est.file.scalar_metadata(), splits }
 }
 
-/// A model the page asked for.
-pub(super) enum Source {
-    /// A URL, and whether to ask the server if it changed.
-    Url(String, bool),
-    File(web_sys::File),
-}
-
 /// A model file the visitor opened; one larger than any Pricer model is
 /// refused before its bytes are read.
 pub(super) async fn read_file(file: &web_sys::File) -> Result<Vec<u8>, String> {

@@ -2,9 +2,9 @@
 //! the shared crate, and answers estimate and batch requests. The page sends
 //! JSON [`Request`]s and gets JSON [`Reply`]s.
 
-use crate::protocol::{Reply, Request};
+use crate::protocol::{ModelSource, Reply, Request};
 use batch::BatchJob;
-use fetch::{Origin, Source, card, damaged, fetch_and_load, read_file};
+use fetch::{Origin, card, damaged, fetch_and_load, read_file};
 use kept::{Applied, Job};
 use pricer::Estimator;
 use pricer::explain::Explaining;
@@ -67,12 +67,13 @@ struct State {
 }
 
 impl State {
-    /// Loads the model at a URL or from the visitor's file; on failure the
-    /// model loaded before (if any) stays.
-    async fn load(self, source: Source) {
+    /// Loads the model at a URL (asking the server whether it changed when
+    /// `check_server`) or from the visitor's file; on failure the model
+    /// loaded before (if any) stays.
+    async fn load(self, source: ModelSource, check_server: bool) {
         let result = match &source {
-            Source::Url(url, check_server) => fetch_and_load(url, *check_server).await,
-            Source::File(file) => read_file(file).await.and_then(|bytes| {
+            ModelSource::Url(url) => fetch_and_load(url, check_server).await,
+            ModelSource::File(file) => read_file(file).await.and_then(|bytes| {
                 let n = bytes.len() as u64;
                 Estimator::from_bytes(&bytes).map(|est| (est, n, Origin::File)).map_err(damaged)
             }),
@@ -119,7 +120,7 @@ impl State {
                 if check_server {
                     self.first.set(true);
                 }
-                wasm_bindgen_futures::spawn_local(self.clone().load(Source::Url(url, check_server)))
+                wasm_bindgen_futures::spawn_local(self.clone().load(ModelSource::Url(url), check_server))
             }
             Request::Adapt { name, content } => self.start_adapting(name, content),
             Request::CancelAdapt => self.cancel_adapting(),
@@ -173,7 +174,7 @@ pub fn run() {
     let onmessage = Closure::<dyn FnMut(MessageEvent)>::new(move |msg: MessageEvent| {
         // A model file the visitor opened comes as a File, everything else as JSON text.
         if let Ok(file) = msg.data().dyn_into::<web_sys::File>() {
-            return wasm_bindgen_futures::spawn_local(state.clone().load(Source::File(file)));
+            return wasm_bindgen_futures::spawn_local(state.clone().load(ModelSource::File(file), false));
         }
         let Some(text) = msg.data().as_string() else { return };
         match serde_json::from_str::<Request>(&text) {
