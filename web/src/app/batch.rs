@@ -86,9 +86,7 @@ impl BatchState {
 #[component]
 pub(crate) fn BatchPricing(state: BatchState, model: ModelState, conn: Conn) -> impl IntoView {
     let on_file = move |ev: leptos::ev::Event| {
-        let input: web_sys::HtmlInputElement = event_target(&ev);
-        let Some(file) = input.files().and_then(|f| f.get(0)) else { return };
-        input.set_value("");
+        let Some(file) = super::chosen_file(&ev) else { return };
         let name = file.name();
         state.name.set(name.clone());
         state.start();

@@ -64,6 +64,15 @@ pub(crate) fn model_to_load() -> Result<(String, String), String> {
     Ok((url.href(), format!("{asked} (linked with ?model=)")))
 }
 
+/// The file chosen in a file input; the input is cleared, so that choosing
+/// the same file again (edited since) is seen again.
+pub(crate) fn chosen_file(ev: &leptos::ev::Event) -> Option<web_sys::File> {
+    let input: web_sys::HtmlInputElement = event_target(ev);
+    let file = input.files().and_then(|f| f.get(0))?;
+    input.set_value("");
+    Some(file)
+}
+
 /// The service worker (`sw.js`) keeps the app's files for offline visits.
 pub(crate) fn register_service_worker() {
     if let Some(w) = web_sys::window() {

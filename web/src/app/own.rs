@@ -51,9 +51,7 @@ impl OwnState {
 #[component]
 pub(crate) fn OwnProducts(state: OwnState, model: ModelState, conn: Conn) -> impl IntoView {
     let on_file = move |ev: leptos::ev::Event| {
-        let input: web_sys::HtmlInputElement = event_target(&ev);
-        let Some(file) = input.files().and_then(|f| f.get(0)) else { return };
-        input.set_value("");
+        let Some(file) = super::chosen_file(&ev) else { return };
         let name = file.name();
         if let Some(message) = page_file_refusal(&name, file.size() as u64) {
             state.error.set(Some(message));
