@@ -895,3 +895,41 @@ test("a whole file never takes the page hostage: estimates between rows, progres
     quick.server.close();
   }
 });
+
+test("a file priced by several workers gives the same rows as by one, part after part", async () => {
+  const word = tinyWordModel("pool-word");
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "pricer-pool-"));
+  const file = path.join(dir, "many.jsonl");
+  const kinds = ["Stapler", "Desk lamp", "Office chair", "Standing desk"];
+  fs.writeFileSync(file, Array.from({ length: 2003 }, (_, i) => i % 401 === 7 ? "{broken"
+    : JSON.stringify({ title: `${kinds[i % 4]} model ${i}`, description: `For the office, variant ${i % 9}.` })).join("\n") + "\n");
+  const { server, url } = await serve(dist, { "models/default.gguf": fs.readFileSync(word) });
+  const rowsOf = (page) => page.$$eval("#batch-table tbody tr", (trs) => trs.map((t) => [Number(t.dataset.line), t.className, t.dataset.price ?? null]));
+  const price = async (workers) => {
+    const { context, page } = await openPage(`${url}?workers=${workers}`);
+    try {
+      await ready(page);
+      await page.setInputFiles("#batch-file", file);
+      await page.waitForSelector("#batch-summary", { timeout: 120000 });
+      const first = await rowsOf(page);
+      assert.equal(await page.getAttribute("#batch-summary", "data-left"), "3");
+      await page.click("#batch-next");
+      await page.waitForSelector("#batch-summary[data-before='2000']", { timeout: 120000 });
+      return { first, rest: await rowsOf(page) };
+    } finally {
+      await context.close();
+    }
+  };
+  try {
+    const one = await price(1);
+    const three = await price(3);
+    assert.equal(one.first.length, 2000);
+    assert.deepEqual(one.first.map((r) => r[0]), Array.from({ length: 2000 }, (_, i) => i + 1));
+    assert.equal(one.first.filter((r) => r[1] === "bad").length, 5);
+    assert.deepEqual(three.first, one.first);
+    assert.deepEqual(one.rest.map((r) => r[0]), [2001, 2002, 2003]);
+    assert.deepEqual(three.rest, one.rest);
+  } finally {
+    server.close();
+  }
+});

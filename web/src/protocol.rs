@@ -37,7 +37,8 @@ pub enum Request {
     /// Price the products of a CSV or JSONL file's text, [`BATCH_ROWS`]
     /// records at a time, a few products per turn of the event loop: an
     /// estimate asked meanwhile is answered before the next few rows.
-    Batch { name: String, content: String },
+    /// With several workers, each prices its [`Shard`] of the records.
+    Batch { name: String, content: String, shard: Shard },
     /// Price the next [`BATCH_ROWS`] records of the file last sent.
     BatchNext,
     /// Stop pricing the file; the rows priced so far are shown.
@@ -56,6 +57,29 @@ pub enum Request {
     ForgetOwn,
 }
 
+/// Which records of a file a worker prices when several share it: record
+/// `r` (0-based, in file order) goes to the worker whose `index` is `r % of`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shard {
+    pub index: usize,
+    pub of: usize,
+}
+
+impl Shard {
+    /// Every record, for one worker.
+    pub const ALL: Shard = Shard { index: 0, of: 1 };
+
+    /// Whether record `r` is this shard's.
+    pub fn has(&self, r: usize) -> bool {
+        r % self.of.max(1) == self.index
+    }
+
+    /// This shard's records among records `from..to`.
+    pub fn count(&self, from: usize, to: usize) -> usize {
+        (from..to).filter(|&r| self.has(r)).count()
+    }
+}
+
 /// Worker to page.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -72,6 +96,9 @@ pub enum Reply {
     /// model replaced the cached one, or why the cached copy was kept.
     Ready {
         card: ModelCard,
+        /// The worker's wasm memory with the model loaded, in bytes: what
+        /// each worker of a pool costs.
+        memory: u64,
         cached: bool,
         notice: Option<String>,
     },
@@ -102,13 +129,15 @@ pub enum Reply {
         done: usize,
         total: usize,
     },
-    /// A part of the file priced, or stopped: its rows in file order, the
-    /// records before the part, and the records after it not yet priced.
+    /// A part of the file priced, or stopped: its rows (this worker's shard)
+    /// in file order, the records before the part, the records after it not
+    /// yet priced, and the records in the file.
     BatchDone {
         rows: Vec<BatchRow>,
         before: usize,
         left: usize,
         cancelled: bool,
+        records: usize,
     },
     /// The file could not be priced at all (too large, unreadable, no model).
     BatchFailed {
@@ -292,7 +321,7 @@ impl Reply {
                 Reply::Estimate { id, result: Err(format!("{NOT_A_NUMBER}: no estimate for this text")) }
             }
             Reply::Why { id, .. } => Reply::Why { id, result: Err(format!("{NOT_A_NUMBER}: no reasons")) },
-            Reply::BatchDone { rows, before, left, cancelled } => {
+            Reply::BatchDone { rows, before, left, cancelled, records } => {
                 let rows = rows
                     .into_iter()
                     .map(|r| match r.result {
@@ -302,7 +331,7 @@ impl Reply {
                         _ => r,
                     })
                     .collect();
-                Reply::BatchDone { rows, before, left, cancelled }
+                Reply::BatchDone { rows, before, left, cancelled, records }
             }
             Reply::Ready { .. } => Reply::LoadFailed {
                 message: format!("{NOT_A_NUMBER} in its card: the file is damaged"),
@@ -344,12 +373,22 @@ mod tests {
             BatchRow { line: 2, title: "a".into(), result: Ok((f64::NAN, 1.0, 2.0)) },
             BatchRow { line: 3, title: "b".into(), result: Ok((1.5, 1.0, 2.0)) },
         ];
-        let text = Reply::BatchDone { rows, before: 0, left: 0, cancelled: false }.readable().unwrap();
+        let text = Reply::BatchDone { rows, before: 0, left: 0, cancelled: false, records: 2 }.readable().unwrap();
         let Reply::BatchDone { rows, .. } = serde_json::from_str::<Reply>(&text).unwrap() else { panic!() };
         assert!(rows[0].result.is_err() && rows[1].result == Ok((1.5, 1.0, 2.0)), "{rows:?}");
         // Finite replies go as they are.
         let ok = Reply::Estimate { id: 8, result: Ok(EstimateView { price: 3.0, ..view }) };
         assert_eq!(ok.clone().readable().unwrap(), serde_json::to_string(&ok).unwrap());
+    }
+
+    #[test]
+    fn shards_split_the_records_between_workers() {
+        let shards = [Shard { index: 0, of: 3 }, Shard { index: 1, of: 3 }, Shard { index: 2, of: 3 }];
+        for r in 0..10 {
+            assert_eq!(shards.iter().filter(|s| s.has(r)).count(), 1);
+        }
+        assert_eq!(shards.map(|s| s.count(2, 9)), [2, 2, 3]);
+        assert_eq!(Shard::ALL.count(5, 9), 4);
     }
 
     #[test]

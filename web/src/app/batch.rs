@@ -2,6 +2,7 @@
 //! progress, the time left, cancel and the next part; the table and its CSV.
 
 use super::conn::Conn;
+use super::pool::Pool;
 use super::status::ModelState;
 use crate::format::*;
 use crate::js::now_ms;
@@ -20,6 +21,11 @@ pub(crate) struct BatchState {
     /// and whether it was stopped.
     pub(crate) part: RwSignal<Option<BatchPart>>,
     pub(crate) error: RwSignal<Option<String>>,
+    /// Per worker of the file: its part when done, and its progress.
+    shards: StoredValue<Vec<Option<BatchPart>>>,
+    shard_progress: StoredValue<Vec<(usize, usize)>>,
+    /// Records in the file (from the workers' answers).
+    records: StoredValue<usize>,
 }
 
 #[derive(Clone)]
@@ -38,15 +44,25 @@ impl BatchState {
             started_ms: StoredValue::new(0.0),
             part: RwSignal::new(None),
             error: RwSignal::new(None),
+            shards: StoredValue::new(vec![]),
+            shard_progress: StoredValue::new(vec![]),
+            records: StoredValue::new(0),
         }
     }
 
-    /// A part starts: the table of the one before goes.
-    pub(crate) fn start(&self) {
+    /// A part starts, priced by `workers` workers: the table of the one before goes.
+    pub(crate) fn start(&self, workers: usize) {
         self.part.set(None);
         self.error.set(None);
         self.progress.set(Some((0, 0)));
         self.started_ms.set_value(now_ms());
+        self.shards.set_value(vec![None; workers]);
+        self.shard_progress.set_value(vec![(0, 0); workers]);
+    }
+
+    /// How many workers price the file.
+    pub(crate) fn workers(&self) -> usize {
+        self.shards.with_value(|s| s.len()).max(1)
     }
 
     pub(crate) fn fail(&self, message: String) {
@@ -54,16 +70,42 @@ impl BatchState {
         self.error.set(Some(message));
     }
 
-    pub(crate) fn on_reply(&self, reply: Reply) {
+    /// Takes worker `i`'s answer; the part is shown once every worker's
+    /// share is in, its rows in file order. True when the worker failed:
+    /// the others should stop.
+    pub(crate) fn on_reply(&self, i: usize, reply: Reply) -> bool {
+        // Answers that come after a failure, or from a worker not pricing this file, are stale.
+        if self.progress.get_untracked().is_none() || i >= self.shards.with_value(|s| s.len()) {
+            return false;
+        }
         match reply {
-            Reply::BatchProgress { done, total } => self.progress.set(Some((done, total))),
-            Reply::BatchDone { rows, before, left, cancelled } => {
-                self.progress.set(None);
-                self.part.set(Some(BatchPart { rows, before, left, cancelled }));
+            Reply::BatchProgress { done, total } => {
+                self.shard_progress.update_value(|p| p[i] = (done, total));
+                let sum = self.shard_progress.with_value(|p| p.iter().fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1)));
+                self.progress.set(Some(sum));
             }
-            Reply::BatchFailed { message } => self.fail(message),
+            Reply::BatchDone { rows, before, left, cancelled, records } => {
+                self.records.set_value(records);
+                self.shards.update_value(|s| s[i] = Some(BatchPart { rows, before, left, cancelled }));
+                if self.shards.with_value(|s| s.iter().all(Option::is_some)) {
+                    let parts: Vec<BatchPart> = self.shards.with_value(|s| s.iter().flatten().cloned().collect());
+                    let mut rows: Vec<BatchRow> = parts.iter().flat_map(|p| p.rows.clone()).collect();
+                    rows.sort_by_key(|r| r.line);
+                    let before = parts[0].before;
+                    let cancelled = parts.iter().any(|p| p.cancelled);
+                    // Stopped workers read different amounts: what is left is what no worker priced.
+                    let left = if cancelled { records.saturating_sub(before + rows.len()) } else { parts[0].left };
+                    self.progress.set(None);
+                    self.part.set(Some(BatchPart { rows, before, left, cancelled }));
+                }
+            }
+            Reply::BatchFailed { message } => {
+                self.fail(message);
+                return true;
+            }
             _ => {}
         }
+        false
     }
 
     /// "about 3 min left", once a few records give the pace.
@@ -84,27 +126,39 @@ impl BatchState {
 /// A CSV or JSONL file of products, priced in the worker a part at a
 /// time, with progress, the time left and a cancel button.
 #[component]
-pub(crate) fn BatchPricing(state: BatchState, model: ModelState, conn: Conn) -> impl IntoView {
+pub(crate) fn BatchPricing(state: BatchState, model: ModelState, conn: Conn, pool: Pool) -> impl IntoView {
     let on_file = move |ev: leptos::ev::Event| {
         let Some(file) = super::chosen_file(&ev) else { return };
         let name = file.name();
         state.name.set(name.clone());
-        state.start();
+        let workers = pool.size();
+        state.start(workers);
         if let Some(message) = page_file_refusal(&name, file.size() as u64) {
             return state.fail(message);
         }
         wasm_bindgen_futures::spawn_local(async move {
             match crate::js::file_text(&file).await {
-                Ok(content) => conn.send(Request::Batch { name, content }),
+                Ok(content) => {
+                    for index in 0..workers {
+                        let shard = Shard { index, of: workers };
+                        pool.send(
+                            conn,
+                            state,
+                            index,
+                            Request::Batch { name: name.clone(), content: content.clone(), shard },
+                        );
+                    }
+                }
                 Err(message) => state.fail(message),
             }
         });
     };
     let next = move |_| {
-        state.start();
-        conn.send(Request::BatchNext);
+        let workers = state.workers();
+        state.start(workers);
+        pool.send_all(conn, state, workers, &Request::BatchNext);
     };
-    let cancel = move |_| conn.send(Request::CancelBatch);
+    let cancel = move |_| pool.send_all(conn, state, state.workers(), &Request::CancelBatch);
     view! {
         <section class="batch">
             <h2>"Price a whole file"</h2>

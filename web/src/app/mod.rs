@@ -15,6 +15,7 @@ mod batch;
 mod conn;
 mod estimate;
 mod own;
+mod pool;
 mod reasons;
 mod status;
 
@@ -23,6 +24,7 @@ use batch::{BatchPricing, BatchState};
 use conn::Conn;
 use estimate::{EstimateForm, EstimateResult, EstimateState};
 use own::{OwnProducts, OwnState};
+use pool::Pool;
 use status::{ModelState, Status};
 
 /// Where the default model lives, relative to the page.
@@ -87,6 +89,7 @@ pub(crate) fn App() -> impl IntoView {
     let estimate = EstimateState::new();
     let batch = BatchState::new();
     let own = OwnState::new();
+    let pool = Pool::new();
     let conn = match Conn::new() {
         Ok(c) => c,
         Err(e) => {
@@ -132,9 +135,15 @@ pub(crate) fn App() -> impl IntoView {
         };
         match reply {
             Reply::Started => model.load_default(conn),
-            Reply::Ready { .. } => {
+            Reply::Ready { memory, .. } => {
                 model.on_reply(&reply);
                 conn.worker_loaded();
+                // The extra workers pricing a file hold the model before: the file stops.
+                if batch.workers() > 1 && batch.progress.get_untracked().is_some() {
+                    conn.send(Request::CancelBatch);
+                    batch.fail("another model was loaded while the file was being priced: price it again".into());
+                }
+                pool.model_loaded(memory);
                 // A new model: its adaptation, if any, is announced after this.
                 own.adapted.set(None);
             }
@@ -146,7 +155,11 @@ pub(crate) fn App() -> impl IntoView {
                     request_animation_frame(move || set_timeout(move || conn.explain(req), Duration::ZERO));
                 }
             }
-            Reply::BatchProgress { .. } | Reply::BatchDone { .. } | Reply::BatchFailed { .. } => batch.on_reply(reply),
+            Reply::BatchProgress { .. } | Reply::BatchDone { .. } | Reply::BatchFailed { .. } => {
+                if batch.on_reply(0, reply) {
+                    pool.send_all(conn, batch, batch.workers(), &Request::CancelBatch);
+                }
+            }
             Reply::AdaptProgress { .. } | Reply::Adapted { .. } | Reply::AdaptFailed { .. } | Reply::Forgotten => {
                 own.on_reply(reply, conn)
             }
@@ -193,7 +206,7 @@ pub(crate) fn App() -> impl IntoView {
                 <EstimateForm state=estimate model=model conn=conn />
                 <EstimateResult state=estimate />
             </section>
-            <BatchPricing state=batch model=model conn=conn />
+            <BatchPricing state=batch model=model conn=conn pool=pool />
             <OwnProducts state=own model=model conn=conn />
             <AboutTheModel model=model conn=conn />
         </main>

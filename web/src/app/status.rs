@@ -54,7 +54,7 @@ impl ModelState {
             Reply::Progress { loaded, total } if !matches!(self.load.get_untracked(), LoadState::Ready { .. }) => {
                 self.load.set(LoadState::Loading { loaded: *loaded, total: *total })
             }
-            Reply::Ready { card, cached, notice } => {
+            Reply::Ready { card, cached, notice, .. } => {
                 self.card.set(Some(card.clone()));
                 self.source.set(self.asked.get_untracked());
                 self.notice.set(notice.clone());

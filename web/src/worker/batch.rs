@@ -18,12 +18,15 @@ pub(super) struct BatchJob {
     pub(super) part: usize,
     pub(super) read: usize,
     pub(super) rows: Vec<BatchRow>,
+    /// The records this worker prices, and how many of them this part holds.
+    pub(super) shard: Shard,
+    pub(super) mine: usize,
 }
 
 impl BatchJob {
     /// Reads the file's records (counted first, for the progress and the
     /// time left); the first part starts at once.
-    fn new(id: u64, name: &str, content: String) -> Result<BatchJob, String> {
+    fn new(id: u64, name: &str, content: String, shard: Shard) -> Result<BatchJob, String> {
         let bytes: std::rc::Rc<[u8]> = content.into_bytes().into();
         let format = Format::from_name(name);
         let open = |bytes: std::rc::Rc<[u8]>| {
@@ -35,7 +38,20 @@ impl BatchJob {
             return Err(format!("{name} holds no products"));
         }
         let records = open(bytes)?;
-        Ok(BatchJob { id, records, count, before: 0, part: count.min(BATCH_ROWS), read: 0, rows: vec![] })
+        let mut job = BatchJob { id, records, count, before: 0, part: 0, read: 0, rows: vec![], shard, mine: 0 };
+        job.next_part();
+        Ok(job)
+    }
+
+    /// The next part: up to [`BATCH_ROWS`] records after those priced.
+    fn next_part(&mut self) {
+        self.part = (self.count - self.before).min(BATCH_ROWS);
+        self.mine = self.shard.count(self.before, self.before + self.part);
+    }
+
+    /// This worker's records of the part priced so far.
+    fn mine_done(&self) -> usize {
+        self.shard.count(self.before, self.before + self.read)
     }
 
     /// Prices the next few records of the part; true when the part is done.
@@ -47,7 +63,11 @@ impl BatchJob {
                 self.part = self.read;
                 break;
             };
+            let r = self.before + self.read;
             self.read += 1;
+            if !self.shard.has(r) {
+                continue;
+            }
             match record {
                 Ok(p) => pending.push((line, p)),
                 Err(e) => self.rows.push(BatchRow { line, title: String::new(), result: Err(e.reason) }),
@@ -69,13 +89,13 @@ impl BatchJob {
         self.before += self.read;
         self.read = 0;
         self.part = 0;
-        Reply::BatchDone { rows, before, left: self.count - self.before, cancelled }
+        Reply::BatchDone { rows, before, left: self.count - self.before, cancelled, records: self.count }
     }
 }
 
 impl State {
     /// Starts pricing a file's records (its first part).
-    pub(super) fn start_batch(&self, name: String, content: String) {
+    pub(super) fn start_batch(&self, name: String, content: String, shard: Shard) {
         let id = self.batch_latest.get() + 1;
         self.batch_latest.set(id);
         self.batching.borrow_mut().take();
@@ -85,9 +105,9 @@ impl State {
         if let Some(message) = page_file_refusal(&name, content.len() as u64) {
             return send(&Reply::BatchFailed { message });
         }
-        match BatchJob::new(id, &name, content) {
+        match BatchJob::new(id, &name, content, shard) {
             Ok(job) => {
-                send(&Reply::BatchProgress { done: 0, total: job.part });
+                send(&Reply::BatchProgress { done: 0, total: job.mine });
                 *self.batching.borrow_mut() = Some(job);
                 let state = self.clone();
                 later(move || state.batch_step(id));
@@ -105,8 +125,8 @@ impl State {
         };
         self.batch_latest.set(id);
         job.id = id;
-        job.part = (job.count - job.before).min(BATCH_ROWS);
-        send(&Reply::BatchProgress { done: 0, total: job.part });
+        job.next_part();
+        send(&Reply::BatchProgress { done: 0, total: job.mine });
         let state = self.clone();
         later(move || state.batch_step(id));
     }
@@ -130,7 +150,7 @@ impl State {
             if job.step(est) {
                 Some(job.done(false))
             } else {
-                send(&Reply::BatchProgress { done: job.read, total: job.part });
+                send(&Reply::BatchProgress { done: job.mine_done(), total: job.mine });
                 None
             }
         };

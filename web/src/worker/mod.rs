@@ -99,7 +99,7 @@ impl State {
                     }
                     Origin::Network | Origin::File => (false, None),
                 };
-                send(&Reply::Ready { card: c, cached, notice });
+                send(&Reply::Ready { card: c, memory: wasm_memory_bytes(), cached, notice });
                 if self.explain_pending.borrow().is_some() {
                     let state = self.clone();
                     later(move || state.start_explaining());
@@ -160,11 +160,17 @@ impl State {
                 self.explaining.borrow_mut().take();
                 self.explain_pending.borrow_mut().take();
             }
-            Request::Batch { name, content } => self.start_batch(name, content),
+            Request::Batch { name, content, shard } => self.start_batch(name, content, shard),
             Request::BatchNext => self.next_batch(),
             Request::CancelBatch => self.cancel_batch(),
         }
     }
+}
+
+/// The size of this worker's wasm memory (it only grows).
+fn wasm_memory_bytes() -> u64 {
+    let memory: js_sys::WebAssembly::Memory = wasm_bindgen::memory().unchecked_into();
+    memory.buffer().unchecked_into::<js_sys::ArrayBuffer>().byte_length() as u64
 }
 
 /// The worker's entry point: listens for the page's requests.

@@ -1,0 +1,136 @@
+//! The workers that price a file: the first worker and extra ones beside
+//! it, each pricing its [`Shard`] of the records (record `r` goes to worker
+//! `r % n`) with the same model. The extra workers start when a file is
+//! priced, stay for the next, and stop when the model changes.
+
+use super::batch::BatchState;
+use super::conn::{Conn, post, send_load, start_worker};
+use crate::protocol::*;
+use js_sys::Reflect;
+use leptos::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::*;
+use web_sys::{MessageEvent, Worker};
+
+/// At most this many workers price a file, whatever the machine.
+const MAX_WORKERS: usize = 16;
+
+/// An extra worker: whether its model is loaded, and the requests waiting for it.
+struct Extra {
+    worker: Worker,
+    ready: bool,
+    waiting: Vec<Request>,
+}
+
+#[derive(Clone, Copy)]
+pub(crate) struct Pool {
+    extra: StoredValue<Vec<Extra>, LocalStorage>,
+    /// One worker's wasm memory with the model loaded (from its `Ready`).
+    memory: StoredValue<u64>,
+}
+
+impl Pool {
+    pub(crate) fn new() -> Pool {
+        Pool { extra: StoredValue::new_local(Vec::new()), memory: StoredValue::new(0) }
+    }
+
+    /// The first worker loaded a model of `memory` bytes: the extra workers
+    /// held the one before, so they stop.
+    pub(crate) fn model_loaded(&self, memory: u64) {
+        self.memory.set_value(memory);
+        // `<html data-worker-memory>`, for benchmarks.
+        if let Some(root) = web_sys::window().and_then(|w| w.document()).and_then(|d| d.document_element()) {
+            let _ = root.set_attribute("data-worker-memory", &memory.to_string());
+        }
+        self.extra.update_value(|extra| {
+            for e in extra.drain(..) {
+                e.worker.terminate();
+            }
+        });
+    }
+
+    /// Workers for a file: `?workers=N`, else the cores less one for the
+    /// page, and no more than a quarter of the device's memory holds.
+    pub(crate) fn size(&self) -> usize {
+        let Some(window) = web_sys::window() else { return 1 };
+        let asked = window.location().search().ok().and_then(|q| web_sys::UrlSearchParams::new_with_str(&q).ok());
+        if let Some(n) = asked.and_then(|q| q.get("workers")).and_then(|v| v.parse::<usize>().ok()).filter(|&n| n > 0) {
+            return n.min(MAX_WORKERS);
+        }
+        let nav = window.navigator();
+        let by_cores = (nav.hardware_concurrency() as usize).saturating_sub(1).max(1);
+        // `navigator.deviceMemory` (GB, rounded; Chromium only): 4 where unknown.
+        let gb = Reflect::get(&nav, &"deviceMemory".into()).ok().and_then(|v| v.as_f64()).unwrap_or(4.0);
+        let by_memory = (gb * 1e9 / 4.0 / self.memory.get_value().max(1) as f64) as usize;
+        by_cores.min(by_memory.max(1)).min(MAX_WORKERS)
+    }
+
+    /// Sends `req` to worker `i` of the file's workers (0: the first
+    /// worker), starting it first if need be; it gets the request once its
+    /// model is loaded.
+    pub(crate) fn send(&self, conn: Conn, batch: BatchState, i: usize, req: Request) {
+        if i == 0 {
+            return conn.send(req);
+        }
+        while self.extra.with_value(|e| e.len()) < i {
+            if let Err(e) = self.start(conn, batch) {
+                return batch.fail(format!("the browser could not start another worker: {e:?}"));
+            }
+        }
+        self.extra.update_value(|extra| {
+            let e = &mut extra[i - 1];
+            if e.ready { post(&e.worker, &req) } else { e.waiting.push(req) }
+        });
+    }
+
+    /// Sends `req` to each of the first `n` workers.
+    pub(crate) fn send_all(&self, conn: Conn, batch: BatchState, n: usize, req: &Request) {
+        for i in 0..n {
+            self.send(conn, batch, i, req.clone());
+        }
+    }
+
+    /// Starts one more extra worker; it loads the model the first worker holds.
+    fn start(&self, conn: Conn, batch: BatchState) -> Result<(), JsValue> {
+        let worker = start_worker()?;
+        let i = self.extra.with_value(|e| e.len()) + 1;
+        let pool = *self;
+        let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |msg: MessageEvent| {
+            let Some(reply) = msg.data().as_string().and_then(|raw| serde_json::from_str::<Reply>(&raw).ok()) else {
+                return batch.fail("a worker sent an answer the page could not read".into());
+            };
+            match reply {
+                Reply::Started => pool.extra.with_value(|extra| {
+                    conn.loaded.with_value(|model| {
+                        if let (Some(e), Some(model)) = (extra.get(i - 1), model) {
+                            send_load(&e.worker, model, false)
+                        }
+                    })
+                }),
+                Reply::Ready { .. } => pool.extra.update_value(|extra| {
+                    if let Some(e) = extra.get_mut(i - 1) {
+                        e.ready = true;
+                        for req in e.waiting.drain(..) {
+                            post(&e.worker, &req);
+                        }
+                    }
+                }),
+                Reply::LoadFailed { message, .. } => {
+                    batch.fail(format!("another worker could not load the model ({message})"));
+                    pool.send_all(conn, batch, batch.workers(), &Request::CancelBatch);
+                }
+                Reply::BatchProgress { .. } | Reply::BatchDone { .. } | Reply::BatchFailed { .. } => {
+                    let failed = batch.on_reply(i, reply);
+                    if failed {
+                        pool.send_all(conn, batch, batch.workers(), &Request::CancelBatch);
+                    }
+                }
+                _ => {}
+            }
+        });
+        worker.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+        on_message.forget();
+        self.extra.update_value(|e| e.push(Extra { worker, ready: false, waiting: vec![] }));
+        Ok(())
+    }
+}
