@@ -138,12 +138,8 @@ pub(crate) fn App() -> impl IntoView {
             Reply::Ready { memory, .. } => {
                 model.on_reply(&reply);
                 conn.worker_loaded();
-                // The extra workers pricing a file hold the model before: the file stops.
-                if batch.workers() > 1 && batch.progress.get_untracked().is_some() {
-                    conn.send(Request::CancelBatch);
-                    batch.fail("another model was loaded while the file was being priced: price it again".into());
-                }
                 pool.model_loaded(memory);
+                pool.reset(conn, batch, "another model was loaded while the file was being priced: price it again");
                 // A new model: its adaptation, if any, is announced after this.
                 own.adapted.set(None);
             }
@@ -161,6 +157,9 @@ pub(crate) fn App() -> impl IntoView {
                 }
             }
             Reply::AdaptProgress { .. } | Reply::Adapted { .. } | Reply::AdaptFailed { .. } | Reply::Forgotten => {
+                if matches!(reply, Reply::Adapted { restored: false, .. } | Reply::Forgotten) {
+                    pool.reset(conn, batch, "your products changed while the file was being priced: price it again");
+                }
                 own.on_reply(reply, conn)
             }
         }

@@ -34,13 +34,23 @@ impl Pool {
         Pool { extra: StoredValue::new_local(Vec::new()), memory: StoredValue::new(0) }
     }
 
-    /// The first worker loaded a model of `memory` bytes: the extra workers
-    /// held the one before, so they stop.
+    /// The first worker loaded a model of `memory` bytes.
     pub(crate) fn model_loaded(&self, memory: u64) {
         self.memory.set_value(memory);
         // `<html data-worker-memory>`, for benchmarks.
         if let Some(root) = web_sys::window().and_then(|w| w.document()).and_then(|d| d.document_element()) {
             let _ = root.set_attribute("data-worker-memory", &memory.to_string());
+        }
+    }
+
+    /// The model or the adaptation laid over it changed: the extra workers
+    /// hold the one before, so they stop (new ones start with the next
+    /// file), and a file they were pricing stops, saying `why`.
+    pub(crate) fn reset(&self, conn: Conn, batch: BatchState, why: &str) {
+        let running = self.extra.with_value(|e| !e.is_empty()) && batch.workers() > 1;
+        if running && batch.progress.get_untracked().is_some() {
+            conn.send(Request::CancelBatch);
+            batch.fail(why.into());
         }
         self.extra.update_value(|extra| {
             for e in extra.drain(..) {

@@ -137,6 +137,9 @@ impl State {
         if self.batch_latest.get() != id {
             return;
         }
+        if self.restoring.get() {
+            return later(move || self.batch_step(id));
+        }
         if self.estimate_pending.borrow().is_some() {
             self.answer_estimate();
         }

@@ -64,9 +64,23 @@ struct State {
     /// This is the page's first worker (it asks the server for the model):
     /// it keeps adaptations in IndexedDB and adapts again when the model changed.
     first: Rc<Cell<bool>>,
+    /// The adaptation kept in IndexedDB is being laid over the model: a
+    /// file's rows wait for it, so that every row sees the same model.
+    restoring: Rc<Cell<bool>>,
 }
 
 impl State {
+    /// Lays the kept adaptation over the model ([`State::restore_own`]),
+    /// marked as under way meanwhile.
+    fn spawn_restore(&self) {
+        self.restoring.set(true);
+        let state = self.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            state.clone().restore_own().await;
+            state.restoring.set(false);
+        });
+    }
+
     /// Loads the model at a URL (asking the server whether it changed when
     /// `check_server`) or from the visitor's file; on failure the model
     /// loaded before (if any) stays.
@@ -107,7 +121,7 @@ impl State {
                 match job {
                     // Begun on the model before: again, on this one.
                     Some(job) => self.start_adapting(job.name, job.content),
-                    None => wasm_bindgen_futures::spawn_local(self.restore_own()),
+                    None => self.spawn_restore(),
                 }
             }
             Err(message) => send(&Reply::LoadFailed { message, kept_previous: self.model.borrow().is_some() }),
@@ -126,7 +140,7 @@ impl State {
             Request::CancelAdapt => self.cancel_adapting(),
             Request::ReloadOwn => {
                 self.unapply();
-                wasm_bindgen_futures::spawn_local(self.clone().restore_own())
+                self.spawn_restore()
             }
             Request::ForgetOwn => {
                 self.adapt_latest.set(self.adapt_latest.get() + 1);
