@@ -3,12 +3,12 @@
 // the cross-validated MAE each reports. A benchmark, not a test: prints a
 // table. Usage: node bench-adapt.mjs FILE.jsonl|FILE.csv [N]  (the first N
 // records of FILE; default 500).
-import http from "node:http";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { execFileSync } from "node:child_process";
 import { chromium } from "playwright-core";
+import { serveDist } from "./serve-dist.mjs";
 
 const root = path.resolve(import.meta.dirname, "../..");
 const dist = process.env.PRICER_DIST || path.join(root, "dist");
@@ -22,17 +22,7 @@ const name = `shop${csv ? ".csv" : ".jsonl"}`;
 const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "pricer-bench-adapt-")), name);
 fs.writeFileSync(file, kept.join("\n") + "\n");
 
-const TYPES = { ".html": "text/html", ".js": "text/javascript", ".wasm": "application/wasm", ".css": "text/css", ".svg": "image/svg+xml" };
-const server = http.createServer((req, res) => {
-  let p = decodeURIComponent(new URL(req.url, "http://x").pathname);
-  if (p.endsWith("/")) p += "index.html";
-  const f = path.join(dist, p);
-  if (!f.startsWith(dist) || !fs.existsSync(f)) { res.writeHead(404); return res.end(); }
-  const body = fs.readFileSync(f);
-  res.writeHead(200, { "content-type": TYPES[path.extname(f)] || "application/octet-stream", "content-length": body.length });
-  res.end(body);
-});
-await new Promise((r) => server.listen(0, "127.0.0.1", r));
+const { server, url } = await serveDist(dist);
 
 // Native: all cores.
 const t0 = Date.now();
@@ -43,7 +33,7 @@ const nativeS = (Date.now() - t0) / 1000;
 const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
   args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"] });
 const page = await (await browser.newContext()).newPage();
-await page.goto(`http://127.0.0.1:${server.address().port}/`);
+await page.goto(url);
 await page.waitForSelector("#status[data-state=ready]", { timeout: 120000 });
 const t1 = Date.now();
 await page.setInputFiles("#own-items", { name, mimeType: "text/plain", buffer: fs.readFileSync(file) });

@@ -3,28 +3,17 @@
 // timed ROUNDS times, alternated, from the file's choice to the table.
 // A benchmark, not a test: prints a table.
 // Usage: node bench-file.mjs [N] [ROUNDS] [WORKERS...]   (defaults: 2000 2 1 2)
-import http from "node:http";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { chromium } from "playwright-core";
+import { serveDist } from "./serve-dist.mjs";
 
 const root = path.resolve(import.meta.dirname, "../..");
 const dist = process.env.PRICER_DIST || path.join(root, "dist");
 const [n = 2000, rounds = 2, ...counts] = process.argv.slice(2).map(Number);
 const workerCounts = counts.length ? counts : [1, 2];
-const TYPES = { ".html": "text/html", ".js": "text/javascript", ".wasm": "application/wasm", ".css": "text/css", ".svg": "image/svg+xml" };
-const server = http.createServer((req, res) => {
-  let p = decodeURIComponent(new URL(req.url, "http://x").pathname);
-  if (p.endsWith("/")) p += "index.html";
-  const f = path.join(dist, p);
-  if (!f.startsWith(dist) || !fs.existsSync(f)) { res.writeHead(404); return res.end(); }
-  const body = fs.readFileSync(f);
-  res.writeHead(200, { "content-type": TYPES[path.extname(f)] || "application/octet-stream", "content-length": body.length });
-  res.end(body);
-});
-await new Promise((r) => server.listen(0, "127.0.0.1", r));
-const url = `http://127.0.0.1:${server.address().port}/`;
+const { server, url } = await serveDist(dist);
 const kinds = ["Electric kettle 1.7 litre, stainless steel", "Gaming mouse, wireless, 16000 DPI", "Yoga mat, extra thick",
   "Cast iron skillet, 12 inch", "Bluetooth speaker, waterproof", "Acoustic guitar, full size"];
 const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "pricer-bench-file-")), "products.jsonl");

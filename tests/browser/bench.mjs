@@ -4,30 +4,16 @@
 // the time from the click until the reasons are complete (the encoder's share
 // of the most influential words measured, `#why[data-complete=true]`).
 // A benchmark, not a test: prints a table. Usage: node bench.mjs [RUNS]
-import http from "node:http";
 import fs from "node:fs";
 import path from "node:path";
 import zlib from "node:zlib";
 import { chromium } from "playwright-core";
+import { serveDist } from "./serve-dist.mjs";
 
 const root = path.resolve(import.meta.dirname, "../..");
 const dist = process.env.PRICER_DIST || path.join(root, "dist");
 const runs = Number(process.argv[2] || 30);
-const TYPES = { ".html": "text/html", ".js": "text/javascript", ".wasm": "application/wasm", ".css": "text/css", ".svg": "image/svg+xml" };
-const server = http.createServer((req, res) => {
-  let p = decodeURIComponent(new URL(req.url, "http://x").pathname);
-  if (p.endsWith("/")) p += "index.html";
-  const f = path.join(dist, p);
-  if (!f.startsWith(dist) || !fs.existsSync(f)) { res.writeHead(404); return res.end(); }
-  const body = fs.readFileSync(f);
-  // An ETag as static hosts send, so a returning visit's model check is a 304.
-  const etag = `"${fs.statSync(f).size}-${fs.statSync(f).mtimeMs}"`;
-  if (req.headers["if-none-match"] === etag) { res.writeHead(304, { etag }); return res.end(); }
-  res.writeHead(200, { "content-type": TYPES[path.extname(f)] || "application/octet-stream", "content-length": body.length, etag });
-  res.end(body);
-});
-await new Promise((r) => server.listen(0, "127.0.0.1", r));
-const url = `http://127.0.0.1:${server.address().port}/`;
+const { server, url } = await serveDist(dist);
 
 const size = (f) => fs.statSync(path.join(dist, f)).size;
 const gz = (f) => zlib.gzipSync(fs.readFileSync(path.join(dist, f)), { level: 9 }).length;
