@@ -906,7 +906,15 @@ test("a file priced by several workers gives the same rows as by one, part after
   const { server, url } = await serve(dist, { "models/default.gguf": fs.readFileSync(word) });
   const rowsOf = (page) => page.$$eval("#batch-table tbody tr", (trs) => trs.map((t) => [Number(t.dataset.line), t.className, t.dataset.price ?? null]));
   const price = async (workers) => {
-    const { context, page } = await openPage(`${url}?workers=${workers}`);
+    const context = await browser.newContext();
+    // Counts the workers the page starts: the first, the reasons' one, and the file's extra ones.
+    await context.addInitScript(() => {
+      const Real = Worker;
+      window.workersStarted = 0;
+      window.Worker = class extends Real { constructor(...a) { super(...a); window.workersStarted++; } };
+    });
+    const page = await context.newPage();
+    await page.goto(`${url}?workers=${workers}`);
     try {
       await ready(page);
       await page.setInputFiles("#batch-file", file);
@@ -915,6 +923,7 @@ test("a file priced by several workers gives the same rows as by one, part after
       assert.equal(await page.getAttribute("#batch-summary", "data-left"), "3");
       await page.click("#batch-next");
       await page.waitForSelector("#batch-summary[data-before='2000']", { timeout: 120000 });
+      assert.equal(await page.evaluate(() => window.workersStarted), 2 + (workers - 1), `?workers=${workers}`);
       return { first, rest: await rowsOf(page) };
     } finally {
       await context.close();

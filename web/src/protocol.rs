@@ -309,13 +309,15 @@ impl Reply {
     /// number): a reply carrying one becomes the error it stands for, so the
     /// page never waits for an answer it cannot read. `None`: nothing worth
     /// sending (a first estimate that is not a number).
-    pub fn readable(self) -> Option<String> {
-        let text = serde_json::to_string(&self).ok()?;
-        if serde_json::from_str::<Reply>(&text).is_ok() {
+    pub fn readable(&self) -> Option<String> {
+        let text = serde_json::to_string(self).ok()?;
+        // Only a text with a `null` can hold a lost number: the rest (every
+        // progress message, most estimates) go without being read back.
+        if !text.contains("null") || serde_json::from_str::<Reply>(&text).is_ok() {
             return Some(text);
         }
         const NOT_A_NUMBER: &str = "the model gave a number that is not finite";
-        let fallback = match self {
+        let fallback = match self.clone() {
             Reply::First { .. } => return None,
             Reply::Estimate { id, .. } => {
                 Reply::Estimate { id, result: Err(format!("{NOT_A_NUMBER}: no estimate for this text")) }
@@ -378,7 +380,7 @@ mod tests {
         assert!(rows[0].result.is_err() && rows[1].result == Ok((1.5, 1.0, 2.0)), "{rows:?}");
         // Finite replies go as they are.
         let ok = Reply::Estimate { id: 8, result: Ok(EstimateView { price: 3.0, ..view }) };
-        assert_eq!(ok.clone().readable().unwrap(), serde_json::to_string(&ok).unwrap());
+        assert_eq!(ok.readable().unwrap(), serde_json::to_string(&ok).unwrap());
     }
 
     #[test]

@@ -27,7 +27,7 @@ fn scope() -> DedicatedWorkerGlobalScope {
 
 /// Posts a reply the page can read ([`Reply::readable`]).
 fn send(reply: &Reply) {
-    if let Some(text) = reply.clone().readable() {
+    if let Some(text) = reply.readable() {
         let _ = scope().post_message(&JsValue::from_str(&text));
     }
 }
