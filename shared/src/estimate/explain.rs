@@ -19,7 +19,6 @@ use crate::knn::Knn;
 use crate::text;
 use crate::{Error, Estimate, Estimator, Product};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 
 /// A training item near the product in the encoder's embedding space.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -293,7 +292,7 @@ impl Estimator {
         let mut by_field: Vec<(String, f64)> = Vec::new();
         for (lin, w) in &blend.linear {
             typical += w * lin.log_price(&empty, "");
-            let mut x: HashMap<u32, (f32, f32)> = HashMap::new();
+            let mut x: std::collections::BTreeMap<u32, (f32, f32)> = Default::default();
             for (i, v) in lin.features(p, &input) {
                 x.entry(i).or_default().0 = v;
             }

@@ -228,7 +228,7 @@ impl Featurizer {
                 }
                 f
             }
-            Featurizer::Bow { .. } => counts(&terms(text, false), index).into_iter().collect(),
+            Featurizer::Bow { .. } => counts(&terms(text, false), index),
             Featurizer::Tfidf { idf, bigrams, details, sublinear, .. } => {
                 let text = if *details { format!("{text}\n{}", details_text(p)) } else { text.to_string() };
                 let tf = |c: f32| if *sublinear { 1.0 + c.ln() } else { c };
@@ -240,7 +240,6 @@ impl Featurizer {
                 if norm > 0.0 {
                     f.iter_mut().for_each(|(_, v)| *v /= norm);
                 }
-                f.sort_by_key(|(i, _)| *i);
                 f
             }
         }
@@ -397,13 +396,19 @@ fn add_vector(w: &mut ModelWriter, member: &str, name: &str, v: &[f32]) -> Resul
 #[derive(Debug, Clone, Default)]
 pub struct VocabIndex(pub HashMap<String, u32>);
 
-fn counts(terms: &[String], index: &VocabIndex) -> HashMap<u32, f32> {
-    let mut c = HashMap::new();
-    for t in terms {
-        if let Some(&i) = index.0.get(t) {
-            *c.entry(i).or_insert(0.0) += 1.0;
+/// Each known term's count, in column order: sums over the features then
+/// run in one order on every run (a hash map's order changes from run to
+/// run, and with it the last bits of a float sum).
+fn counts(terms: &[String], index: &VocabIndex) -> Sparse {
+    let mut c: Vec<(u32, f32)> = terms.iter().filter_map(|t| index.0.get(t).map(|&i| (i, 1.0))).collect();
+    c.sort_unstable_by_key(|(i, _)| *i);
+    c.dedup_by(|next, kept| {
+        let same = next.0 == kept.0;
+        if same {
+            kept.1 += 1.0;
         }
-    }
+        same
+    });
     c
 }
 
