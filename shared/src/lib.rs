@@ -23,6 +23,8 @@ pub mod estimate;
 pub mod members;
 
 pub use data::{product, readers, text, tokenizer};
+#[cfg(not(target_arch = "wasm32"))]
+pub use encoder::int8_native;
 pub use encoder::{bert, fused, fused_layer, int8};
 pub use estimate::{adapt, estimator, explain, metrics, model_file};
 pub use members::{baselines, knn};

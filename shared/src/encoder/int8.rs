@@ -6,11 +6,15 @@
 //! (sixteen products and their sums in one instruction, `vpdpbusd` where the
 //! CPU has VNNI): the browser build with the `relaxed-simd` feature uses it;
 //! plain simd128 builds use `i32x4.dot_i16x8_s` on the same integers; native
-//! builds a loop the compiler vectorises (e.g. to `pmaddwd` on x86). Every
-//! build sums the same integers, so all give the same bits.
+//! builds pack the weights in panels and use `vpdpbusd` themselves where the
+//! CPU has VNNI, AVX2 where not ([`crate::int8_native`]). Every build sums
+//! the same integers, so all give the same bits.
 
 #[cfg(all(target_arch = "wasm32", feature = "relaxed-simd", not(target_feature = "simd128")))]
 compile_error!("the relaxed-simd feature needs simd128 (.cargo/config.toml enables it for wasm32)");
+
+#[cfg(not(target_arch = "wasm32"))]
+use crate::int8_native::{self as native, PANEL};
 
 /// The kernel's integer types and how many values one step reads.
 #[cfg(all(target_arch = "wasm32", feature = "relaxed-simd"))]
@@ -19,11 +23,17 @@ mod ints {
     pub type Input = u8;
     pub const STEP: usize = 16;
 }
-#[cfg(not(all(target_arch = "wasm32", feature = "relaxed-simd")))]
+#[cfg(all(target_arch = "wasm32", not(feature = "relaxed-simd")))]
 mod ints {
     pub type Weight = i16;
     pub type Input = i16;
     pub const STEP: usize = 8;
+}
+#[cfg(not(target_arch = "wasm32"))]
+mod ints {
+    pub type Weight = i8;
+    pub type Input = u8;
+    pub const STEP: usize = crate::int8_native::GROUP;
 }
 use ints::{Input, STEP, Weight};
 
@@ -31,8 +41,9 @@ use ints::{Input, STEP, Weight};
 /// width) with one scale per output row.
 #[derive(Debug, Clone)]
 pub struct Int8Linear {
-    /// `out x width`, row-major, values in -127..=127; each row padded with
-    /// zeros to `width`, a multiple of the kernel's step.
+    /// `out x width` values in -127..=127, each row padded with zeros to
+    /// `width`, a multiple of the kernel's step: row-major in the browser,
+    /// natively in panels ([`native::pack`]).
     weight: Vec<Weight>,
     /// Each output row's weights summed: what an input's zero point adds to
     /// its dot product.
@@ -86,17 +97,28 @@ fn quantize_input(row: &[f32], dst: &mut [Input]) -> (f32, i32) {
 /// The smallest and largest values of `row` and 0 (NaN is passed over).
 #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
 fn min_max(row: &[f32]) -> (f32, f32) {
-    // Four lanes: a compare-and-select per lane vectorises; min and max are
-    // exact, so the lanes give what one running pair would.
-    let (mut lo, mut hi) = ([0f32; 4], [0f32; 4]);
-    let mut chunks = row.chunks_exact(4);
+    // 16 lanes of compare-and-selects the compiler vectorises, folded in
+    // halves at the end; min and max are exact, so any number of lanes
+    // gives what one running pair would.
+    const L: usize = 16;
+    let (mut lo, mut hi) = ([0f32; L], [0f32; L]);
+    let mut chunks = row.chunks_exact(L);
     for c in &mut chunks {
-        for i in 0..4 {
+        for i in 0..L {
             lo[i] = if c[i] < lo[i] { c[i] } else { lo[i] };
             hi[i] = if c[i] > hi[i] { c[i] } else { hi[i] };
         }
     }
-    min_max_of(lo, hi, chunks.remainder())
+    let mut half = L / 2;
+    while half >= 4 {
+        for i in 0..half {
+            lo[i] = if lo[i + half] < lo[i] { lo[i + half] } else { lo[i] };
+            hi[i] = if hi[i + half] > hi[i] { hi[i + half] } else { hi[i] };
+        }
+        half /= 2;
+    }
+    let (lo4, hi4) = ([lo[0], lo[1], lo[2], lo[3]], [hi[0], hi[1], hi[2], hi[3]]);
+    min_max_of(lo4, hi4, chunks.remainder())
 }
 
 /// The smallest and largest values of `row` and 0 (NaN is passed over),
@@ -129,7 +151,11 @@ fn min_max_of(lo: [f32; 4], hi: [f32; 4], rest: &[f32]) -> (f32, f32) {
 /// The kernels' integer types, converted from f32 values already rounded
 /// and clamped into their range.
 trait Int: Copy {
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
     fn of(v: f32) -> Self;
+    /// A value already within the type's range.
+    #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+    fn of_i32(v: i32) -> Self;
     /// Sixteen values given as two i16x8 vectors, stored at `dst[at..at + 16]`.
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
     fn store16(dst: &mut [Self], at: usize, lo: core::arch::wasm32::v128, hi: core::arch::wasm32::v128);
@@ -138,7 +164,12 @@ trait Int: Copy {
 macro_rules! int {
     ($t:ty, $narrow:ident) => {
         impl Int for $t {
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
             fn of(v: f32) -> Self {
+                v as $t
+            }
+            #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+            fn of_i32(v: i32) -> Self {
                 v as $t
             }
             #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
@@ -163,11 +194,19 @@ int!(i8, i8x16_narrow_i16x8);
 int!(u8, u8x16_narrow_i16x8);
 int!(i16, i8x16_narrow_i16x8);
 
-/// `dst[i] = clamp(nearest(row[i] * inv) + zero, min, max)`, NaN as 0.
+/// `dst[i] = clamp(nearest(row[i] * inv) + zero, min, max)`, NaN as 0
+/// (as `as` makes it), for ranges within -127..=127.
 #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
 fn quantize_with<T: Int>(row: &[f32], dst: &mut [T], inv: f32, zero: f32, min: f32, max: f32) {
+    assert!((-127.0..=0.0).contains(&min) && (0.0..=127.0).contains(&max), "a range within -127..=127 holding 0");
     for (d, v) in dst.iter_mut().zip(row) {
-        *d = T::of(((v * inv).round_ties_even() + zero).clamp(min, max));
+        let q = (v * inv).round_ties_even() + zero;
+        let q = if q.is_nan() { 0.0 } else { q.clamp(min, max) };
+        // SAFETY: q is a finite whole number within -127..=127 (clamped to
+        // the range asserted above, NaN replaced by 0), so it is an i32: a
+        // plain conversion the compiler vectorises, where `as` checks
+        // each value for NaN and range one at a time.
+        *d = T::of_i32(unsafe { q.to_int_unchecked::<i32>() });
     }
 }
 
@@ -285,6 +324,8 @@ impl Int8Linear {
         weight_sum.resize(padded, 0);
         bias.resize(padded, 0.0);
         let input_mul = smooth.map(|s| s.iter().map(|v| 1.0 / v).collect());
+        #[cfg(not(target_arch = "wasm32"))]
+        let q = native::pack(&q, out, width);
         Int8Linear { weight: q, weight_sum, scale, bias, input_mul, inp, width, out }
     }
 
@@ -318,7 +359,7 @@ impl Int8Linear {
             if threads > 1 && x.rows >= 8 {
                 assert_eq!(x.inp, self.inp, "input rows of another width");
                 let mut y = vec![0f32; x.rows * self.out];
-                let per = x.rows.div_ceil(threads).next_multiple_of(2);
+                let per = x.rows.div_ceil(threads).next_multiple_of(4);
                 std::thread::scope(|sc| {
                     for (i, part) in y.chunks_mut(per * self.out).enumerate() {
                         sc.spawn(move || self.block(x, i * per, part));
@@ -340,8 +381,41 @@ impl Int8Linear {
         y
     }
 
+    /// Output rows `first..` (as many as `y` holds) from quantized inputs:
+    /// the integer sums of 16 rows at a time (their buffer stays in cache),
+    /// then each output finished.
+    #[cfg(not(target_arch = "wasm32"))]
+    fn block(&self, x: &QuantizedRows, first: usize, y: &mut [f32]) {
+        const CHUNK: usize = 16;
+        let (out, width) = (self.out, self.width);
+        let (panels, kernel) = (out.div_ceil(PANEL), native::Kernel::best());
+        let stride = panels * PANEL;
+        let mut sums = vec![0i32; CHUNK * stride];
+        for (c, yc) in y.chunks_mut(CHUNK * out).enumerate() {
+            let (from, rows) = (first + c * CHUNK, yc.len() / out);
+            let sums = &mut sums[..rows * stride];
+            kernel.sums(&x.q[from * width..(from + rows) * width], rows, width, &self.weight, panels, sums);
+            for (r, (yr, sr)) in yc.chunks_exact_mut(out).zip(sums.chunks_exact(stride)).enumerate() {
+                self.finish(&sr[..out], x.zero[from + r], x.scale[from + r], yr);
+            }
+        }
+    }
+
+    /// One input row's outputs from their integer sums, as
+    /// [`Int8Linear::finish4`] computes them (the same operations in the same
+    /// order), in one loop the compiler vectorises.
+    #[cfg(not(target_arch = "wasm32"))]
+    fn finish(&self, sums: &[i32], zero: i32, input_scale: f32, dst: &mut [f32]) {
+        let n = dst.len();
+        let (ws, sc, bi) = (&self.weight_sum[..n], &self.scale[..n], &self.bias[..n]);
+        for ((((d, &s), &w), &c), &b) in dst.iter_mut().zip(sums).zip(ws).zip(sc).zip(bi) {
+            *d = (s - zero * w) as f32 * input_scale * c + b;
+        }
+    }
+
     /// Output rows `first..` (as many as `y` holds) from quantized inputs.
-    #[cfg_attr(all(target_arch = "wasm32", feature = "relaxed-simd"), target_feature(enable = "relaxed-simd"))]
+    #[cfg(target_arch = "wasm32")]
+    #[cfg_attr(feature = "relaxed-simd", target_feature(enable = "relaxed-simd"))]
     fn block(&self, x: &QuantizedRows, first: usize, y: &mut [f32]) {
         let (out, width, rows) = (self.out, self.width, y.len() / self.out);
         let last = first + rows - 1;
@@ -365,7 +439,7 @@ impl Int8Linear {
 
     /// Outputs `o..o + dst.len()` of one input row from their integer sums:
     /// `(sum - zero * weight_sum) * input_scale * scale + bias`.
-    #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+    #[cfg(all(target_arch = "wasm32", not(target_feature = "simd128")))]
     fn finish4(&self, sums: [i32; 4], o: usize, zero: i32, input_scale: f32, dst: &mut [f32]) {
         for (j, d) in dst.iter_mut().enumerate() {
             let dot = sums[j] - zero * self.weight_sum[o + j];
@@ -506,7 +580,12 @@ fn probabilities_times_values(probs: &[f32], t: usize, n: usize, vt: &[f32], hd:
         }
         let inv = top / max;
         for (d, v) in dst.iter_mut().zip(row) {
-            *d = (v * inv).round_ties_even().clamp(-top, top) as i16;
+            let q = (v * inv).round_ties_even();
+            let q = if q.is_nan() { 0.0 } else { q.clamp(-top, top) };
+            // SAFETY: q is a finite whole number within -32767..=32767 (top is
+            // Q or Q_PROB; NaN replaced by 0, as `as` would make it): a
+            // conversion the compiler vectorises, where `as i16` checks each value.
+            *d = unsafe { q.to_int_unchecked::<i32>() } as i16;
         }
         max / top
     };
@@ -516,33 +595,45 @@ fn probabilities_times_values(probs: &[f32], t: usize, n: usize, vt: &[f32], hd:
     let mut pq = vec![0i16; t * width];
     let pscale: Vec<f32> =
         probs.chunks_exact(n).zip(pq.chunks_exact_mut(width)).map(|(r, d)| quantize(r, &mut d[..n], Q_PROB)).collect();
-    // Blocks of 2 query rows x 4 dimensions, as the linear layers' kernel.
     let mut out = vec![0f32; t * hd];
-    let prow = |i: usize| &pq[i.min(t - 1) * width..(i.min(t - 1) + 1) * width];
-    let vrow = |d: usize| &vq[d.min(hd - 1) * width..(d.min(hd - 1) + 1) * width];
-    for d in (0..hd).step_by(4) {
-        let v4 = [vrow(d), vrow(d + 1), vrow(d + 2), vrow(d + 3)];
-        for i in (0..t).step_by(2) {
-            let sums = dot2x4_i16([prow(i), prow(i + 1)], v4);
-            for (r, lanes) in sums.into_iter().map(lanes_i32).enumerate().take(t - i) {
-                for (j, sum) in lanes.into_iter().enumerate().take(hd - d) {
-                    out[(i + r) * hd + d + j] = sum as f32 * pscale[i + r] * vscale[d + j];
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let (sums, stride) = native::pairs_sums(native::Kernel::best(), &pq, t, &vq, hd, width);
+        for (i, row) in out.chunks_exact_mut(hd).enumerate() {
+            for (d, o) in row.iter_mut().enumerate() {
+                *o = sums[i * stride + d] as f32 * pscale[i] * vscale[d];
+            }
+        }
+        out
+    }
+    // Blocks of 2 query rows x 4 dimensions, as the linear layers' kernel.
+    #[cfg(target_arch = "wasm32")]
+    {
+        let prow = |i: usize| &pq[i.min(t - 1) * width..(i.min(t - 1) + 1) * width];
+        let vrow = |d: usize| &vq[d.min(hd - 1) * width..(d.min(hd - 1) + 1) * width];
+        for d in (0..hd).step_by(4) {
+            let v4 = [vrow(d), vrow(d + 1), vrow(d + 2), vrow(d + 3)];
+            for i in (0..t).step_by(2) {
+                let sums = dot2x4_i16([prow(i), prow(i + 1)], v4);
+                for (r, lanes) in sums.into_iter().map(lanes_i32).enumerate().take(t - i) {
+                    for (j, sum) in lanes.into_iter().enumerate().take(hd - d) {
+                        out[(i + r) * hd + d + j] = sum as f32 * pscale[i + r] * vscale[d + j];
+                    }
                 }
             }
         }
+        out
     }
-    out
 }
 
 /// Exact dot products of two i16 rows with four (all of one length, a
-/// multiple of 8): output j of row r in `[r][j]`. Natively the linear
-/// layers' kernel is already i16 x i16.
-#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+/// multiple of 8): output j of row r in `[r][j]`.
+#[cfg(all(target_arch = "wasm32", not(target_feature = "simd128")))]
 fn dot2x4_i16(x: [&[i16]; 2], w: [&[i16]; 4]) -> [[i32; 4]; 2] {
-    dot2x4(x, w)
+    x.map(|xr| w.map(|wr| xr.iter().zip(wr).map(|(p, q)| *p as i32 * *q as i32).sum()))
 }
 
-#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+#[cfg(all(target_arch = "wasm32", not(target_feature = "simd128")))]
 fn lanes_i32(s: [i32; 4]) -> [i32; 4] {
     s
 }
@@ -631,66 +722,10 @@ fn dot2x4(x: [&[i16]; 2], w: [&[i16]; 4]) -> [core::arch::wasm32::v128; 2] {
     dot2x4_i16(x, w)
 }
 
-/// Exact dot products of two rows `x` with four rows `w`.
-#[cfg(not(any(
-    all(target_arch = "wasm32", target_feature = "simd128"),
-    all(target_arch = "x86_64", target_feature = "avx2")
-)))]
+/// Exact dot products of two rows `x` with four rows `w` (wasm without SIMD).
+#[cfg(all(target_arch = "wasm32", not(target_feature = "simd128")))]
 fn dot2x4(x: [&[Input]; 2], w: [&[Weight]; 4]) -> [[i32; 4]; 2] {
-    x.map(|xr| w.map(|wr| xr.iter().zip(wr).map(|(p, q)| *p as i32 * *q as i32).sum()))
-}
-
-/// Exact dot products of two rows `x` with four rows `w` (all of one
-/// length, a multiple of 8), sixteen products per instruction with AVX2's
-/// `vpmaddwd` and the 2 x 4 accumulators in registers (the plain loop
-/// above computed each pair on its own, eight products at a time): about
-/// twice as fast natively, and the same integer sums.
-#[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
-fn dot2x4(x: [&[i16]; 2], w: [&[i16]; 4]) -> [[i32; 4]; 2] {
-    use std::arch::x86_64::*;
-    let n = x[0].len();
-    assert!(n.is_multiple_of(8) && x.iter().chain(&w).all(|r| r.len() == n), "rows of one length, a multiple of 8");
-    // SAFETY: AVX2 is enabled for the whole build (the cfg above), so every
-    // intrinsic used is available. Loads are unaligned (`loadu`) and read
-    // 16 i16 at k while k + 16 <= n, then 8 i16 at k while k + 8 <= n, so
-    // they stay inside each row (all of length n, asserted above).
-    unsafe {
-        let mut acc = [[_mm256_setzero_si256(); 4]; 2];
-        let mut k = 0;
-        while k + 16 <= n {
-            let x0 = _mm256_loadu_si256(x[0].as_ptr().add(k) as *const __m256i);
-            let x1 = _mm256_loadu_si256(x[1].as_ptr().add(k) as *const __m256i);
-            for (j, row) in w.iter().enumerate() {
-                let wv = _mm256_loadu_si256(row.as_ptr().add(k) as *const __m256i);
-                acc[0][j] = _mm256_add_epi32(acc[0][j], _mm256_madd_epi16(x0, wv));
-                acc[1][j] = _mm256_add_epi32(acc[1][j], _mm256_madd_epi16(x1, wv));
-            }
-            k += 16;
-        }
-        let mut tail = [[_mm_setzero_si128(); 4]; 2];
-        if k + 8 <= n {
-            let x0 = _mm_loadu_si128(x[0].as_ptr().add(k) as *const __m128i);
-            let x1 = _mm_loadu_si128(x[1].as_ptr().add(k) as *const __m128i);
-            for (j, row) in w.iter().enumerate() {
-                let wv = _mm_loadu_si128(row.as_ptr().add(k) as *const __m128i);
-                tail[0][j] = _mm_madd_epi16(x0, wv);
-                tail[1][j] = _mm_madd_epi16(x1, wv);
-            }
-        }
-        let mut out = [[0i32; 4]; 2];
-        for r in 0..2 {
-            for j in 0..4 {
-                let v = _mm_add_epi32(
-                    _mm_add_epi32(_mm256_castsi256_si128(acc[r][j]), _mm256_extracti128_si256::<1>(acc[r][j])),
-                    tail[r][j],
-                );
-                let mut lanes = [0i32; 4];
-                _mm_storeu_si128(lanes.as_mut_ptr() as *mut __m128i, v);
-                out[r][j] = lanes.iter().sum();
-            }
-        }
-        out
-    }
+    dot2x4_i16(x, w)
 }
 
 #[cfg(test)]

@@ -8,3 +8,5 @@ pub mod bert;
 pub mod fused;
 pub mod fused_layer;
 pub mod int8;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod int8_native;

@@ -2,7 +2,7 @@
 //! and documented (their figures are in docs/benchmarks.md), out of the way
 //! of the journey from data to a published page.
 
-use super::{bench, comparables, embed, init_base, mlm, pseudo, quant_error, smooth, soup};
+use super::{bench, comparables, embed, init_base, mlm, pseudo, quant_error, smooth, soup, speed};
 use anyhow::Result;
 use clap::Subcommand;
 
@@ -27,6 +27,9 @@ pub enum LabCommand {
     Comparables(comparables::ComparablesArgs),
     /// Measure the encoder's training and inference speed (examples/s).
     Bench(bench::BenchArgs),
+    /// Measure a model file's inference speed on real products (products/s
+    /// of the whole stack and of the encoder alone, at each batch size).
+    Speed(speed::SpeedArgs),
     /// Check a device against the CPU: same batch, outputs, loss, gradients.
     CheckDevice(bench::CheckDeviceArgs),
     /// Write a randomly initialised BERT model folder (tests, training from scratch).
@@ -43,6 +46,7 @@ pub fn run(command: &LabCommand) -> Result<()> {
         LabCommand::Embed(a) => embed::run(a),
         LabCommand::Comparables(a) => comparables::run(a),
         LabCommand::Bench(a) => bench::run(a),
+        LabCommand::Speed(a) => speed::run(a),
         LabCommand::CheckDevice(a) => bench::check_device(a),
         LabCommand::InitBase(a) => init_base::run(a),
     }

@@ -21,6 +21,7 @@ pub mod pseudo;
 pub mod quant_error;
 pub mod smooth;
 pub mod soup;
+pub mod speed;
 pub mod train;
 
 use crate::Command;
