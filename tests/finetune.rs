@@ -231,6 +231,46 @@ fn train_kill_resume_export_eval_predict() {
     for row in ["| encoder alone |", "| knn alone |", "| words alone |", "| all but words |", "| all |"] {
         assert!(out.contains(row), "no row {row:?} in:\n{out}");
     }
+    // The native int8 kernels (issue 33): every kernel this CPU runs prices the stack's products to the
+    // same bits, and a product priced alone gets what it gets in a batch of 16 (ragged lengths).
+    let items: String = std::fs::read_to_string(s.data.join("test.jsonl"))
+        .unwrap()
+        .lines()
+        .take(40)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let predict_with = |kernel: &str, input: &str| -> String {
+        let mut child = std::process::Command::new(pricer_bin())
+            .args(["predict", "--model", ens.to_str().unwrap()])
+            .env("PRICER_INT8_KERNEL", kernel)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let best = predict_with("", &items);
+    assert!(items.lines().count() >= 20 && best.lines().count() == items.lines().count(), "{best}");
+    for kernel in ["avx512-vnni", "avx-vnni", "avx2", "scalar"] {
+        assert_eq!(
+            predict_with(kernel, &items),
+            best,
+            "PRICER_INT8_KERNEL={kernel} (a kernel the CPU lacks falls back)"
+        );
+    }
+    let alone: Vec<String> = items.lines().map(|l| predict_with("", &format!("{l}\n"))).collect();
+    for (i, (a, b)) in alone.iter().zip(best.lines()).enumerate() {
+        let strip = |v: &str| -> Value {
+            let mut v: Value = serde_json::from_str(v.trim()).unwrap();
+            v.as_object_mut().unwrap().remove("line");
+            v
+        };
+        assert_eq!(strip(a), strip(b), "product {} alone vs in its batch", i + 1);
+    }
     let (lin_s, ens_s) = (eval(&lin), eval(&ens));
     assert!(ens_s["mae"].as_f64().unwrap() < 1.2 * lin_s["mae"].as_f64().unwrap(), "stack {ens_s} vs linear {lin_s}");
     let info: Value =

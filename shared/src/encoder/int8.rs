@@ -349,24 +349,18 @@ impl Int8Linear {
         self.forward_quantized(&self.quantize(x, rows))
     }
 
-    /// Quantized input rows times the weights, plus the bias. Natively, rows
-    /// are split over the cores (each value is computed the same way
-    /// whatever the split); the browser's worker has one thread.
+    /// Quantized input rows times the weights, plus the bias. Natively,
+    /// parts of 16 rows go to rayon's pool of threads, one per core (each
+    /// value is computed the same way whatever the split); the browser's
+    /// worker has one thread.
     pub fn forward_quantized(&self, x: &QuantizedRows) -> Vec<f32> {
         #[cfg(not(target_arch = "wasm32"))]
-        {
-            let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(16);
-            if threads > 1 && x.rows >= 8 {
-                assert_eq!(x.inp, self.inp, "input rows of another width");
-                let mut y = vec![0f32; x.rows * self.out];
-                let per = x.rows.div_ceil(threads).next_multiple_of(4);
-                std::thread::scope(|sc| {
-                    for (i, part) in y.chunks_mut(per * self.out).enumerate() {
-                        sc.spawn(move || self.block(x, i * per, part));
-                    }
-                });
-                return y;
-            }
+        if x.rows > 16 && self.out > 0 {
+            use rayon::prelude::*;
+            assert_eq!(x.inp, self.inp, "input rows of another width");
+            let mut y = vec![0f32; x.rows * self.out];
+            y.par_chunks_mut(16 * self.out).enumerate().for_each(|(i, part)| self.block(x, i * 16, part));
+            return y;
         }
         self.forward_one_thread(x)
     }
@@ -486,20 +480,15 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], bias: &[f32], b: usize, t: usi
     if out.is_empty() {
         return out;
     }
+    #[cfg(target_arch = "wasm32")]
+    let head_attention = head_attention_plain;
     let one = |bi: usize, h: usize| head_attention(q, k, v, &bias[bi * t..(bi + 1) * t], bi, h, t, width, hd);
-    // Natively, heads are spread over the cores; the browser's worker has one thread.
+    // Natively, heads go to rayon's pool (one thread per core); the browser's worker has one thread.
     #[cfg(not(target_arch = "wasm32"))]
     let heads_out: Vec<Vec<f32>> = {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(16);
+        use rayon::prelude::*;
         let jobs: Vec<(usize, usize)> = (0..b).flat_map(|bi| (0..heads).map(move |h| (bi, h))).collect();
-        let per = jobs.len().div_ceil(threads);
-        std::thread::scope(|sc| {
-            let parts: Vec<_> = jobs
-                .chunks(per)
-                .map(|js| sc.spawn(move || js.iter().map(|&(bi, h)| one(bi, h)).collect::<Vec<_>>()))
-                .collect();
-            parts.into_iter().flat_map(|p| p.join().expect("an attention thread panicked")).collect()
-        })
+        jobs.par_iter().map(|&(bi, h)| one(bi, h)).collect()
     };
     #[cfg(target_arch = "wasm32")]
     let heads_out: Vec<Vec<f32>> =
@@ -514,9 +503,11 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], bias: &[f32], b: usize, t: usi
     out
 }
 
-/// One text's one head: `t x hd`, row-major.
+/// One text's one head: `t x hd`, row-major. The browser's version (and
+/// natively the reference the native version is tested against).
+#[cfg(any(target_arch = "wasm32", test))]
 #[allow(clippy::too_many_arguments)]
-fn head_attention(
+fn head_attention_plain(
     q: &[f32],
     k: &[f32],
     v: &[f32],
@@ -557,6 +548,87 @@ fn head_attention(
     probabilities_times_values(&probs, t, n, &vt, hd)
 }
 
+/// One text's one head natively: the numbers of [`head_attention_plain`]
+/// (the same quantization, exact integer sums, finishing and softmax), with
+/// the keys and values quantized and packed for the kernels once, then 16
+/// query rows at a time from scores to output, their buffers reused.
+#[cfg(not(target_arch = "wasm32"))]
+#[allow(clippy::too_many_arguments)]
+fn head_attention(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    bias: &[f32],
+    bi: usize,
+    h: usize,
+    t: usize,
+    width: usize,
+    hd: usize,
+) -> Vec<f32> {
+    const CHUNK: usize = 16;
+    let at = |i: usize| (bi * t + i) * width + h * hd;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let keys: Vec<usize> = (0..t).filter(|&j| bias[j] > PADDING).collect();
+    let n = keys.len();
+    if n == 0 {
+        return vec![0.0; t * hd];
+    }
+    let kernel = native::Kernel::best();
+    // The keys are the scores' weights: 8 bits, one scale per key.
+    let kw = hd.div_ceil(STEP) * STEP;
+    let mut kq: Vec<i8> = vec![0; n * kw];
+    let kscale: Vec<f32> = keys
+        .iter()
+        .zip(kq.chunks_exact_mut(kw))
+        .map(|(&j, d)| quantize_weights(&k[at(j)..at(j) + hd], &mut d[..hd]))
+        .collect();
+    let ksum: Vec<i32> = kq.chunks_exact(kw).map(|r| r.iter().map(|&w| w as i32).sum()).collect();
+    let kbias: Vec<f32> = keys.iter().map(|&j| bias[j]).collect();
+    let (panels, kpacked) = (n.div_ceil(PANEL), native::pack(&kq, n, kw));
+    // The values, transposed, are the output's weights: 8 bits per dimension.
+    let pw = n.div_ceil(8) * 8;
+    let mut vt = vec![0f32; hd * n];
+    for (jn, &j) in keys.iter().enumerate() {
+        for (d, x) in v[at(j)..at(j) + hd].iter().enumerate() {
+            vt[d * n + jn] = *x;
+        }
+    }
+    let mut vq = vec![0i16; hd * pw];
+    let vscale: Vec<f32> =
+        vt.chunks_exact(n).zip(vq.chunks_exact_mut(pw)).map(|(r, d)| quantize_i16(r, &mut d[..n], Q)).collect();
+    let values = native::Pairs::new(&vq, hd, pw);
+    let (sstride, ostride) = (panels * PANEL, values.stride());
+    let mut out = vec![0f32; t * hd];
+    let (mut xq, mut qrow) = (vec![0u8; CHUNK * kw], vec![0f32; hd]);
+    let (mut qscale, mut qzero) = ([0f32; CHUNK], [0i32; CHUNK]);
+    let (mut scores, mut probs) = (vec![0i32; CHUNK * sstride], vec![0f32; n]);
+    let (mut pq, mut pscale) = (vec![0i16; CHUNK * pw], [0f32; CHUNK]);
+    let mut sums = vec![0i32; CHUNK * ostride];
+    for c in (0..t).step_by(CHUNK) {
+        let rows = (t - c).min(CHUNK);
+        for r in 0..rows {
+            qrow.iter_mut().zip(&q[at(c + r)..at(c + r) + hd]).for_each(|(d, x)| *d = x * scale);
+            (qscale[r], qzero[r]) = quantize_input(&qrow, &mut xq[r * kw..r * kw + hd]);
+        }
+        kernel.sums(&xq[..rows * kw], rows, kw, &kpacked, panels, &mut scores[..rows * sstride]);
+        for r in 0..rows {
+            let srow = &scores[r * sstride..r * sstride + n];
+            for (o, p) in probs.iter_mut().enumerate() {
+                *p = (srow[o] - qzero[r] * ksum[o]) as f32 * qscale[r] * kscale[o] + kbias[o];
+            }
+            crate::fused::softmax_lanes_in_place(&mut probs);
+            pscale[r] = quantize_i16(&probs, &mut pq[r * pw..r * pw + n], Q_PROB);
+        }
+        values.sums(kernel, &pq[..rows * pw], rows, &mut sums[..rows * ostride]);
+        for r in 0..rows {
+            for d in 0..hd {
+                out[(c + r) * hd + d] = sums[r * ostride + d] as f32 * pscale[r] * vscale[d];
+            }
+        }
+    }
+    out
+}
+
 /// Largest quantized probability: 15 bits. With values in 8 bits (up to
 /// 127 in size) a sum over 512 keys stays below 2^31: probabilities are
 /// scaled by their row's largest, which is at least 1/keys, so a row's
@@ -570,35 +642,47 @@ const Q_PROB: f32 = 32767.0;
 /// probabilities (the linear layers' input width) lost the small weights of
 /// long texts: the largest source of the int8 path's error
 /// (docs/benchmarks.md, "Faithful int8").
+/// `row` quantized symmetrically to -top..=top (top at most 32,767) into
+/// `dst`, which is zeroed for an all-zero or non-finite row; returns the
+/// scale (0 for such a row).
+fn quantize_i16(row: &[f32], dst: &mut [i16], top: f32) -> f32 {
+    let (lo, hi) = min_max(row);
+    let max = hi.max(-lo);
+    if max == 0.0 || !max.is_finite() {
+        dst.iter_mut().for_each(|d| *d = 0);
+        return 0.0;
+    }
+    let inv = top / max;
+    for (d, v) in dst.iter_mut().zip(row) {
+        let q = (v * inv).round_ties_even();
+        let q = if q.is_nan() { 0.0 } else { q.clamp(-top, top) };
+        // SAFETY: q is a finite whole number within -32767..=32767 (top is
+        // Q or Q_PROB; NaN replaced by 0, as `as` would make it): a
+        // conversion the compiler vectorises, where `as i16` checks each value.
+        *d = unsafe { q.to_int_unchecked::<i32>() } as i16;
+    }
+    max / top
+}
+
+#[cfg(any(target_arch = "wasm32", test))]
 fn probabilities_times_values(probs: &[f32], t: usize, n: usize, vt: &[f32], hd: usize) -> Vec<f32> {
     let width = n.div_ceil(8) * 8;
-    let quantize = |row: &[f32], dst: &mut [i16], top: f32| -> f32 {
-        let (lo, hi) = min_max(row);
-        let max = hi.max(-lo);
-        if max == 0.0 || !max.is_finite() {
-            return 0.0;
-        }
-        let inv = top / max;
-        for (d, v) in dst.iter_mut().zip(row) {
-            let q = (v * inv).round_ties_even();
-            let q = if q.is_nan() { 0.0 } else { q.clamp(-top, top) };
-            // SAFETY: q is a finite whole number within -32767..=32767 (top is
-            // Q or Q_PROB; NaN replaced by 0, as `as` would make it): a
-            // conversion the compiler vectorises, where `as i16` checks each value.
-            *d = unsafe { q.to_int_unchecked::<i32>() } as i16;
-        }
-        max / top
-    };
     let mut vq = vec![0i16; hd * width];
     let vscale: Vec<f32> =
-        vt.chunks_exact(n).zip(vq.chunks_exact_mut(width)).map(|(r, d)| quantize(r, &mut d[..n], Q)).collect();
+        vt.chunks_exact(n).zip(vq.chunks_exact_mut(width)).map(|(r, d)| quantize_i16(r, &mut d[..n], Q)).collect();
     let mut pq = vec![0i16; t * width];
-    let pscale: Vec<f32> =
-        probs.chunks_exact(n).zip(pq.chunks_exact_mut(width)).map(|(r, d)| quantize(r, &mut d[..n], Q_PROB)).collect();
+    let pscale: Vec<f32> = probs
+        .chunks_exact(n)
+        .zip(pq.chunks_exact_mut(width))
+        .map(|(r, d)| quantize_i16(r, &mut d[..n], Q_PROB))
+        .collect();
     let mut out = vec![0f32; t * hd];
     #[cfg(not(target_arch = "wasm32"))]
     {
-        let (sums, stride) = native::pairs_sums(native::Kernel::best(), &pq, t, &vq, hd, width);
+        let pairs = native::Pairs::new(&vq, hd, width);
+        let stride = pairs.stride();
+        let mut sums = vec![0i32; t * stride];
+        pairs.sums(native::Kernel::best(), &pq, t, &mut sums);
         for (i, row) in out.chunks_exact_mut(hd).enumerate() {
             for (d, o) in row.iter_mut().enumerate() {
                 *o = sums[i * stride + d] as f32 * pscale[i] * vscale[d];
@@ -825,6 +909,60 @@ mod tests {
         let all = lin.forward(&x, rows);
         for r in 0..rows {
             assert_eq!(lin.forward(&x[r * inp..(r + 1) * inp], 1), all[r * out..(r + 1) * out]);
+        }
+    }
+
+    /// The browser's linear layer, written plainly: row-major weights,
+    /// integer sums in index order, then its finishing formula.
+    fn plain_linear(w: &[f32], b: &[f32], x: &[f32], rows: usize, inp: usize) -> Vec<f32> {
+        let mut wq = vec![0; inp];
+        let mut xq = vec![0; inp];
+        let rows_q: Vec<(f32, Vec<i32>)> = w
+            .chunks_exact(inp)
+            .map(|r| (quantize_weights(r, &mut wq), wq.iter().map(|&v| v as i32).collect()))
+            .collect();
+        let mut y = Vec::new();
+        for r in x.chunks_exact(inp).take(rows) {
+            let (scale, zero) = quantize_input(r, &mut xq);
+            for (o, (ws, wr)) in rows_q.iter().enumerate() {
+                let sum: i32 = wr.iter().zip(&xq).map(|(a, c)| a * *c as i32).sum();
+                let dot = sum - zero * wr.iter().sum::<i32>();
+                y.push(dot as f32 * scale * ws + b[o]);
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn the_native_kernels_give_the_browsers_bits() {
+        // Ragged shapes: rows past a 16-row part and past 128 (a product
+        // longer than 128 tokens), outputs that fill no panel, odd widths.
+        for (rows, inp, out) in [(150, 384, 37), (1, 20, 7), (17, 36, 16), (130, 1536, 50), (5, 4, 1)] {
+            let (w, x, b) = (data(out * inp, 21), data(rows * inp, 22), data(out, 23));
+            let got = Int8Linear::new(&w, b.clone(), out, inp).forward(&x, rows);
+            assert_eq!(got, plain_linear(&w, &b, &x, rows, inp), "{rows} x {inp} x {out}");
+        }
+    }
+
+    #[test]
+    fn the_native_attention_gives_the_browsers_bits() {
+        // Texts of 150 tokens (past 128) and of 7 padded to 150, heads of 32
+        // and of 8 dimensions.
+        for (b, t, heads, hd, pad) in [(2, 150, 3, 32, 143), (1, 7, 2, 8, 0), (3, 33, 4, 16, 5)] {
+            let width = heads * hd;
+            let (q, k, v) = (data(b * t * width, 31), data(b * t * width, 32), data(b * t * width, 33));
+            let mut bias = vec![0f32; b * t];
+            bias[b * t - pad..].iter_mut().for_each(|x| *x = -1e4);
+            let got = attention(&q, &k, &v, &bias, b, t, heads);
+            for bi in 0..b {
+                for h in 0..heads {
+                    let plain = head_attention_plain(&q, &k, &v, &bias[bi * t..(bi + 1) * t], bi, h, t, width, hd);
+                    for i in 0..t {
+                        let at = (bi * t + i) * width + h * hd;
+                        assert_eq!(got[at..at + hd], plain[i * hd..(i + 1) * hd], "text {bi} head {h} token {i}");
+                    }
+                }
+            }
         }
     }
 

@@ -77,6 +77,12 @@ impl Kernel {
         })
     }
 
+    /// Whether this CPU runs the kernel (detected once).
+    pub fn runs_here(self) -> bool {
+        static HERE: std::sync::OnceLock<Vec<Kernel>> = std::sync::OnceLock::new();
+        HERE.get_or_init(Kernel::available).contains(&self)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Kernel::Avx512Vnni => "avx512-vnni",
@@ -97,7 +103,7 @@ impl Kernel {
         if rows == 0 || panels == 0 {
             return;
         }
-        assert!(Kernel::available().contains(&self), "this CPU cannot run the {} kernel", self.name());
+        assert!(self.runs_here(), "this CPU cannot run the {} kernel", self.name());
         let job = Job { x, rows, width, packed, panels };
         match self {
             #[cfg(target_arch = "x86_64")]
@@ -373,55 +379,76 @@ mod x86 {
     }
 }
 
-/// `sums[i * panels * 16 + d]` = the dot product of i16 row `i` of `p`
-/// (`rows x width`) with i16 row `d` of `v` (`dims x width`), `width` even:
-/// the attention's probabilities times its values. `v` goes in panels of
-/// 16 rows x 2 values, so one `vpdpwssd` (or `vpmaddwd`) adds two products
-/// to each of 16 rows' sums. Exact i32 sums, as the browser's i16 kernel's.
-pub fn pairs_sums(kernel: Kernel, p: &[i16], rows: usize, v: &[i16], dims: usize, width: usize) -> (Vec<i32>, usize) {
-    assert!(width.is_multiple_of(2) && p.len() == rows * width && v.len() == dims * width, "rows of another width");
-    let (pairs, panels) = (width / 2, dims.div_ceil(PANEL));
-    let mut packed = vec![0i16; panels * pairs * PANEL * 2];
-    for (d, row) in v.chunks_exact(width.max(1)).enumerate().take(dims) {
-        for (g, two) in row.chunks_exact(2).enumerate() {
-            let at = ((d / PANEL * pairs + g) * PANEL + d % PANEL) * 2;
-            packed[at..at + 2].copy_from_slice(two);
+/// i16 rows (`dims x width`, `width` even) packed for [`Pairs::sums`]: in
+/// panels of 16 rows x 2 values, so one `vpdpwssd` (or `vpmaddwd`) adds two
+/// products to each of 16 rows' sums. The attention's values, transposed.
+pub struct Pairs {
+    packed: Vec<i16>,
+    panels: usize,
+    pairs: usize,
+}
+
+impl Pairs {
+    pub fn new(v: &[i16], dims: usize, width: usize) -> Pairs {
+        assert!(width.is_multiple_of(2) && v.len() == dims * width, "rows of another width");
+        let (pairs, panels) = (width / 2, dims.div_ceil(PANEL));
+        let mut packed = vec![0i16; panels * pairs * PANEL * 2];
+        for (d, row) in v.chunks_exact(width.max(1)).enumerate().take(dims) {
+            for (g, two) in row.chunks_exact(2).enumerate() {
+                let at = ((d / PANEL * pairs + g) * PANEL + d % PANEL) * 2;
+                packed[at..at + 2].copy_from_slice(two);
+            }
         }
+        Pairs { packed, panels, pairs }
     }
-    let stride = panels * PANEL;
-    let mut sums = vec![0i32; rows * stride];
-    if rows == 0 || panels == 0 || pairs == 0 {
-        return (sums, stride);
+
+    /// Values between one row's sums in [`Pairs::sums`]'s output.
+    pub fn stride(&self) -> usize {
+        self.panels * PANEL
     }
-    match kernel {
-        #[cfg(target_arch = "x86_64")]
-        Kernel::Avx512Vnni | Kernel::AvxVnni | Kernel::Avx2 => {
-            assert!(Kernel::available().contains(&kernel), "this CPU cannot run the {} kernel", kernel.name());
-            // SAFETY: the CPU has AVX2 (and AVX512F with AVX512-VNNI for the
-            // first), as asserted; `packed` holds panels x pairs blocks of
-            // 32 i16 and each row of `p` holds `pairs` pairs, as built above.
-            unsafe {
-                if kernel == Kernel::Avx512Vnni {
-                    x86::pairs_avx512_vnni(p, rows, &packed, panels, pairs, &mut sums)
-                } else {
-                    x86::pairs_avx2(p, rows, &packed, panels, pairs, &mut sums)
+
+    /// `sums[i * stride + d]` = the dot product of i16 row `i` of `p`
+    /// (`rows x width`) with packed row `d`: exact i32 sums, as the
+    /// browser's i16 kernel's.
+    pub fn sums(&self, kernel: Kernel, p: &[i16], rows: usize, sums: &mut [i32]) {
+        let (width, stride) = (2 * self.pairs, self.stride());
+        assert!(p.len() == rows * width && sums.len() == rows * stride, "rows of another shape");
+        if rows == 0 || self.panels == 0 || self.pairs == 0 {
+            sums.iter_mut().for_each(|s| *s = 0);
+            return;
+        }
+        match kernel {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512Vnni | Kernel::AvxVnni | Kernel::Avx2 => {
+                assert!(kernel.runs_here(), "this CPU cannot run the {} kernel", kernel.name());
+                let (packed, panels, pairs) = (&self.packed, self.panels, self.pairs);
+                // SAFETY: the CPU has AVX2 (and AVX512F with AVX512-VNNI for
+                // the first), as asserted; `packed` holds panels x pairs
+                // blocks of 32 i16 (built in `new`), each row of `p` `pairs`
+                // pairs and `sums` rows x stride values (asserted above).
+                unsafe {
+                    if kernel == Kernel::Avx512Vnni {
+                        x86::pairs_avx512_vnni(p, rows, packed, panels, pairs, sums)
+                    } else {
+                        x86::pairs_avx2(p, rows, packed, panels, pairs, sums)
+                    }
+                }
+            }
+            _ => {
+                for (i, prow) in p.chunks_exact(width).enumerate() {
+                    for d in 0..stride {
+                        sums[i * stride + d] = (0..self.pairs)
+                            .map(|g| {
+                                let at = ((d / PANEL * self.pairs + g) * PANEL + d % PANEL) * 2;
+                                let w = &self.packed[at..at + 2];
+                                prow[2 * g] as i32 * w[0] as i32 + prow[2 * g + 1] as i32 * w[1] as i32
+                            })
+                            .sum();
+                    }
                 }
             }
         }
-        _ => {
-            for (i, prow) in p.chunks_exact(width).enumerate() {
-                for d in 0..panels * PANEL {
-                    sums[i * stride + d] = (0..pairs)
-                        .map(|g| {
-                            let at = ((d / PANEL * pairs + g) * PANEL + d % PANEL) * 2;
-                            prow[2 * g] as i32 * packed[at] as i32 + prow[2 * g + 1] as i32 * packed[at + 1] as i32
-                        })
-                        .sum();
-                }
-            }
-        }
     }
-    (sums, stride)
 }
 
 #[cfg(test)]
@@ -481,8 +508,11 @@ mod tests {
         {
             let p: Vec<i16> = ints(rows * width, case as u64, 0, 32767).into_iter().map(|v| v as i16).collect();
             let v: Vec<i16> = ints(dims * width, 50 + case as u64, -127, 127).into_iter().map(|v| v as i16).collect();
+            let pairs = Pairs::new(&v, dims, width);
+            let stride = pairs.stride();
             for k in Kernel::available() {
-                let (got, stride) = pairs_sums(k, &p, rows, &v, dims, width);
+                let mut got = vec![i32::MIN; rows * stride];
+                pairs.sums(k, &p, rows, &mut got);
                 for i in 0..rows {
                     for d in 0..dims {
                         let want: i32 = (0..width).map(|j| p[i * width + j] as i32 * v[d * width + j] as i32).sum();

@@ -37,9 +37,17 @@ pub struct SpeedArgs {
     /// Print one JSON object per batch size instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Also time each int8 kernel this CPU runs on one core (a 256 x 384
+    /// by 384 x 1536 product, the encoder's largest shape), in GOP/s and
+    /// operations per cycle at the clock /proc/cpuinfo reports.
+    #[arg(long)]
+    pub kernels: bool,
 }
 
 pub fn run(args: &SpeedArgs) -> Result<()> {
+    if args.kernels {
+        kernels(args.json);
+    }
     if args.batch.contains(&0) || args.passes == 0 || args.limit == 0 {
         bail!("--batch, --passes and --limit must be at least 1");
     }
@@ -136,4 +144,47 @@ fn write_peer_inputs(
     std::fs::write(dir.join("tokenizer.json"), tok.json())
         .with_context(|| format!("cannot write in {}", dir.display()))?;
     Ok(())
+}
+
+/// Each kernel's integer sums on one core: GOP/s (a multiply and an add
+/// are two operations) and operations per cycle.
+fn kernels(json: bool) {
+    use pricer::int8_native::{Kernel, PANEL, pack};
+    let (rows, width, out) = (256, 384, 1536);
+    let x: Vec<u8> = (0..rows * width).map(|i| (i * 7 % 128) as u8).collect();
+    let w: Vec<i8> = (0..out * width).map(|i| (i * 13 % 255) as i8).collect();
+    let packed = pack(&w, out, width);
+    let panels = out.div_ceil(PANEL);
+    let mut sums = vec![0i32; rows * panels * PANEL];
+    // The clock the kernel reports for core 0 (turbo may run higher).
+    let mhz = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| c.lines().find_map(|l| l.strip_prefix("cpu MHz")?.split(':').nth(1)?.trim().parse::<f64>().ok()));
+    if !json {
+        println!(
+            "{:>12} {:>10} {:>14}   (256 x 384 x 1536, one core, {} MHz)",
+            "kernel",
+            "GOP/s",
+            "ops/cycle",
+            mhz.map_or("?".into(), |m| format!("{m:.0}"))
+        );
+    }
+    for k in Kernel::available() {
+        let reps = if k == Kernel::Scalar { 2 } else { 40 };
+        k.sums(&x, rows, width, &packed, panels, &mut sums);
+        let t = Instant::now();
+        for _ in 0..reps {
+            k.sums(&x, rows, width, &packed, panels, &mut sums);
+        }
+        let gops = (2 * rows * width * out * reps) as f64 / t.elapsed().as_secs_f64() / 1e9;
+        let per_cycle = mhz.map(|m| gops * 1e3 / m);
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({"kernel": k.name(), "gop_s": gops, "ops_per_cycle": per_cycle, "mhz": mhz})
+            );
+        } else {
+            println!("{:>12} {gops:>10.1} {:>14}", k.name(), per_cycle.map_or("?".into(), |c| format!("{c:.1}")));
+        }
+    }
 }
