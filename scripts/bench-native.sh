@@ -40,6 +40,6 @@ for b in (1, 16):
     best, avx2 = rate(b, run="pricer", kernel="best"), rate(b, run="pricer", kernel="avx2")
     i8, f32 = rate(b, run="ort", model="minilm-int8.onnx")["products_s"], rate(b, run="ort", model="minilm-fp32.onnx")["products_s"]
     s = best["stack_products_s"]
-    print(f"| {b} | {s:.1f} | {best["encoder_products_s"]:.1f} | {avx2["stack_products_s"]:.1f} | {i8:.1f} | {f32:.1f} | {s / i8:.2f}x | {s / f32:.2f}x |")
-print(f"products/s; mean {runs[0]["mean_tokens"]:.1f} tokens per product")
+    print(f"| {b} | {s:.1f} | {best['encoder_products_s']:.1f} | {avx2['stack_products_s']:.1f} | {i8:.1f} | {f32:.1f} | {s / i8:.2f}x | {s / f32:.2f}x |")
+print(f"products/s; mean {runs[0]['mean_tokens']:.1f} tokens per product")
 PY

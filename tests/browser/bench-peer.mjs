@@ -47,10 +47,10 @@ function serve(dir, isolated, extra = {}) {
 // The peer: one session of the ONNX model, batch 1, TOKENS tokens.
 const PEER_PAGE = `<!DOCTYPE html><meta charset="utf-8"><script type="module">
 import * as ort from "./node_modules/onnxruntime-web/dist/ort.wasm.min.mjs";
-window.runPeer = async (threads, tokens, runs) => {
+window.runPeer = async (model, threads, tokens, runs) => {
   ort.env.wasm.numThreads = threads;
   ort.env.wasm.wasmPaths = new URL("./node_modules/onnxruntime-web/dist/", location.href).href;
-  const session = await ort.InferenceSession.create("./minilm-fp32.onnx", { executionProviders: ["wasm"] });
+  const session = await ort.InferenceSession.create(model, { executionProviders: ["wasm"] });
   const ids = BigInt64Array.from({ length: tokens }, (_, i) => BigInt(i === 0 ? 101 : i === tokens - 1 ? 102 : 1000 + (i * 37) % 20000));
   const feeds = {};
   for (const name of session.inputNames) {
@@ -110,12 +110,12 @@ async function runOurs() {
   return times;
 }
 
-async function runPeer(threads) {
+async function runPeer(model, threads) {
   const context = await browser.newContext();
   const page = await context.newPage();
   await page.goto(peer.url);
   await page.waitForFunction(() => window.peerReady === true);
-  const r = await page.evaluate(([t, n, k]) => window.runPeer(t, n, k), [threads, TOKENS, runs]);
+  const r = await page.evaluate(([m, t, n, k]) => window.runPeer(m, t, n, k), [model, threads, TOKENS, runs]);
   await context.close();
   if (threads > 1 && !r.isolated) throw new Error("the peer page is not cross-origin isolated: no threads");
   return r.times;
@@ -125,12 +125,19 @@ const q = (xs, p) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.
 const rows = [];
 for (let round = 1; round <= rounds; round++) {
   const o = await runOurs();
-  const p1 = await runPeer(1);
-  const p2 = await runPeer(2);
+  const p1 = await runPeer("./minilm-fp32.onnx", 1);
+  const p2 = await runPeer("./minilm-fp32.onnx", 2);
   const base = q(p1, 0.5);
   rows.push([round, `Pricer (${build}), estimate in the worker`, 1, q(o, 0.5), q(o, 0.95), q(o, 0.5) / base]);
   rows.push([round, "onnxruntime-web 1.30 fp32", 1, base, q(p1, 0.95), 1]);
   rows.push([round, "onnxruntime-web 1.30 fp32", 2, q(p2, 0.5), q(p2, 0.95), q(p2, 0.5) / base]);
+  // The true int8 peer (MatMulInteger, fetch-peer.sh), when made.
+  if (fs.existsSync(path.join(peerDir, "minilm-int8.onnx"))) {
+    for (const threads of [1, 2]) {
+      const p = await runPeer("./minilm-int8.onnx", threads);
+      rows.push([round, "onnxruntime-web 1.30 int8", threads, q(p, 0.5), q(p, 0.95), q(p, 0.5) / base]);
+    }
+  }
 }
 await browser.close();
 ours.server.close();
