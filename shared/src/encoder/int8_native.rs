@@ -67,7 +67,7 @@ impl Kernel {
 
     /// The fastest kernel this CPU runs, or the one `PRICER_INT8_KERNEL`
     /// names (`avx512-vnni`, `avx-vnni`, `avx2`, `scalar`) when it can run
-    /// it: benchmarks compare kernels with it.
+    /// it (else the fastest): benchmarks compare kernels with it. Read once.
     pub fn best() -> Kernel {
         static BEST: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
         *BEST.get_or_init(|| {
@@ -108,8 +108,8 @@ impl Kernel {
         match self {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: the CPU has AVX512F and AVX512-VNNI (asserted above,
-            // `available` detects them), and `Job::step`'s bounds hold for
-            // the shapes asserted above.
+            // `available` detects them); `Job::row` and `Job::panel` give
+            // slices of the shapes asserted above, which the kernels read.
             Kernel::Avx512Vnni => unsafe { x86::run_avx512_vnni(&job, sums) },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: the CPU has AVX2 and AVX-VNNI (asserted above).
