@@ -116,8 +116,15 @@ impl Linear {
         ))))
     }
 
-    fn is_int8(&self) -> bool {
-        matches!(self, Linear::Int8(_))
+    /// [`Linear::forward`] on `rows` rows of plain values.
+    fn forward_rows(&self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
+        match self {
+            Linear::Int8(q) => Ok(q.forward(x, rows)),
+            Linear::Dense { .. } => {
+                let x = Tensor::from_slice(x, (rows, x.len() / rows.max(1)), &Device::Cpu)?;
+                self.forward(&x)?.flatten_all()?.to_vec1::<f32>()
+            }
+        }
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -296,8 +303,11 @@ impl Layer {
 
     /// `mask_bias`: `[b, 1, 1, t]`, 0 for tokens and a large negative for padding.
     fn forward(&self, x: &Tensor, mask_bias: &Tensor, dropout: &mut Option<&mut Dropout>) -> Result<Tensor> {
-        if dropout.is_none() && self.query.is_int8() && self.key.is_int8() && self.value.is_int8() {
-            return self.forward_8bit(x, mask_bias);
+        if dropout.is_none() && self.int8_qkv().is_some() {
+            let (b, t, _) = x.dims3()?;
+            let flat = |y: &Tensor| -> Result<Vec<f32>> { y.flatten_all()?.to_vec1::<f32>() };
+            let y = self.forward_8bit(&flat(x)?, (b, t), &flat(mask_bias)?)?;
+            return Tensor::from_vec(y, x.shape(), x.device());
         }
         if let Some(params) = self.dense_params().filter(|_| crate::fused::fused(x)) {
             let n = x.elem_count();
@@ -337,31 +347,49 @@ impl Layer {
         ])
     }
 
-    /// Inference from 8-bit weights: int8 projections and an attention whose
-    /// sums run in a fixed order, the same bits natively and in the browser.
-    fn forward_8bit(&self, x: &Tensor, mask_bias: &Tensor) -> Result<Tensor> {
-        let (b, t, _) = x.dims3()?;
-        let flat = |y: Tensor| -> Result<Vec<f32>> { y.flatten_all()?.to_vec1::<f32>() };
-        let (Linear::Int8(q), Linear::Int8(k), Linear::Int8(v)) = (&self.query, &self.key, &self.value) else {
+    /// The query, key and value projections, when they are int8: the
+    /// layer then runs on [`Layer::forward_8bit`].
+    fn int8_qkv(&self) -> Option<[&crate::int8::Int8Linear; 3]> {
+        match (&self.query, &self.key, &self.value) {
+            (Linear::Int8(q), Linear::Int8(k), Linear::Int8(v)) => Some([&**q, &**k, &**v]),
+            _ => None,
+        }
+    }
+
+    /// Inference from 8-bit weights on rows of plain values (`b * t` rows
+    /// of the hidden size, `mask_bias` one per token): int8 projections and
+    /// an attention whose sums run in a fixed order, the same bits natively
+    /// and in the browser, with the layer norms' and GELU's arithmetic of
+    /// [`crate::fused`]. No tensors between the parts: one buffer each.
+    fn forward_8bit(&self, xs: &[f32], (b, t): (usize, usize), mask_bias: &[f32]) -> Result<Vec<f32>> {
+        let Some([q, k, v]) = self.int8_qkv() else {
             candle_core::bail!("forward_8bit needs int8 query, key and value projections")
         };
-        let shape = x.shape().clone();
+        let rows = b * t;
         // One quantized copy of the input feeds all three projections when
         // they take it the same way (export smooths them alike).
-        let xs = flat(x.clone())?;
-        let xq = q.quantize(&xs, b * t);
+        let xq = q.quantize(xs, rows);
         let by = |l: &crate::int8::Int8Linear| {
-            if l.takes_inputs_as(q) { l.forward_quantized(&xq) } else { l.forward(&xs, b * t) }
+            if l.takes_inputs_as(q) { l.forward_quantized(&xq) } else { l.forward(xs, rows) }
         };
         let (k, v) = (by(k), by(v));
         let q = q.forward_quantized(&xq);
-        let ctx = crate::int8::attention(&q, &k, &v, &flat(mask_bias.clone())?, b, t, self.heads);
-        let a = self.attn_out.forward(&Tensor::from_vec(ctx, shape, x.device())?)?;
-        let x = self.attn_norm.forward(&(a + x)?)?;
-        let f = self.intermediate.forward(&x)?;
-        let f = crate::fused::gelu(&f)?;
-        let f = self.output.forward(&f)?;
-        self.out_norm.forward(&(f + x)?)
+        let ctx = crate::int8::attention(&q, &k, &v, mask_bias, b, t, self.heads);
+        let norm = |n: &LayerNorm, mut sum: Vec<f32>, x: &[f32]| -> Result<Vec<f32>> {
+            sum.iter_mut().zip(x).for_each(|(s, x)| *s += x);
+            let (w, bias) = (n.weight.to_vec1::<f32>()?, n.bias.to_vec1::<f32>()?);
+            let mut y = vec![0f32; sum.len()];
+            let hidden = w.len();
+            crate::fused::for_parts(&mut y, hidden, |at, part| {
+                crate::fused::layer_norm_into(&sum[at..at + part.len()], &w, &bias, n.eps, part)
+            });
+            Ok(y)
+        };
+        let x = norm(&self.attn_norm, self.attn_out.forward_rows(&ctx, rows)?, xs)?;
+        let f = self.intermediate.forward_rows(&x, rows)?;
+        let mut g = vec![0f32; f.len()];
+        crate::fused::for_parts(&mut g, 1, |at, part| crate::fused::gelu_into(&f[at..at + part.len()], part));
+        norm(&self.out_norm, self.output.forward_rows(&g, rows)?, &x)
     }
 }
 
@@ -390,6 +418,16 @@ impl Encoder {
         let mask_f = mask.to_dtype(DType::F32)?;
         let mask_bias = ((mask_f - 1.0)? * 1e4)?.reshape((b, 1, 1, t))?;
         let mut x = drop(self.embeddings.forward(ids)?, &mut dropout)?;
+        if dropout.is_none() && self.layers.iter().all(|l| l.int8_qkv().is_some()) {
+            // From 8-bit weights: plain rows from layer to layer, no tensors between.
+            let (shape, device) = (x.shape().clone(), x.device().clone());
+            let mut xs = x.flatten_all()?.to_vec1::<f32>()?;
+            let mb = mask_bias.flatten_all()?.to_vec1::<f32>()?;
+            for layer in &self.layers {
+                xs = layer.forward_8bit(&xs, (b, t), &mb)?;
+            }
+            return Tensor::from_vec(xs, shape, &device);
+        }
         for layer in &self.layers {
             x = layer.forward(&x, &mask_bias, &mut dropout)?;
         }

@@ -113,6 +113,26 @@ pub fn gelu(x: &Tensor) -> Result<Tensor> {
     x.contiguous()?.apply_op1(Gelu)
 }
 
+/// GELU of each value of `x` into `y` (the fused op's arithmetic, also
+/// the int8 layers').
+pub(crate) fn gelu_into(x: &[f32], y: &mut [f32]) {
+    for (o, &v) in y.iter_mut().zip(x) {
+        *o = 0.5 * v * (1.0 + erf_f32(v * std::f32::consts::FRAC_1_SQRT_2));
+    }
+}
+
+/// Layer normalisation of each row of `x` (rows of `w.len()` values) into
+/// `y` (the fused op's arithmetic, also the int8 layers').
+pub(crate) fn layer_norm_into(x: &[f32], w: &[f32], b: &[f32], eps: f64, y: &mut [f32]) {
+    let n = w.len();
+    for (xr, yr) in x.chunks_exact(n).zip(y.chunks_exact_mut(n)) {
+        let (mean, rstd) = moments(xr, eps);
+        for i in 0..n {
+            yr[i] = (xr[i] - mean) * rstd * w[i] + b[i];
+        }
+    }
+}
+
 /// Fills `out` by calling `f(offset, part)` on parts of whole rows of `row`
 /// values: natively one part per core for large tensors (candle's own ops
 /// are threaded too), in one part in the browser's single thread.
@@ -205,11 +225,7 @@ impl CustomOp1 for Gelu {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = slice(s, l)?;
         let mut y = vec![0f32; x.len()];
-        for_parts(&mut y, 1, |at, part| {
-            for (o, &v) in part.iter_mut().zip(&x[at..]) {
-                *o = 0.5 * v * (1.0 + erf_f32(v * std::f32::consts::FRAC_1_SQRT_2));
-            }
-        });
+        for_parts(&mut y, 1, |at, part| gelu_into(&x[at..at + part.len()], part));
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
@@ -290,14 +306,7 @@ impl CustomOp3 for LayerNorm {
             bail!("layer norm: input {:?}, weight {}, bias {}", l1.dims(), n, b.len());
         }
         let mut y = vec![0f32; x.len()];
-        for_parts(&mut y, n, |at, part| {
-            for (xr, yr) in x[at..at + part.len()].chunks_exact(n).zip(part.chunks_exact_mut(n)) {
-                let (mean, rstd) = moments(xr, self.eps);
-                for i in 0..n {
-                    yr[i] = (xr[i] - mean) * rstd * w[i] + b[i];
-                }
-            }
-        });
+        for_parts(&mut y, n, |at, part| layer_norm_into(&x[at..at + part.len()], w, b, self.eps, part));
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
