@@ -616,55 +616,60 @@ impl Estimator {
                 }
             }
         }
-        Ok(ps
-            .iter()
-            .zip(inputs)
-            .zip(encoded)
-            .map(|((p, input), enc)| {
-                let input = input?;
-                let head = enc.as_ref().map(|(o, _)| *o);
-                let Predictor::Stack(s) = &self.predictor else {
-                    return Ok(MemberValues { values: vec![], head, pooled: enc.map(|(_, v)| v) });
+        let one = |((p, input), enc): ((&Product, Result<String, Error>), Option<(LogOutputs, Vec<f32>)>)| {
+            let input = input?;
+            let head = enc.as_ref().map(|(o, _)| *o);
+            let Predictor::Stack(s) = &self.predictor else {
+                return Ok(MemberValues { values: vec![], head, pooled: enc.map(|(_, v)| v) });
+            };
+            let has_details = p.details.as_ref().is_some_and(|d| !d.is_empty()) as u8 as f64;
+            let value = |m: &Member| -> Result<f64, Error> {
+                let need_encoder = || enc.as_ref().ok_or_else(|| Error::Model("no encoder output".into()));
+                Ok(match m {
+                    Member::Encoder => need_encoder()?.0[0],
+                    Member::Neighbours => {
+                        let knn = s.knn.as_ref().ok_or_else(|| Error::Model("no neighbour index".into()))?;
+                        knn.log_estimate(&need_encoder()?.1)
+                    }
+                    Member::OwnNeighbours => {
+                        let own = s.own.as_ref().ok_or_else(|| Error::Model("no index of own items".into()))?;
+                        own.log_estimate(&need_encoder()?.1)
+                    }
+                    Member::Linear(name) => {
+                        let lin = s.linear.iter().find(|(n, _)| n == name).map(|(_, l)| l);
+                        lin.ok_or_else(|| Error::Model(format!("no linear member {name:?}")))?.log_price(p, &input)
+                    }
+                    Member::HasDetails => has_details,
+                    Member::WithDetails(_) => unreachable!("gated members are read through their base"),
+                })
+            };
+            // Each base member is computed once, however many gated copies read it.
+            let mut cache: Vec<(&Member, f64)> = Vec::new();
+            let mut values = Vec::with_capacity(s.members.len());
+            for m in &s.members {
+                let base = m.base();
+                let v = match cache.iter().find(|(b, _)| *b == base) {
+                    Some((_, v)) => *v,
+                    None => {
+                        let v = value(base)?;
+                        cache.push((base, v));
+                        v
+                    }
                 };
-                let has_details = p.details.as_ref().is_some_and(|d| !d.is_empty()) as u8 as f64;
-                let value = |m: &Member| -> Result<f64, Error> {
-                    let need_encoder = || enc.as_ref().ok_or_else(|| Error::Model("no encoder output".into()));
-                    Ok(match m {
-                        Member::Encoder => need_encoder()?.0[0],
-                        Member::Neighbours => {
-                            let knn = s.knn.as_ref().ok_or_else(|| Error::Model("no neighbour index".into()))?;
-                            knn.log_estimate(&need_encoder()?.1)
-                        }
-                        Member::OwnNeighbours => {
-                            let own = s.own.as_ref().ok_or_else(|| Error::Model("no index of own items".into()))?;
-                            own.log_estimate(&need_encoder()?.1)
-                        }
-                        Member::Linear(name) => {
-                            let lin = s.linear.iter().find(|(n, _)| n == name).map(|(_, l)| l);
-                            lin.ok_or_else(|| Error::Model(format!("no linear member {name:?}")))?.log_price(p, &input)
-                        }
-                        Member::HasDetails => has_details,
-                        Member::WithDetails(_) => unreachable!("gated members are read through their base"),
-                    })
-                };
-                // Each base member is computed once, however many gated copies read it.
-                let mut cache: Vec<(&Member, f64)> = Vec::new();
-                let mut values = Vec::with_capacity(s.members.len());
-                for m in &s.members {
-                    let base = m.base();
-                    let v = match cache.iter().find(|(b, _)| *b == base) {
-                        Some((_, v)) => *v,
-                        None => {
-                            let v = value(base)?;
-                            cache.push((base, v));
-                            v
-                        }
-                    };
-                    values.push(if matches!(m, Member::WithDetails(_)) { v * has_details } else { v });
-                }
-                Ok(MemberValues { values, head, pooled: enc.map(|(_, v)| v) })
-            })
-            .collect())
+                values.push(if matches!(m, Member::WithDetails(_)) { v * has_details } else { v });
+            }
+            Ok(MemberValues { values, head, pooled: enc.map(|(_, v)| v) })
+        };
+        // Natively the products' members (the neighbours' scans above all)
+        // go to rayon's pool, one thread per core; each product's values
+        // are computed alike whichever thread computes them.
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            use rayon::prelude::*;
+            Ok(ps.par_iter().zip(inputs).zip(encoded).map(one).collect())
+        }
+        #[cfg(target_arch = "wasm32")]
+        Ok(ps.iter().zip(inputs).zip(encoded).map(one).collect())
     }
 }
 
