@@ -232,6 +232,10 @@ pub struct NeuralPricer {
 /// A neural estimate in log(1 + price) space: the point, then the quantiles.
 pub type LogOutputs = [f64; HEAD_OUTPUTS];
 
+/// One product's encoder outputs and pooled vector (none when its text
+/// could not be prepared).
+type Encoded = Option<(LogOutputs, Vec<f32>)>;
+
 impl NeuralPricer {
     pub fn read(f: &ModelFile) -> Result<Self, Error> {
         let cfg: Config = serde_json::from_str(f.str(keys::BERT_CONFIG)?)
@@ -597,7 +601,7 @@ impl Estimator {
         inputs: Vec<Result<String, Error>>,
     ) -> Result<Vec<Result<MemberValues, Error>>, Error> {
         // Encoder outputs and pooled vectors for the products that prepared cleanly.
-        let mut encoded: Vec<Option<(LogOutputs, Vec<f32>)>> = vec![None; ps.len()];
+        let mut encoded: Vec<Encoded> = vec![None; ps.len()];
         if let Some(n) = self.neural() {
             let tok = self.prep.tokenizer.as_ref().expect("checked at load");
             let max_len = (self.prep.max_tokens + 2).min(n.model.encoder.config.max_position_embeddings);
@@ -616,7 +620,7 @@ impl Estimator {
                 }
             }
         }
-        let one = |((p, input), enc): ((&Product, Result<String, Error>), Option<(LogOutputs, Vec<f32>)>)| {
+        let one = |((p, input), enc): ((&Product, Result<String, Error>), Encoded)| {
             let input = input?;
             let head = enc.as_ref().map(|(o, _)| *o);
             let Predictor::Stack(s) = &self.predictor else {
