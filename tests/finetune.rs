@@ -271,6 +271,15 @@ fn train_kill_resume_export_eval_predict() {
         };
         assert_eq!(strip(a), strip(b), "product {} alone vs in its batch", i + 1);
     }
+    // `pricer lab speed`: one JSON line per batch size; a batch of 0 is refused by name.
+    let test_s = s.data.join("test.jsonl");
+    let args = ["lab", "speed", "--model", ens.to_str().unwrap(), "--data", test_s.to_str().unwrap(), "--limit", "5"];
+    let out = pricer_ok(&[&args[..], &["--batch", "1,2", "--passes", "1", "--json"]].concat());
+    let rows: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.iter().map(|r| r["batch"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 2], "{out}");
+    assert!(rows.iter().all(|r| r["stack_products_s"].as_f64().unwrap() > 0.0 && r["products"] == 5), "{out}");
+    let bad = pricer(&[&args[..], &["--batch", "0"]].concat());
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("--batch"), "{bad:?}");
     let (lin_s, ens_s) = (eval(&lin), eval(&ens));
     assert!(ens_s["mae"].as_f64().unwrap() < 1.2 * lin_s["mae"].as_f64().unwrap(), "stack {ens_s} vs linear {lin_s}");
     let info: Value =
