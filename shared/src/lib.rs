@@ -47,4 +47,7 @@ pub enum Error {
     Model(String),
     #[error("tensor: {0}")]
     Candle(#[from] candle_core::Error),
+    /// An error met elsewhere (another of the page's workers), as it read there.
+    #[error("{0}")]
+    Relayed(String),
 }

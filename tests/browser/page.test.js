@@ -942,3 +942,49 @@ test("a file priced by several workers gives the same rows as by one, part after
     server.close();
   }
 });
+
+test("your own products read by several workers adapt the model exactly as one worker and pricer adapt do", async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "pricer-own-pool-"));
+  const csv = path.join(dir, "shop.csv");
+  fs.writeFileSync(csv, shopCsv());
+  const adapted = path.join(dir, "adapted.gguf");
+  const cli = JSON.parse(execFileSync(pricer, ["adapt", "--model", path.join(dist, "models/default.gguf"), "--data", csv,
+    "--out", adapted, "--json"], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] }).trim());
+  const text = "Photo editor Deluxe (download)\nA photo editor for Windows, deluxe edition, instant download.";
+  const want = cliPredict(text, adapted);
+  const { server, url } = await serve(dist);
+  const adapt = async (workers) => {
+    const context = await browser.newContext();
+    await context.addInitScript(() => {
+      const Real = Worker;
+      window.workersStarted = 0;
+      window.Worker = class extends Real { constructor(...a) { super(...a); window.workersStarted++; } };
+    });
+    const page = await context.newPage();
+    await page.goto(`${url}?workers=${workers}`);
+    try {
+      await ready(page);
+      await page.setInputFiles("#own-items", { name: "shop.csv", mimeType: "text/csv", buffer: Buffer.from(shopCsv()) });
+      await page.waitForSelector("#own-items-status[data-count]", { timeout: 120000 });
+      // The first worker, the reasons' one, and the extra ones that read a share of the products.
+      assert.equal(await page.evaluate(() => window.workersStarted), 2 + (workers - 1), `?workers=${workers}`);
+      const status = await page.$eval("#own-items-status", (p) => ({ ...p.dataset }));
+      const skipped = await page.textContent("#own-items-skipped");
+      return { status, skipped, price: (await estimate(page, text)).price };
+    } finally {
+      await context.close();
+    }
+  };
+  try {
+    const one = await adapt(1);
+    const three = await adapt(3);
+    assert.deepEqual(three, one, "three workers give what one gives, to the cent");
+    assert.equal(three.status.count, String(cli.items));
+    assert.ok(Math.abs(Number(three.status.maeBefore) - cli.before.mae) <= 0.01 * cli.before.mae, `${three.status.maeBefore} vs CLI ${cli.before.mae}`);
+    assert.ok(Math.abs(Number(three.status.maeAfter) - cli.after.mae) <= 0.01 * cli.after.mae + 0.01, `${three.status.maeAfter} vs CLI ${cli.after.mae}`);
+    assert.match(three.skipped, /shop\.csv:26: no price/);
+    assert.ok(close(three.price, want.price), `page ${three.price} vs pricer adapt + predict ${want.price}`);
+  } finally {
+    server.close();
+  }
+});

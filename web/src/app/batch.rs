@@ -141,12 +141,11 @@ pub(crate) fn BatchPricing(state: BatchState, model: ModelState, conn: Conn, poo
                 Ok(content) => {
                     for index in 0..workers {
                         let shard = Shard { index, of: workers };
-                        pool.send(
-                            conn,
-                            state,
-                            index,
-                            Request::Batch { name: name.clone(), content: content.clone(), shard },
-                        );
+                        let req = Request::Batch { name: name.clone(), content: content.clone(), shard };
+                        if let Err(message) = pool.send(conn, index, req) {
+                            state.fail(message);
+                            return pool.tell(conn, workers, &Request::CancelBatch);
+                        }
                     }
                 }
                 Err(message) => state.fail(message),
@@ -156,9 +155,12 @@ pub(crate) fn BatchPricing(state: BatchState, model: ModelState, conn: Conn, poo
     let next = move |_| {
         let workers = state.workers();
         state.start(workers);
-        pool.send_all(conn, state, workers, &Request::BatchNext);
+        if let Err(message) = pool.send_all(conn, workers, &Request::BatchNext) {
+            state.fail(message);
+            pool.tell(conn, workers, &Request::CancelBatch);
+        }
     };
-    let cancel = move |_| pool.send_all(conn, state, state.workers(), &Request::CancelBatch);
+    let cancel = move |_| pool.tell(conn, state.workers(), &Request::CancelBatch);
     view! {
         <section class="batch">
             <h2>"Price a whole file"</h2>

@@ -89,7 +89,7 @@ pub(crate) fn App() -> impl IntoView {
     let estimate = EstimateState::new();
     let batch = BatchState::new();
     let own = OwnState::new();
-    let pool = Pool::new();
+    let pool = Pool::new(batch, own);
     let conn = match Conn::new() {
         Ok(c) => c,
         Err(e) => {
@@ -139,7 +139,7 @@ pub(crate) fn App() -> impl IntoView {
                 model.on_reply(&reply);
                 conn.worker_loaded();
                 pool.model_loaded(memory);
-                pool.reset(conn, batch, "another model was loaded while the file was being priced: price it again");
+                pool.reset(conn, "another model was loaded while the file was being priced: price it again");
                 // A new model: its adaptation, if any, is announced after this.
                 own.adapted.set(None);
             }
@@ -153,14 +153,18 @@ pub(crate) fn App() -> impl IntoView {
             }
             Reply::BatchProgress { .. } | Reply::BatchDone { .. } | Reply::BatchFailed { .. } => {
                 if batch.on_reply(0, reply) {
-                    pool.send_all(conn, batch, batch.workers(), &Request::CancelBatch);
+                    pool.tell(conn, batch.workers(), &Request::CancelBatch);
                 }
             }
-            Reply::AdaptProgress { .. } | Reply::Adapted { .. } | Reply::AdaptFailed { .. } | Reply::Forgotten => {
+            Reply::AdaptProgress { .. }
+            | Reply::AdaptShare { .. }
+            | Reply::Adapted { .. }
+            | Reply::AdaptFailed { .. }
+            | Reply::Forgotten => {
                 if matches!(reply, Reply::Adapted { restored: false, .. } | Reply::Forgotten) {
-                    pool.reset(conn, batch, "your products changed while the file was being priced: price it again");
+                    pool.reset(conn, "your products changed while the file was being priced: price it again");
                 }
-                own.on_reply(reply, conn)
+                own.on_reply(0, reply, conn, pool)
             }
         }
     });
@@ -206,7 +210,7 @@ pub(crate) fn App() -> impl IntoView {
                 <EstimateResult state=estimate />
             </section>
             <BatchPricing state=batch model=model conn=conn pool=pool />
-            <OwnProducts state=own model=model conn=conn />
+            <OwnProducts state=own model=model conn=conn pool=pool />
             <AboutTheModel model=model conn=conn />
         </main>
         <footer>"Pricer estimates from text alone; check before you buy."</footer>

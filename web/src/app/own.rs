@@ -2,6 +2,7 @@
 //! the worker, kept in this browser until forgotten.
 
 use super::conn::Conn;
+use super::pool::Pool;
 use super::status::ModelState;
 use crate::format::*;
 use crate::protocol::*;
@@ -14,16 +15,71 @@ pub(crate) struct OwnState {
     pub(crate) progress: RwSignal<Option<(usize, usize)>>,
     pub(crate) adapted: RwSignal<Option<OwnSummary>>,
     pub(crate) error: RwSignal<Option<String>>,
+    /// The adaptation under way (the page's number for it), and each of its
+    /// workers' products embedded, of how many.
+    job: StoredValue<u64>,
+    shard_progress: StoredValue<Vec<(usize, usize)>>,
 }
 
 impl OwnState {
     pub(crate) fn new() -> Self {
-        OwnState { progress: RwSignal::new(None), adapted: RwSignal::new(None), error: RwSignal::new(None) }
+        OwnState {
+            progress: RwSignal::new(None),
+            adapted: RwSignal::new(None),
+            error: RwSignal::new(None),
+            job: StoredValue::new(0),
+            shard_progress: StoredValue::new(vec![]),
+        }
     }
 
-    pub(crate) fn on_reply(&self, reply: Reply, conn: Conn) {
+    /// An adaptation starts on `workers` workers: its number.
+    fn start(&self, workers: usize) -> u64 {
+        self.job.update_value(|j| *j += 1);
+        self.shard_progress.set_value(vec![(0, 0); workers]);
+        self.error.set(None);
+        self.progress.set(Some((0, 0)));
+        self.job.get_value()
+    }
+
+    /// How many workers the adaptation under way (or the last) had.
+    pub(crate) fn workers(&self) -> usize {
+        self.shard_progress.with_value(|s| s.len()).max(1)
+    }
+
+    /// The extra workers are gone: the first worker goes on alone (it
+    /// adapts again, by itself, when the model changed).
+    pub(crate) fn alone(&self) {
+        self.shard_progress.set_value(vec![]);
+    }
+
+    pub(crate) fn fail(&self, message: String) {
+        self.progress.set(None);
+        self.error.set(Some(message));
+    }
+
+    /// Worker `i`'s answer (0: the first worker, which fits the adaptation).
+    pub(crate) fn on_reply(&self, i: usize, reply: Reply, conn: Conn, pool: Pool) {
         match reply {
-            Reply::AdaptProgress { done, total } => self.progress.set(Some((done, total))),
+            Reply::AdaptProgress { done, total } => {
+                if self.workers() == 1 {
+                    if i == 0 {
+                        self.progress.set(Some((done, total)));
+                    }
+                    return;
+                }
+                if self.progress.get_untracked().is_none() || i >= self.workers() {
+                    return;
+                }
+                self.shard_progress.update_value(|p| p[i] = (done, total));
+                let sum = self.shard_progress.with_value(|p| p.iter().fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1)));
+                self.progress.set(Some(sum));
+            }
+            // Passed on to the first worker, unless the adaptation gave way.
+            Reply::AdaptShare { job, index, values }
+                if job == self.job.get_value() && self.progress.get_untracked().is_some() =>
+            {
+                conn.send(Request::AdaptValues { job, index, values })
+            }
             Reply::Adapted { own, restored } => {
                 self.progress.set(None);
                 self.error.set(None);
@@ -33,9 +89,14 @@ impl OwnState {
                     conn.explainer_send(Request::ReloadOwn);
                 }
             }
-            Reply::AdaptFailed { message, cancelled } => {
+            Reply::AdaptFailed { message, cancelled } if i == 0 => {
                 self.progress.set(None);
                 self.error.set((!cancelled).then_some(message));
+            }
+            // Another worker failed: the whole adaptation stops.
+            Reply::AdaptFailed { message, cancelled: false } if self.progress.get_untracked().is_some() => {
+                self.fail(message);
+                pool.tell(conn, self.workers(), &Request::CancelAdapt);
             }
             Reply::Forgotten => {
                 self.progress.set(None);
@@ -49,7 +110,7 @@ impl OwnState {
 /// The shop's own priced products: the model adapted to them in the worker,
 /// kept in this browser until forgotten.
 #[component]
-pub(crate) fn OwnProducts(state: OwnState, model: ModelState, conn: Conn) -> impl IntoView {
+pub(crate) fn OwnProducts(state: OwnState, model: ModelState, conn: Conn, pool: Pool) -> impl IntoView {
     let on_file = move |ev: leptos::ev::Event| {
         let Some(file) = super::chosen_file(&ev) else { return };
         let name = file.name();
@@ -57,19 +118,25 @@ pub(crate) fn OwnProducts(state: OwnState, model: ModelState, conn: Conn) -> imp
             state.error.set(Some(message));
             return;
         }
-        state.error.set(None);
-        state.progress.set(Some((0, 0)));
+        let workers = pool.size();
+        let job = state.start(workers);
         wasm_bindgen_futures::spawn_local(async move {
-            match crate::js::file_text(&file).await {
-                Ok(content) => conn.send(Request::Adapt { name, content }),
-                Err(message) => {
-                    state.progress.set(None);
-                    state.error.set(Some(message));
+            let content = match crate::js::file_text(&file).await {
+                Ok(content) => content,
+                Err(message) => return state.fail(message),
+            };
+            // Each worker embeds its share; the first fits the adaptation.
+            for index in 0..workers {
+                let shard = Shard { index, of: workers };
+                let req = Request::Adapt { name: name.clone(), content: content.clone(), job, shard };
+                if let Err(message) = pool.send(conn, index, req) {
+                    state.fail(message);
+                    return pool.tell(conn, workers, &Request::CancelAdapt);
                 }
             }
         });
     };
-    let cancel = move |_| conn.send(Request::CancelAdapt);
+    let cancel = move |_| pool.tell(conn, state.workers(), &Request::CancelAdapt);
     let forget = move |_| {
         conn.send(Request::ForgetOwn);
         conn.explainer_send(Request::ForgetOwn);

@@ -1,10 +1,12 @@
-//! The workers that price a file: the first worker and extra ones beside
-//! it, each pricing its [`Shard`] of the records (record `r` goes to worker
-//! `r % n`) with the same model. The extra workers start when a file is
-//! priced, stay for the next, and stop when the model changes.
+//! The workers that price a file or read the shop's products: the first
+//! worker and extra ones beside it, each taking its [`Shard`] of the records
+//! (record `r` goes to worker `r % n`) with the same model. The extra
+//! workers start when a file is priced or adapted to, stay for the next,
+//! and stop when the model or the adaptation laid over it changes.
 
 use super::batch::BatchState;
 use super::conn::{Conn, post, send_load, start_worker};
+use super::own::OwnState;
 use crate::protocol::*;
 use js_sys::Reflect;
 use leptos::prelude::*;
@@ -27,11 +29,14 @@ pub(crate) struct Pool {
     extra: StoredValue<Vec<Extra>, LocalStorage>,
     /// One worker's wasm memory with the model loaded (from its `Ready`).
     memory: StoredValue<u64>,
+    /// What the extra workers' answers go to.
+    batch: BatchState,
+    own: OwnState,
 }
 
 impl Pool {
-    pub(crate) fn new() -> Pool {
-        Pool { extra: StoredValue::new_local(Vec::new()), memory: StoredValue::new(0) }
+    pub(crate) fn new(batch: BatchState, own: OwnState) -> Pool {
+        Pool { extra: StoredValue::new_local(Vec::new()), memory: StoredValue::new(0), batch, own }
     }
 
     /// The first worker loaded a model of `memory` bytes.
@@ -45,13 +50,16 @@ impl Pool {
 
     /// The model or the adaptation laid over it changed: the extra workers
     /// hold the one before, so they stop (new ones start with the next
-    /// file), and a file they were pricing stops, saying `why`.
-    pub(crate) fn reset(&self, conn: Conn, batch: BatchState, why: &str) {
-        let running = self.extra.with_value(|e| !e.is_empty()) && batch.workers() > 1;
-        if running && batch.progress.get_untracked().is_some() {
+    /// file), and a file they were pricing stops, saying `why`. The first
+    /// worker adapts alone to products it was adapting to.
+    pub(crate) fn reset(&self, conn: Conn, why: &str) {
+        let running = self.extra.with_value(|e| !e.is_empty());
+        let batch = self.batch;
+        if running && batch.workers() > 1 && batch.progress.get_untracked().is_some() {
             conn.send(Request::CancelBatch);
             batch.fail(why.into());
         }
+        self.own.alone();
         self.extra.update_value(|extra| {
             for e in extra.drain(..) {
                 e.worker.terminate();
@@ -78,36 +86,44 @@ impl Pool {
     /// Sends `req` to worker `i` of the file's workers (0: the first
     /// worker), starting it first if need be; it gets the request once its
     /// model is loaded.
-    pub(crate) fn send(&self, conn: Conn, batch: BatchState, i: usize, req: Request) {
+    pub(crate) fn send(&self, conn: Conn, i: usize, req: Request) -> Result<(), String> {
         if i == 0 {
-            return conn.send(req);
+            conn.send(req);
+            return Ok(());
         }
         while self.extra.with_value(|e| e.len()) < i {
-            if let Err(e) = self.start(conn, batch) {
-                return batch.fail(format!("the browser could not start another worker: {e:?}"));
-            }
+            self.start(conn).map_err(|e| format!("the browser could not start another worker: {e:?}"))?;
         }
         self.extra.update_value(|extra| {
             let e = &mut extra[i - 1];
             if e.ready { post(&e.worker, &req) } else { e.waiting.push(req) }
         });
+        Ok(())
     }
 
     /// Sends `req` to each of the first `n` workers.
-    pub(crate) fn send_all(&self, conn: Conn, batch: BatchState, n: usize, req: &Request) {
-        for i in 0..n {
-            self.send(conn, batch, i, req.clone());
+    pub(crate) fn send_all(&self, conn: Conn, n: usize, req: &Request) -> Result<(), String> {
+        (0..n).try_for_each(|i| self.send(conn, i, req.clone()))
+    }
+
+    /// Sends `req` to those of the first `n` workers that are running (a
+    /// cancel: a worker started now would have nothing to stop).
+    pub(crate) fn tell(&self, conn: Conn, n: usize, req: &Request) {
+        let running = self.extra.with_value(|e| e.len());
+        for i in 0..n.min(running + 1) {
+            let _ = self.send(conn, i, req.clone());
         }
     }
 
     /// Starts one more extra worker; it loads the model the first worker holds.
-    fn start(&self, conn: Conn, batch: BatchState) -> Result<(), JsValue> {
+    fn start(&self, conn: Conn) -> Result<(), JsValue> {
         let worker = start_worker()?;
         let i = self.extra.with_value(|e| e.len()) + 1;
         let pool = *self;
+        let (batch, own) = (self.batch, self.own);
         let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |msg: MessageEvent| {
             let Some(reply) = msg.data().as_string().and_then(|raw| serde_json::from_str::<Reply>(&raw).ok()) else {
-                return batch.fail("a worker sent an answer the page could not read".into());
+                return pool.trouble(conn, "a worker sent an answer the page could not read".into());
             };
             match reply {
                 Reply::Started => pool.extra.with_value(|extra| {
@@ -126,14 +142,16 @@ impl Pool {
                     }
                 }),
                 Reply::LoadFailed { message, .. } => {
-                    batch.fail(format!("another worker could not load the model ({message})"));
-                    pool.send_all(conn, batch, batch.workers(), &Request::CancelBatch);
+                    pool.trouble(conn, format!("another worker could not load the model ({message})"))
                 }
                 Reply::BatchProgress { .. } | Reply::BatchDone { .. } | Reply::BatchFailed { .. } => {
                     let failed = batch.on_reply(i, reply);
                     if failed {
-                        pool.send_all(conn, batch, batch.workers(), &Request::CancelBatch);
+                        pool.tell(conn, batch.workers(), &Request::CancelBatch);
                     }
+                }
+                Reply::AdaptProgress { .. } | Reply::AdaptShare { .. } | Reply::AdaptFailed { .. } => {
+                    own.on_reply(i, reply, conn, pool)
                 }
                 _ => {}
             }
@@ -142,5 +160,18 @@ impl Pool {
         on_message.forget();
         self.extra.update_value(|e| e.push(Extra { worker, ready: false, waiting: vec![] }));
         Ok(())
+    }
+
+    /// An extra worker failed: what it was doing, a file or the shop's
+    /// products, stops on every worker, saying why.
+    fn trouble(&self, conn: Conn, message: String) {
+        if self.batch.progress.get_untracked().is_some() {
+            self.batch.fail(message.clone());
+            self.tell(conn, self.batch.workers(), &Request::CancelBatch);
+        }
+        if self.own.progress.get_untracked().is_some() {
+            self.own.fail(message);
+            self.tell(conn, self.own.workers(), &Request::CancelAdapt);
+        }
     }
 }

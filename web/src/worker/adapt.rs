@@ -4,7 +4,7 @@
 use super::kept::{self, Applied, Job, Kept};
 use super::{State, later, send};
 use crate::protocol::*;
-use pricer::Estimator;
+use pricer::{Estimator, Product};
 
 pub(super) fn summary(a: &Applied) -> OwnSummary {
     OwnSummary::new(&a.adaptation, &a.name, &a.skipped)
@@ -35,7 +35,7 @@ impl State {
                     send(&Reply::Adapted { own: summary(applied), restored: true });
                 }
             }
-            None if self.first.get() => self.start_adapting(kept.name, kept.content),
+            None if self.first.get() => self.start_adapting(kept.name, kept.content, 0, Shard::ALL),
             None => {}
         }
     }
@@ -61,8 +61,15 @@ impl State {
         self.explaining.borrow_mut().take();
     }
 
-    /// Starts adapting the model to the products of a file's text.
-    pub(super) fn start_adapting(&self, name: String, content: String) {
+    /// Starts adapting the model to the products of a file's text: this
+    /// worker embeds `shard`'s products (every product when alone).
+    pub(super) fn start_adapting(&self, name: String, content: String, page_job: u64, shard: Shard) {
+        if self.restoring.get() {
+            // The kept adaptation is being laid over the model: it must be on
+            // before it comes off for the products to be read by the model as published.
+            let state = self.clone();
+            return later(move || state.start_adapting(name, content, page_job, shard));
+        }
         let id = self.adapt_latest.get() + 1;
         self.adapt_latest.set(id);
         // A job under way gives way; its "before" is still the one to put back.
@@ -103,41 +110,96 @@ impl State {
                 return send(&Reply::AdaptFailed { message: e.to_string(), cancelled: false });
             }
         };
-        send(&Reply::AdaptProgress { done: 0, total: items.len() });
-        *self.adapting.borrow_mut() = Some(Job { id, name, content, items, values: vec![], previous });
+        let values = (0..items.len()).map(|_| None).collect();
+        let waiting = if shard.index == 0 { (1..shard.of).collect() } else { vec![] };
+        let job = Job { id, page_job, name, content, items, shard, values, done: 0, waiting, previous };
+        send(&Reply::AdaptProgress { done: 0, total: job.mine() });
+        *self.adapting.borrow_mut() = Some(job);
         drop(model);
         let state = self.clone();
         later(move || state.adapt_step(id));
     }
 
-    /// Embeds one more batch of the shop's products, then yields; fits the
-    /// adaptation after the last.
+    /// Embeds a few more of this worker's products, then yields; after the
+    /// last, sends the share on or (the first worker) fits the adaptation
+    /// once every share is in.
     pub(super) fn adapt_step(self, id: u64) {
         if self.adapt_latest.get() != id {
             return;
         }
-        let finished = {
+        let (finished, fit_now) = {
             let model = self.model.borrow();
             let mut slot = self.adapting.borrow_mut();
             let (Some(est), Some(job)) = (model.as_ref(), slot.as_mut()) else { return };
             if job.id != id {
                 return;
             }
-            let at = job.values.len();
-            let end = (at + pricer::estimator::BATCH).min(job.items.len());
-            let values = est.member_values(&job.items.products[at..end]);
-            job.values.extend(values);
-            send(&Reply::AdaptProgress { done: end, total: job.items.len() });
-            end == job.items.len()
+            let (mine, Shard { index, of }) = (job.mine(), job.shard);
+            let end = (job.done + pricer::estimator::BATCH).min(mine);
+            let which: Vec<usize> = (job.done..end).map(|k| index + k * of).collect();
+            let products: Vec<Product> = which.iter().map(|&r| job.items.products[r].clone()).collect();
+            for (r, v) in which.into_iter().zip(est.member_values(&products)) {
+                job.values[r] = Some(v);
+            }
+            job.done = end;
+            send(&Reply::AdaptProgress { done: end, total: mine });
+            (end == mine, end == mine && index == 0 && job.waiting.is_empty())
         };
         if !finished {
             return later(move || self.adapt_step(id));
         }
+        if fit_now {
+            return self.fit();
+        }
+        let share = self.adapting.borrow().as_ref().is_some_and(|j| j.shard.index != 0);
+        if share && let Some(job) = self.adapting.borrow_mut().take() {
+            let values = job.values.iter().flatten().map(SentValues::send).collect();
+            send(&Reply::AdaptShare { job: job.page_job, index: job.shard.index, values });
+            // This worker keeps the model as it was: the first worker fits.
+            if let Some(p) = job.previous {
+                let _ = self.apply(p);
+            }
+        }
+    }
+
+    /// Another worker's share of the products of adaptation `page_job`:
+    /// the adaptation is fitted once every share is in.
+    pub(super) fn receive_share(&self, page_job: u64, index: usize, values: Vec<SentResult>) {
+        let fit_now = {
+            let mut slot = self.adapting.borrow_mut();
+            // Shares of an adaptation that gave way are dropped.
+            let Some(job) = slot.as_mut().filter(|j| page_job != 0 && j.page_job == page_job) else { return };
+            let shard = Shard { index, of: job.shard.of };
+            let expected = shard.count(0, job.items.len());
+            if !job.waiting.contains(&index) || values.len() != expected {
+                drop(slot);
+                return self.abandon(format!(
+                    "another worker's share of your products did not match the file ({} values for {expected} products of share {index})",
+                    values.len()
+                ));
+            }
+            job.waiting.retain(|&w| w != index);
+            for (k, v) in values.into_iter().enumerate() {
+                job.values[index + k * shard.of] = Some(SentValues::receive(v));
+            }
+            job.waiting.is_empty() && job.done == job.mine()
+        };
+        if fit_now {
+            self.fit();
+        }
+    }
+
+    /// Fits the adaptation on every product's values, lays it over the
+    /// model and keeps it in IndexedDB.
+    fn fit(&self) {
         let Some(mut job) = self.adapting.borrow_mut().take() else { return };
         let fitted = {
             let model = self.model.borrow();
             let Some(est) = model.as_ref() else { return };
-            let values = std::mem::take(&mut job.values);
+            let values = std::mem::take(&mut job.values)
+                .into_iter()
+                .map(|v| v.unwrap_or_else(|| Err(pricer::Error::Model("the product was not read by the model".into()))))
+                .collect();
             pricer::adapt::fit(est, &job.items, values, &job.name)
         };
         let applied = fitted.map_err(|e| e.to_string()).and_then(|a| {
@@ -168,11 +230,21 @@ impl State {
     }
 
     pub(super) fn cancel_adapting(&self) {
+        self.stop_adapting("adapting was cancelled".into(), true);
+    }
+
+    /// Gives the adaptation under way up, saying why.
+    fn abandon(&self, message: String) {
+        self.stop_adapting(message, false);
+    }
+
+    /// Stops the adaptation under way; the one before goes back on.
+    fn stop_adapting(&self, message: String, cancelled: bool) {
         self.adapt_latest.set(self.adapt_latest.get() + 1);
         let Some(job) = self.adapting.borrow_mut().take() else { return };
         if let Some(p) = job.previous {
             let _ = self.apply(p);
         }
-        send(&Reply::AdaptFailed { message: "adapting was cancelled".into(), cancelled: true });
+        send(&Reply::AdaptFailed { message, cancelled });
     }
 }

@@ -3,6 +3,7 @@
 //! cancel get through), and the adaptation kept in IndexedDB for later
 //! visits, offline too.
 
+use crate::protocol::Shard;
 use js_sys::{Object, Reflect, Uint8Array};
 use pricer::adapt::{Adaptation, OwnItems, Skipped};
 use pricer::estimator::MemberValues;
@@ -23,16 +24,33 @@ pub struct Applied {
     pub skipped: Vec<Skipped>,
 }
 
-/// An adaptation under way.
+/// An adaptation under way: this worker embeds its shard of the products;
+/// the first worker also gathers the other workers' shares, then fits.
 pub struct Job {
     pub id: u64,
+    /// The page's number for the adaptation (0: this worker alone, as when
+    /// the kept products are adapted to a new model).
+    pub page_job: u64,
     pub name: String,
     pub content: String,
     pub items: OwnItems,
-    pub values: Vec<Result<MemberValues, pricer::Error>>,
+    pub shard: Shard,
+    /// Every product's member values, in file order, as they come in.
+    pub values: Vec<Option<Result<MemberValues, pricer::Error>>>,
+    /// This worker's products embedded so far.
+    pub done: usize,
+    /// The other workers' shares not in yet (their shard indexes).
+    pub waiting: Vec<usize>,
     /// The adaptation before, taken off while the products are embedded
     /// (they are read by the model as published) and put back on a cancel.
     pub previous: Option<Applied>,
+}
+
+impl Job {
+    /// This worker's products.
+    pub fn mine(&self) -> usize {
+        self.shard.count(0, self.items.len())
+    }
 }
 
 /// What IndexedDB keeps: the file (to adapt again when the published model

@@ -2,7 +2,7 @@
 //! the shared crate, and answers estimate and batch requests. The page sends
 //! JSON [`Request`]s and gets JSON [`Reply`]s.
 
-use crate::protocol::{ModelSource, Reply, Request};
+use crate::protocol::{ModelSource, Reply, Request, Shard};
 use batch::BatchJob;
 use fetch::{Origin, card, damaged, fetch_and_load, read_file};
 use kept::{Applied, Job};
@@ -120,7 +120,7 @@ impl State {
                 }
                 match job {
                     // Begun on the model before: again, on this one.
-                    Some(job) => self.start_adapting(job.name, job.content),
+                    Some(job) => self.start_adapting(job.name, job.content, 0, Shard::ALL),
                     None => self.spawn_restore(),
                 }
             }
@@ -136,7 +136,8 @@ impl State {
                 }
                 wasm_bindgen_futures::spawn_local(self.clone().load(ModelSource::Url(url), check_server))
             }
-            Request::Adapt { name, content } => self.start_adapting(name, content),
+            Request::Adapt { name, content, job, shard } => self.start_adapting(name, content, job, shard),
+            Request::AdaptValues { job, index, values } => self.receive_share(job, index, values),
             Request::CancelAdapt => self.cancel_adapting(),
             Request::ReloadOwn => {
                 self.unapply();
