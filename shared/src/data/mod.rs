@@ -6,3 +6,4 @@ pub mod product;
 pub mod readers;
 pub mod text;
 pub mod tokenizer;
+pub mod wordpiece;
