@@ -896,6 +896,18 @@ test("a whole file never takes the page hostage: estimates between rows, progres
   }
 });
 
+// A page that counts the workers it starts (`window.workersStarted`): the
+// first, the reasons' one, and the extra ones of a pool.
+async function countingWorkers() {
+  const context = await browser.newContext();
+  await context.addInitScript(() => {
+    const Real = Worker;
+    window.workersStarted = 0;
+    window.Worker = class extends Real { constructor(...a) { super(...a); window.workersStarted++; } };
+  });
+  return { context, page: await context.newPage() };
+}
+
 test("a file priced by several workers gives the same rows as by one, part after part", async () => {
   const word = tinyWordModel("pool-word");
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "pricer-pool-"));
@@ -906,14 +918,7 @@ test("a file priced by several workers gives the same rows as by one, part after
   const { server, url } = await serve(dist, { "models/default.gguf": fs.readFileSync(word) });
   const rowsOf = (page) => page.$$eval("#batch-table tbody tr", (trs) => trs.map((t) => [Number(t.dataset.line), t.className, t.dataset.price ?? null]));
   const price = async (workers) => {
-    const context = await browser.newContext();
-    // Counts the workers the page starts: the first, the reasons' one, and the file's extra ones.
-    await context.addInitScript(() => {
-      const Real = Worker;
-      window.workersStarted = 0;
-      window.Worker = class extends Real { constructor(...a) { super(...a); window.workersStarted++; } };
-    });
-    const page = await context.newPage();
+    const { context, page } = await countingWorkers();
     await page.goto(`${url}?workers=${workers}`);
     try {
       await ready(page);
@@ -954,13 +959,7 @@ test("your own products read by several workers adapt the model exactly as one w
   const want = cliPredict(text, adapted);
   const { server, url } = await serve(dist);
   const adapt = async (workers) => {
-    const context = await browser.newContext();
-    await context.addInitScript(() => {
-      const Real = Worker;
-      window.workersStarted = 0;
-      window.Worker = class extends Real { constructor(...a) { super(...a); window.workersStarted++; } };
-    });
-    const page = await context.newPage();
+    const { context, page } = await countingWorkers();
     await page.goto(`${url}?workers=${workers}`);
     try {
       await ready(page);
