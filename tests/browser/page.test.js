@@ -658,18 +658,24 @@ function shopCsv() {
   return rows.join("\n") + "\n";
 }
 
-test("your own products: the page adapts like pricer adapt, keeps it across visits, and forgets it", async () => {
+// `pricer adapt` of the default model to shopCsv(): its JSON report, and
+// its estimate for a product of the shop's kind.
+function cliAdapted() {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "pricer-own-"));
   const csv = path.join(dir, "shop.csv");
   fs.writeFileSync(csv, shopCsv());
   const adapted = path.join(dir, "adapted.gguf");
   const cli = JSON.parse(execFileSync(pricer, ["adapt", "--model", path.join(dist, "models/default.gguf"), "--data", csv,
     "--out", adapted, "--json"], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] }).trim());
+  const text = "Photo editor Deluxe (download)\nA photo editor for Windows, deluxe edition, instant download.";
+  return { cli, text, want: cliPredict(text, adapted) };
+}
+
+test("your own products: the page adapts like pricer adapt, keeps it across visits, and forgets it", async () => {
+  const { cli, text, want } = cliAdapted();
   assert.equal(cli.items, 24);
   assert.deepEqual(cli.skipped.map((s) => s.line), [26, 27], "the unpriced row and the duplicate (file lines)");
   assert.ok(cli.after.mae < cli.before.mae, `adapting helps on cheap software: ${JSON.stringify(cli)}`);
-  const text = "Photo editor Deluxe (download)\nA photo editor for Windows, deluxe edition, instant download.";
-  const want = cliPredict(text, adapted);
   const unadapted = cliPredict(text);
 
   const { server, url } = await serve(dist);
@@ -949,14 +955,7 @@ test("a file priced by several workers gives the same rows as by one, part after
 });
 
 test("your own products read by several workers adapt the model exactly as one worker and pricer adapt do", async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "pricer-own-pool-"));
-  const csv = path.join(dir, "shop.csv");
-  fs.writeFileSync(csv, shopCsv());
-  const adapted = path.join(dir, "adapted.gguf");
-  const cli = JSON.parse(execFileSync(pricer, ["adapt", "--model", path.join(dist, "models/default.gguf"), "--data", csv,
-    "--out", adapted, "--json"], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] }).trim());
-  const text = "Photo editor Deluxe (download)\nA photo editor for Windows, deluxe edition, instant download.";
-  const want = cliPredict(text, adapted);
+  const { cli, text, want } = cliAdapted();
   const { server, url } = await serve(dist);
   const adapt = async (workers) => {
     const { context, page } = await countingWorkers();
