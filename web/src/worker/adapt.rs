@@ -67,8 +67,13 @@ impl State {
         if self.restoring.get() {
             // The kept adaptation is being laid over the model: it must be on
             // before it comes off for the products to be read by the model as published.
-            let state = self.clone();
-            return later(move || state.start_adapting(name, content, page_job, shard));
+            let (state, asked) = (self.clone(), self.adapt_latest.get());
+            return later(move || {
+                // Unless cancelled (or replaced) meanwhile.
+                if state.adapt_latest.get() == asked {
+                    state.start_adapting(name, content, page_job, shard)
+                }
+            });
         }
         let id = self.adapt_latest.get() + 1;
         self.adapt_latest.set(id);
@@ -241,7 +246,13 @@ impl State {
     /// Stops the adaptation under way; the one before goes back on.
     fn stop_adapting(&self, message: String, cancelled: bool) {
         self.adapt_latest.set(self.adapt_latest.get() + 1);
-        let Some(job) = self.adapting.borrow_mut().take() else { return };
+        let Some(job) = self.adapting.borrow_mut().take() else {
+            // A cancel before the products were read (the start waits for a restore): the page stops waiting.
+            if cancelled {
+                send(&Reply::AdaptFailed { message, cancelled });
+            }
+            return;
+        };
         if let Some(p) = job.previous {
             let _ = self.apply(p);
         }
