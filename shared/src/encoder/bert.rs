@@ -176,6 +176,11 @@ impl LayerNorm {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         crate::fused::layer_norm(x, &self.weight, &self.bias, self.eps)
     }
+
+    /// The weight and bias as plain values.
+    fn plain(&self) -> Result<(Vec<f32>, Vec<f32>)> {
+        Ok((self.weight.to_vec1::<f32>()?, self.bias.to_vec1::<f32>()?))
+    }
 }
 
 /// Seeded dropout: the same seed gives the same masks, so CPU training is
@@ -360,37 +365,70 @@ impl Layer {
     /// of the hidden size, `mask_bias` one per token): int8 projections and
     /// an attention whose sums run in a fixed order, the same bits natively
     /// and in the browser, with the layer norms' and GELU's arithmetic of
-    /// [`crate::fused`]. No tensors between the parts: one buffer each.
+    /// [`crate::fused`]. Two passes over parts of [`PART_ROWS`] rows (the
+    /// projections before the attention, everything after it), each part
+    /// from its input rows to its output rows while they are in cache;
+    /// natively the parts go to rayon's pool, so a layer waits for its
+    /// threads three times (the attention's heads between the passes).
     fn forward_8bit(&self, xs: &[f32], (b, t): (usize, usize), mask_bias: &[f32]) -> Result<Vec<f32>> {
         let Some([q, k, v]) = self.int8_qkv() else {
             candle_core::bail!("forward_8bit needs int8 query, key and value projections")
         };
         let rows = b * t;
-        // One quantized copy of the input feeds all three projections when
-        // they take it the same way (export smooths them alike).
-        let xq = q.quantize(xs, rows);
-        let by = |l: &crate::int8::Int8Linear| {
-            if l.takes_inputs_as(q) { l.forward_quantized(&xq) } else { l.forward(xs, rows) }
-        };
-        let (k, v) = (by(k), by(v));
-        let q = q.forward_quantized(&xq);
-        let ctx = crate::int8::attention(&q, &k, &v, mask_bias, b, t, self.heads);
-        let norm = |n: &LayerNorm, mut sum: Vec<f32>, x: &[f32]| -> Result<Vec<f32>> {
-            sum.iter_mut().zip(x).for_each(|(s, x)| *s += x);
-            let (w, bias) = (n.weight.to_vec1::<f32>()?, n.bias.to_vec1::<f32>()?);
-            let mut y = vec![0f32; sum.len()];
-            let hidden = w.len();
-            crate::fused::for_parts(&mut y, hidden, |at, part| {
-                crate::fused::layer_norm_into(&sum[at..at + part.len()], &w, &bias, n.eps, part)
-            });
-            Ok(y)
-        };
-        let x = norm(&self.attn_norm, self.attn_out.forward_rows(&ctx, rows)?, xs)?;
-        let f = self.intermediate.forward_rows(&x, rows)?;
-        let mut g = vec![0f32; f.len()];
-        crate::fused::for_parts(&mut g, 1, |at, part| crate::fused::gelu_into(&f[at..at + part.len()], part));
-        norm(&self.out_norm, self.output.forward_rows(&g, rows)?, &x)
+        let hidden = xs.len() / rows.max(1);
+        if [q, k, v].iter().any(|l| l.out_features() != hidden) {
+            candle_core::bail!("forward_8bit needs query, key and value projections to the hidden size {hidden}")
+        }
+        let part = PART_ROWS * hidden;
+        let (mut qs, mut ks, mut vs) = (vec![0f32; xs.len()], vec![0f32; xs.len()], vec![0f32; xs.len()]);
+        let parts = qs.chunks_mut(part).zip(ks.chunks_mut(part)).zip(vs.chunks_mut(part)).zip(xs.chunks(part));
+        each_part(parts.collect(), |(((qp, kp), vp), x)| {
+            let n = x.len() / hidden;
+            // One quantized copy of the input feeds all three projections when
+            // they take it the same way (export smooths them alike).
+            let xq = q.quantize(x, n);
+            q.forward_into(&xq, qp);
+            for (l, out) in [(k, kp), (v, vp)] {
+                if l.takes_inputs_as(q) { l.forward_into(&xq, out) } else { l.forward_into(&l.quantize(x, n), out) }
+            }
+            Ok(())
+        })?;
+        let ctx = crate::int8::attention(&qs, &ks, &vs, mask_bias, b, t, self.heads);
+        let (n1, n2) = (self.attn_norm.plain()?, self.out_norm.plain()?);
+        let mut out = vec![0f32; xs.len()];
+        each_part(out.chunks_mut(part).zip(ctx.chunks(part)).zip(xs.chunks(part)).collect(), |((y, c), x)| {
+            let n = x.len() / hidden;
+            let mut a = self.attn_out.forward_rows(c, n)?;
+            a.iter_mut().zip(x).for_each(|(a, x)| *a += x);
+            let mut x = vec![0f32; a.len()];
+            crate::fused::layer_norm_into(&a, &n1.0, &n1.1, self.attn_norm.eps, &mut x);
+            let f = self.intermediate.forward_rows(&x, n)?;
+            let mut g = vec![0f32; f.len()];
+            crate::fused::gelu_into(&f, &mut g);
+            let mut o = self.output.forward_rows(&g, n)?;
+            o.iter_mut().zip(&x).for_each(|(o, x)| *o += x);
+            crate::fused::layer_norm_into(&o, &n2.0, &n2.1, self.out_norm.eps, y);
+            Ok(())
+        })?;
+        Ok(out)
     }
+}
+
+/// Rows per part of [`Layer::forward_8bit`]'s passes: the int8 kernels'
+/// block of rows (each weight panel loaded once per part).
+const PART_ROWS: usize = 16;
+
+/// `f` on each part, natively on rayon's pool (one thread per core), in
+/// the browser's worker one after another. Each row is computed alone, so
+/// the split changes no bit.
+fn each_part<T: Send>(parts: Vec<T>, f: impl Fn(T) -> Result<()> + Sync + Send) -> Result<()> {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use rayon::prelude::*;
+        parts.into_par_iter().try_for_each(f)
+    }
+    #[cfg(target_arch = "wasm32")]
+    parts.into_iter().try_for_each(f)
 }
 
 /// The BERT encoder: token ids and mask to one vector per text (mean pooling).

@@ -365,6 +365,15 @@ impl Int8Linear {
         self.forward_one_thread(x)
     }
 
+    /// [`Int8Linear::forward_quantized`] into `y` (`x.rows x out`), on the calling thread.
+    pub fn forward_into(&self, x: &QuantizedRows, y: &mut [f32]) {
+        assert_eq!(x.inp, self.inp, "input rows of another width");
+        assert_eq!(y.len(), x.rows * self.out, "output is not rows x out");
+        if x.rows > 0 {
+            self.block(x, 0, y);
+        }
+    }
+
     /// [`Int8Linear::forward_quantized`] on the calling thread.
     fn forward_one_thread(&self, x: &QuantizedRows) -> Vec<f32> {
         assert_eq!(x.inp, self.inp, "input rows of another width");
