@@ -35,6 +35,7 @@ pub fn exp_f32(x: f32) -> f32 {
     p * f32::from_bits(n_bits.wrapping_add(127) << 23)
 }
 
+wide_or_not! {
 /// Softmax of one row, in place, with [`exp_f32`], the maximum and the sum
 /// in eight lanes: it vectorises (2x faster than index-order sums) and gives
 /// the same bits natively and in the browser (training's and the int8
@@ -49,6 +50,7 @@ pub fn softmax_lanes_in_place(row: &mut [f32]) {
     row.iter_mut().for_each(|v| *v = exp_f32(*v - max));
     let inv = 1.0 / sum_lanes(row);
     row.iter_mut().for_each(|v| *v *= inv);
+}
 }
 
 /// Sum in eight interleaved lanes, then the lanes and the tail in a fixed
@@ -113,6 +115,7 @@ pub fn gelu(x: &Tensor) -> Result<Tensor> {
     x.contiguous()?.apply_op1(Gelu)
 }
 
+wide_or_not! {
 /// GELU of each value of `x` into `y` (the fused op's arithmetic, also
 /// the int8 layers').
 pub(crate) fn gelu_into(x: &[f32], y: &mut [f32]) {
@@ -120,17 +123,55 @@ pub(crate) fn gelu_into(x: &[f32], y: &mut [f32]) {
         *o = 0.5 * v * (1.0 + erf_f32(v * std::f32::consts::FRAC_1_SQRT_2));
     }
 }
+}
 
 /// Layer normalisation of each row of `x` (rows of `w.len()` values) into
 /// `y` (the fused op's arithmetic, also the int8 layers').
 pub(crate) fn layer_norm_into(x: &[f32], w: &[f32], b: &[f32], eps: f64, y: &mut [f32]) {
     let n = w.len();
-    for (xr, yr) in x.chunks_exact(n).zip(y.chunks_exact_mut(n)) {
-        let (mean, rstd) = moments(xr, eps);
-        for i in 0..n {
-            yr[i] = (xr[i] - mean) * rstd * w[i] + b[i];
+    if n == 0 {
+        return;
+    }
+    // Eight rows' sums at once, each still in its own index order (the
+    // same bits): eight independent chains of f64 additions keep the
+    // adder busy where one chain waits on each addition's latency.
+    const ROWS: usize = 8;
+    let mut xs = x.chunks_exact(ROWS * n);
+    let mut ys = y.chunks_exact_mut(ROWS * n);
+    for (x8, y8) in (&mut xs).zip(&mut ys) {
+        let moments = moments8(x8, n, eps);
+        for ((xr, yr), (mean, rstd)) in x8.chunks_exact(n).zip(y8.chunks_exact_mut(n)).zip(moments) {
+            normalize(xr, yr, mean, rstd, w, b);
         }
     }
+    for (xr, yr) in xs.remainder().chunks_exact(n).zip(ys.into_remainder().chunks_exact_mut(n)) {
+        let (mean, rstd) = moments(xr, eps);
+        normalize(xr, yr, mean, rstd, w, b);
+    }
+}
+
+wide_or_not! {
+fn normalize(xr: &[f32], yr: &mut [f32], mean: f32, rstd: f32, w: &[f32], b: &[f32]) {
+    for i in 0..xr.len() {
+        yr[i] = (xr[i] - mean) * rstd * w[i] + b[i];
+    }
+}
+}
+
+/// [`moments`] of eight rows of `n` values (`x` holds them one after
+/// another), each summed in index order as [`moments`] sums it.
+fn moments8(x: &[f32], n: usize, eps: f64) -> [(f32, f32); 8] {
+    let rows: [&[f32]; 8] = std::array::from_fn(|r| &x[r * n..(r + 1) * n]);
+    let mut sum = [0f64; 8];
+    for i in 0..n {
+        sum.iter_mut().zip(&rows).for_each(|(s, row)| *s += row[i] as f64);
+    }
+    let mean = sum.map(|s| s / n as f64);
+    let mut var = [0f64; 8];
+    for i in 0..n {
+        var.iter_mut().zip(&rows).zip(&mean).for_each(|((v, row), m)| *v += (row[i] as f64 - m).powi(2));
+    }
+    std::array::from_fn(|r| (mean[r] as f32, (1.0 / (var[r] / n as f64 + eps).sqrt()) as f32))
 }
 
 /// Fills `out` by calling `f(offset, part)` on parts of whole rows of `row`
@@ -640,6 +681,24 @@ pub(crate) fn norm_backward(x: &[f32], w: &[f32], dy: &[f32], eps: f64, dw: &mut
 pub(crate) mod tests {
     use super::*;
     use candle_core::{Device, Var};
+
+    #[test]
+    fn layer_norm_rows_by_eight_give_each_row_s_own_bits() {
+        // 19 rows (two groups of eight and a remainder), magnitudes far
+        // apart, so any change in a row's order of sums would show.
+        let n = 384;
+        let x: Vec<f32> = (0..19 * n)
+            .map(|i| ((i as u32).wrapping_mul(2654435761) >> 9) as f32 / 8e6 * if i % 5 == 0 { 1e4 } else { 1.0 } - 2.0)
+            .collect();
+        let (w, b): (Vec<f32>, Vec<f32>) = (0..n).map(|i| (1.0 + i as f32 / 500.0, i as f32 / 1000.0 - 0.2)).unzip();
+        let mut y = vec![0f32; x.len()];
+        layer_norm_into(&x, &w, &b, 1e-12, &mut y);
+        for (r, (xr, yr)) in x.chunks_exact(n).zip(y.chunks_exact(n)).enumerate() {
+            let (mean, rstd) = moments(xr, 1e-12);
+            let want: Vec<u32> = (0..n).map(|i| ((xr[i] - mean) * rstd * w[i] + b[i]).to_bits()).collect();
+            assert_eq!(yr.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want, "row {r}");
+        }
+    }
 
     /// Largest |a - b| over largest |b|.
     pub(crate) fn rel_diff(a: &Tensor, b: &Tensor) -> f32 {

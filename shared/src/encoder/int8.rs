@@ -94,6 +94,7 @@ fn quantize_input(row: &[f32], dst: &mut [Input]) -> (f32, i32) {
     (range / Q_INPUT, zero as i32)
 }
 
+wide_or_not! {
 /// The smallest and largest values of `row` and 0 (NaN is passed over).
 #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
 fn min_max(row: &[f32]) -> (f32, f32) {
@@ -119,6 +120,7 @@ fn min_max(row: &[f32]) -> (f32, f32) {
     }
     let (lo4, hi4) = ([lo[0], lo[1], lo[2], lo[3]], [hi[0], hi[1], hi[2], hi[3]]);
     min_max_of(lo4, hi4, chunks.remainder())
+}
 }
 
 /// The smallest and largest values of `row` and 0 (NaN is passed over),
@@ -194,6 +196,7 @@ int!(i8, i8x16_narrow_i16x8);
 int!(u8, u8x16_narrow_i16x8);
 int!(i16, i8x16_narrow_i16x8);
 
+wide_or_not! {
 /// `dst[i] = clamp(nearest(row[i] * inv) + zero, min, max)`, NaN as 0
 /// (as `as` makes it), for ranges within -127..=127.
 #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
@@ -208,6 +211,7 @@ fn quantize_with<T: Int>(row: &[f32], dst: &mut [T], inv: f32, zero: f32, min: f
         // each value for NaN and range one at a time.
         *d = T::of_i32(unsafe { q.to_int_unchecked::<i32>() });
     }
+}
 }
 
 /// `dst[i] = clamp(nearest(row[i] * inv) + zero, min, max)`, NaN as 0,
@@ -409,11 +413,7 @@ impl Int8Linear {
     /// order), in one loop the compiler vectorises.
     #[cfg(not(target_arch = "wasm32"))]
     fn finish(&self, sums: &[i32], zero: i32, input_scale: f32, dst: &mut [f32]) {
-        let n = dst.len();
-        let (ws, sc, bi) = (&self.weight_sum[..n], &self.scale[..n], &self.bias[..n]);
-        for ((((d, &s), &w), &c), &b) in dst.iter_mut().zip(sums).zip(ws).zip(sc).zip(bi) {
-            *d = (s - zero * w) as f32 * input_scale * c + b;
-        }
+        finish(sums, zero, input_scale, (&self.weight_sum, &self.scale, &self.bias), dst);
     }
 
     /// Output rows `first..` (as many as `y` holds) from quantized inputs.
@@ -467,6 +467,18 @@ impl Int8Linear {
         unsafe { v128_store(lanes.as_mut_ptr() as *mut v128, y) };
         dst.copy_from_slice(&lanes[..dst.len()]);
     }
+}
+
+wide_or_not! {
+/// [`Int8Linear::finish`] on the layer's per-output weight sums, scales and biases.
+#[cfg(not(target_arch = "wasm32"))]
+fn finish(sums: &[i32], zero: i32, input_scale: f32, per_output: (&[i32], &[f32], &[f32]), dst: &mut [f32]) {
+    let (n, (ws, sc, bi)) = (dst.len(), per_output);
+    let (ws, sc, bi) = (&ws[..n], &sc[..n], &bi[..n]);
+    for ((((d, &s), &w), &c), &b) in dst.iter_mut().zip(sums).zip(ws).zip(sc).zip(bi) {
+        *d = (s - zero * w) as f32 * input_scale * c + b;
+    }
+}
 }
 
 /// A key whose bias is at most this is padding (the encoder's mask bias is
@@ -557,6 +569,7 @@ fn head_attention_plain(
     probabilities_times_values(&probs, t, n, &vt, hd)
 }
 
+wide_or_not! {
 /// One text's one head natively: the numbers of [`head_attention_plain`]
 /// (the same quantization, exact integer sums, finishing and softmax), with
 /// the keys and values quantized and packed for the kernels once, then 16
@@ -637,6 +650,7 @@ fn head_attention(
     }
     out
 }
+}
 
 /// Largest quantized probability: 15 bits. With values in 8 bits (up to
 /// 127 in size) a sum over 512 keys stays below 2^31: probabilities are
@@ -644,6 +658,7 @@ fn head_attention(
 /// quantized probabilities add up to at most 32,767 x keys.
 const Q_PROB: f32 = 32767.0;
 
+wide_or_not! {
 /// The attention output `probs (t x n) x values`, `vt` the values
 /// transposed (`hd x n`): the probabilities in 15 bits per query row (zero
 /// exact, no zero point: they are never negative), the values in 8 bits per
@@ -671,6 +686,7 @@ fn quantize_i16(row: &[f32], dst: &mut [i16], top: f32) -> f32 {
         *d = unsafe { q.to_int_unchecked::<i32>() } as i16;
     }
     max / top
+}
 }
 
 #[cfg(any(target_arch = "wasm32", test))]
@@ -972,6 +988,47 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn the_avx512_element_wise_passes_give_the_narrow_passes_bits() {
+        use crate::encoder::int8_native::{NARROW, wide};
+        use std::sync::atomic::Ordering::Relaxed;
+        if !wide() {
+            eprintln!(
+                "skipped: no AVX-512 element-wise passes on this CPU (or PRICER_INT8_KERNEL chose another kernel)"
+            );
+            return;
+        }
+        let (rows, inp, out, heads) = (150, 384, 50, 12);
+        let mut x = data(rows * inp, 41);
+        // Values each pass must treat alike: NaN, infinities, signed zeros,
+        // subnormals, the exponential's clamps; one row left ordinary.
+        let odd = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -0.0, 1e-40, -1e30, 88.5, -87.5, 1e-3, 3.0];
+        for (i, v) in odd.iter().enumerate() {
+            x[i * 7 * inp + i] = *v;
+        }
+        let lin = Int8Linear::new(&data(out * inp, 42), data(out, 43), out, inp);
+        let (w, b) = (data(inp, 44), data(inp, 45));
+        let mut bias = vec![0f32; rows];
+        bias[140..].iter_mut().for_each(|v| *v = -1e4);
+        let passes = || {
+            let (mut gelu, mut norm, mut soft) = (vec![0f32; x.len()], vec![0f32; x.len()], x.clone());
+            crate::fused::gelu_into(&x, &mut gelu);
+            crate::fused::layer_norm_into(&x, &w, &b, 1e-12, &mut norm);
+            soft.chunks_exact_mut(inp).for_each(crate::fused::softmax_lanes_in_place);
+            let att = attention(&x[..rows * 96], &data(rows * 96, 46), &data(rows * 96, 47), &bias, 1, rows, heads / 4);
+            [lin.forward(&x, rows), gelu, norm, soft, att].map(|v| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>())
+        };
+        let wide_bits = passes();
+        NARROW.store(true, Relaxed);
+        let narrow_bits = passes();
+        NARROW.store(false, Relaxed);
+        for (name, (a, b)) in
+            ["linear", "gelu", "layer norm", "softmax", "attention"].iter().zip(wide_bits.iter().zip(&narrow_bits))
+        {
+            assert_eq!(a, b, "{name}: AVX-512 and narrow passes differ");
         }
     }
 

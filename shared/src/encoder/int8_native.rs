@@ -16,6 +16,36 @@ pub const GROUP: usize = 4;
 /// Rows and panels one kernel step computes: 4 x 4 accumulators.
 const ROWS: usize = 4;
 
+/// Set by tests to compare the AVX-512 element-wise passes with the build
+/// target's: tests running meanwhile take the other path, to the same bits.
+#[cfg(test)]
+pub(crate) static NARROW: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether element-wise passes run on AVX-512 ([`wide_or_not`]): where the
+/// CPU has AVX512F, BW, VL and DQ and the int8 kernel in use is the 512-bit
+/// one (`PRICER_INT8_KERNEL=avx2` then also keeps them at 256 bits, so
+/// tests comparing kernels compare these too). Read once.
+pub fn wide() -> bool {
+    #[cfg(test)]
+    if NARROW.load(std::sync::atomic::Ordering::Relaxed) {
+        return false;
+    }
+    static WIDE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *WIDE.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            Kernel::best() == Kernel::Avx512Vnni
+                && has!("avx512f")
+                && has!("avx512bw")
+                && has!("avx512vl")
+                && has!("avx512dq")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    })
+}
+
 /// Row-major weights (`out x width`, `width` a multiple of [`GROUP`]) in
 /// panels: output `o`'s inputs `4g..4g + 4` at
 /// `((o / 16 * groups + g) * 16 + o % 16) * 4`. Outputs past `out` are 0.
