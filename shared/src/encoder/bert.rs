@@ -418,17 +418,11 @@ impl Layer {
 /// block of rows (each weight panel loaded once per part).
 const PART_ROWS: usize = 16;
 
-/// `f` on each part, natively on rayon's pool (one thread per core), in
-/// the browser's worker one after another. Each row is computed alone, so
-/// the split changes no bit.
+/// `f` on each part, on the pool's threads where there are some
+/// ([`super::on_threads`]). Each row is computed alone, so the split
+/// changes no bit.
 fn each_part<T: Send>(parts: Vec<T>, f: impl Fn(T) -> Result<()> + Sync + Send) -> Result<()> {
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        use rayon::prelude::*;
-        parts.into_par_iter().try_for_each(f)
-    }
-    #[cfg(target_arch = "wasm32")]
-    parts.into_iter().try_for_each(f)
+    super::on_threads(parts, f).into_iter().collect()
 }
 
 /// The BERT encoder: token ids and mask to one vector per text (mean pooling).

@@ -358,7 +358,7 @@ impl Int8Linear {
     /// value is computed the same way whatever the split); the browser's
     /// worker has one thread.
     pub fn forward_quantized(&self, x: &QuantizedRows) -> Vec<f32> {
-        #[cfg(not(target_arch = "wasm32"))]
+        #[cfg(any(not(target_arch = "wasm32"), target_feature = "atomics"))]
         if x.rows > 16 && self.out > 0 {
             use rayon::prelude::*;
             assert_eq!(x.inp, self.inp, "input rows of another width");
@@ -504,16 +504,9 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], bias: &[f32], b: usize, t: usi
     #[cfg(target_arch = "wasm32")]
     let head_attention = head_attention_plain;
     let one = |bi: usize, h: usize| head_attention(q, k, v, &bias[bi * t..(bi + 1) * t], bi, h, t, width, hd);
-    // Natively, heads go to rayon's pool (one thread per core); the browser's worker has one thread.
-    #[cfg(not(target_arch = "wasm32"))]
-    let heads_out: Vec<Vec<f32>> = {
-        use rayon::prelude::*;
-        let jobs: Vec<(usize, usize)> = (0..b).flat_map(|bi| (0..heads).map(move |h| (bi, h))).collect();
-        jobs.par_iter().map(|&(bi, h)| one(bi, h)).collect()
-    };
-    #[cfg(target_arch = "wasm32")]
-    let heads_out: Vec<Vec<f32>> =
-        (0..b).flat_map(|bi| (0..heads).map(move |h| (bi, h))).map(|(bi, h)| one(bi, h)).collect();
+    // Heads go to the pool's threads (natively one per core; in the browser, the threaded worker's).
+    let jobs: Vec<(usize, usize)> = (0..b).flat_map(|bi| (0..heads).map(move |h| (bi, h))).collect();
+    let heads_out: Vec<Vec<f32>> = super::on_threads(jobs, |(bi, h)| one(bi, h));
     for (n, o) in heads_out.iter().enumerate() {
         let (bi, h) = (n / heads, n % heads);
         for (i, row) in o.chunks_exact(hd).enumerate() {

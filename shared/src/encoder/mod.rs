@@ -36,3 +36,55 @@ pub mod fused_layer;
 pub mod int8;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod int8_native;
+
+/// How many threads the int8 layers' parts and attention heads run on:
+/// rayon's pool (natively one per core; in the browser's threaded worker,
+/// the pool the page started), 1 in the single-thread browser builds.
+pub fn compute_threads() -> usize {
+    #[cfg(any(not(target_arch = "wasm32"), target_feature = "atomics"))]
+    return rayon::current_num_threads();
+    #[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
+    1
+}
+
+/// `f` on each item, the results in the items' order: natively on rayon's
+/// pool (work stealing); in the browser's threaded worker, every thread of
+/// the pool woken at once ([`rayon::broadcast`]) and taking the next item
+/// until none is left, since there a sleeping thread wakes slowly and a
+/// split job would wake them one after the other (a layer has three such
+/// passes); in the single-thread builds, one after the other. Each result
+/// is computed alike whichever thread computes it.
+pub(crate) fn on_threads<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync + Send) -> Vec<R> {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use rayon::prelude::*;
+        items.into_par_iter().map(f).collect()
+    }
+    #[cfg(all(target_arch = "wasm32", target_feature = "atomics"))]
+    {
+        use std::sync::Mutex;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        if items.len() < 2 {
+            return items.into_iter().map(f).collect();
+        }
+        let slots: Vec<Mutex<(Option<T>, Option<R>)>> =
+            items.into_iter().map(|t| Mutex::new((Some(t), None))).collect();
+        let next = AtomicUsize::new(0);
+        rayon::broadcast(|_| {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(slot) = slots.get(i) else { break };
+                let item = slot.lock().map(|mut s| s.0.take()).ok().flatten();
+                if let Some(item) = item {
+                    let r = f(item);
+                    if let Ok(mut s) = slot.lock() {
+                        s.1 = Some(r);
+                    }
+                }
+            }
+        });
+        slots.into_iter().filter_map(|s| s.into_inner().ok().and_then(|s| s.1)).collect()
+    }
+    #[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
+    items.into_iter().map(f).collect()
+}

@@ -667,12 +667,12 @@ impl Estimator {
         // Natively the products' members (the neighbours' scans above all)
         // go to rayon's pool, one thread per core; each product's values
         // are computed alike whichever thread computes them.
-        #[cfg(not(target_arch = "wasm32"))]
+        #[cfg(any(not(target_arch = "wasm32"), target_feature = "atomics"))]
         {
             use rayon::prelude::*;
             Ok(ps.par_iter().zip(inputs).zip(encoded).map(one).collect())
         }
-        #[cfg(target_arch = "wasm32")]
+        #[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
         Ok(ps.iter().zip(inputs).zip(encoded).map(one).collect())
     }
 }
