@@ -2,23 +2,28 @@
 # Builds the web app into dist/ (plain static files for any host and
 # sub-path) with the default model, or with --model FILE as the page's model.
 #
-#   scripts/build-web.sh [--model FILE] [--dist DIR] [--index FILE]
+#   scripts/build-web.sh [--model FILE] [--dist DIR] [--index FILE] [--no-threads]
 #
 # --dist: build into DIR instead of dist/. --index: the page's HTML under
 # web/ (default index.html; the tests build web/index.test.html, the same
-# page with wasm-opt -O1).
+# page with wasm-opt -O1). The worker with threads for one estimate is built
+# too (scripts/build-threads.sh: Debian's rustc-web from apt, ~15 minutes the
+# first time); --no-threads leaves it out (the page then runs each estimate
+# on one thread).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model=
 dist=$PWD/dist
 index=index.html
+threads=1
 while [ $# -gt 0 ]; do
   case $1 in
     --model) model=${2:?--model needs a .gguf file}; shift 2 ;;
     --model=*) model=${1#--model=}; shift ;;
     --dist) dist=${2:?--dist needs a folder}; shift 2 ;;
     --index) index=${2:?--index needs an HTML file under web/}; shift 2 ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    --no-threads) threads=; shift ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -37,6 +42,12 @@ scripts/setup.sh
 export PATH="$PWD/.tools/node_modules/.bin:$PATH"
 cargo fetch --locked
 (cd web && trunk build "$index" --release --dist "$dist")
+if [ -n "$threads" ]; then
+  # wasm-opt at the level the page's HTML asks for its workers.
+  opt=$(grep -o 'data-wasm-opt="[0-9sz]*"' "web/$index" | head -1 | tr -dc '0-9sz')
+  scripts/build-threads.sh --dist "$dist" --opt "${opt:-3}" ||
+    { echo "the threaded worker did not build (see above); --no-threads builds the page without it" >&2; exit 1; }
+fi
 if [ -n "$model" ]; then
   # The page loads models/default.gguf; the shipped model's card no longer applies.
   cp "$model" "$dist/models/default.gguf"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs what building the web app (and, with --test, running every test)
-# needs on a fresh Debian machine with rustup, cargo, node and npm. Each tool
-# is checked first and installed only when missing or of the wrong version.
+# Installs what building the web app (and, with --test, running every test;
+# with --threads, building the threaded worker) needs on a fresh Debian
+# machine with rustup, cargo, node and npm. Each tool is checked first and
+# installed only when missing or of the wrong version.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools=$PWD/.tools
@@ -39,6 +40,18 @@ fi
 if [ "$("$tools/node_modules/.bin/wasm-opt" --version 2>/dev/null | awk '{print $3}')" != "$want_binaryen" ]; then
   echo "installing binaryen $want_binaryen (npm)"
   npm install --prefix "$tools" --no-audit --no-fund "binaryen@$want_binaryen" >/dev/null
+fi
+
+if [ "${1:-}" = "--threads" ]; then
+  # Debian bookworm-security's Rust 1.96 for the web (std sources included,
+  # which build-std needs and rustup's 1.95 here lacks) and LLVM 22's wasm-ld.
+  if [ "$(/usr/bin/rustc --version 2>/dev/null | awk '{print $2}')" != 1.96.0 ] ||
+    [ ! -d /usr/lib/rustlib/src/rust/library ] || ! command -v wasm-ld-22 >/dev/null; then
+    echo "installing rustc-web 1.96 and wasm-ld-22 (apt)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      rustc-web cargo-web rust-web-src lld-22 >/dev/null
+  fi
 fi
 
 if [ "${1:-}" = "--test" ]; then

@@ -54,5 +54,10 @@ sed 's/data-wasm-opt="3"/data-wasm-opt="1"/g' web/index.html > web/index.test.ht
 (cd web && trunk build index.test.html --release)
 export PRICER_WEB_INDEX=index.test.html
 
+# The worker with threads for one estimate (rustc-web 1.96, every crate
+# built again with wasm atomics in target/threads).
+phase "threaded worker (build-std)"
+scripts/build-threads.sh --opt 1
+
 phase "the page in headless Chromium"
 (cd tests/browser && node --test)

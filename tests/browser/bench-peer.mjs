@@ -5,6 +5,9 @@
 //
 // Needs: dist/ (scripts/build-web.sh), the peer (scripts/fetch-peer.sh).
 // Usage: node bench-peer.mjs [RUNS] [ROUNDS]   (PRICER_PLAIN=1: our plain simd128 worker)
+// Our page is served cross-origin isolated, as its service worker makes it
+// from the second load: `?threads=0` runs the single-thread worker, `?threads=2`
+// the threaded one (scripts/build-threads.sh) with a pool of 2.
 import http from "node:http";
 import fs from "node:fs";
 import path from "node:path";
@@ -80,12 +83,12 @@ const product = "Stainless Steel 12-Cup Programmable Coffee Maker with Thermal C
 const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
   args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
     "--disable-component-update", "--disable-sync"] });
-const ours = await serve(dist, false);
+const ours = await serve(dist, true);
 const peer = await serve(peerDir, true, { "/index.html": PEER_PAGE });
 
 // The worker build the page started (worker_relaxed: int8 products with relaxed SIMD).
 let build = "?";
-async function runOurs() {
+async function runOurs(threads) {
   const context = await browser.newContext();
   const page = await context.newPage();
   // PRICER_PLAIN=1: as in a browser without relaxed SIMD (the page's probe fails), the plain simd128 worker.
@@ -93,9 +96,11 @@ async function runOurs() {
     const validate = WebAssembly.validate;
     WebAssembly.validate = (bytes) => (bytes.byteLength === 40 ? false : validate(bytes));
   });
-  await page.goto(ours.url);
+  await page.goto(`${ours.url}?threads=${threads}`);
   await page.waitForSelector("#status[data-state=ready]", { timeout: 120000 });
-  build = await page.evaluate(() => document.documentElement.dataset.worker);
+  const d = await page.evaluate(() => ({ ...document.documentElement.dataset }));
+  if (Number(d.estimateThreads) !== Math.max(threads, 1)) throw new Error(`asked ${threads} threads, the worker has ${d.estimateThreads} (${d.threadsFailed ?? d.worker})`);
+  build = d.worker;
   const times = [];
   for (let i = -3; i < runs; i++) {
     const before = await page.evaluate(() => document.querySelector("#result")?.dataset.id ?? null);
@@ -124,11 +129,15 @@ async function runPeer(model, threads) {
 const q = (xs, p) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(p * xs.length))];
 const rows = [];
 for (let round = 1; round <= rounds; round++) {
-  const o = await runOurs();
+  const o = await runOurs(0);
+  const ob = build;
+  // The threaded build needs relaxed SIMD: none with PRICER_PLAIN.
+  const o2 = process.env.PRICER_PLAIN ? null : await runOurs(2);
   const p1 = await runPeer("./minilm-fp32.onnx", 1);
   const p2 = await runPeer("./minilm-fp32.onnx", 2);
   const base = q(p1, 0.5);
-  rows.push([round, `Pricer (${build}), estimate in the worker`, 1, q(o, 0.5), q(o, 0.95), q(o, 0.5) / base]);
+  rows.push([round, `Pricer (${ob}), estimate in the worker`, 1, q(o, 0.5), q(o, 0.95), q(o, 0.5) / base]);
+  if (o2) rows.push([round, `Pricer (${build}), estimate in the worker`, 2, q(o2, 0.5), q(o2, 0.95), q(o2, 0.5) / base]);
   rows.push([round, "onnxruntime-web 1.30 fp32", 1, base, q(p1, 0.95), 1]);
   rows.push([round, "onnxruntime-web 1.30 fp32", 2, q(p2, 0.5), q(p2, 0.95), q(p2, 0.5) / base]);
   // The true int8 peer (MatMulInteger, fetch-peer.sh), when made.

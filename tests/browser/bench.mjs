@@ -4,6 +4,8 @@
 // the time from the click until the reasons are complete (the encoder's share
 // of the most influential words measured, `#why[data-complete=true]`).
 // A benchmark, not a test: prints a table. Usage: node bench.mjs [RUNS]
+// PRICER_THREADS=N: the page served cross-origin isolated with `?threads=N`
+// (0: the single-thread worker; N > 0: the threaded one with a pool of N).
 import fs from "node:fs";
 import path from "node:path";
 import zlib from "node:zlib";
@@ -13,11 +15,14 @@ import { serveDist } from "./serve-dist.mjs";
 const root = path.resolve(import.meta.dirname, "../..");
 const dist = process.env.PRICER_DIST || path.join(root, "dist");
 const runs = Number(process.argv[2] || 30);
-const { server, url } = await serveDist(dist);
+const threads = process.env.PRICER_THREADS;
+const { server, url: root_url } = await serveDist(dist, threads !== undefined);
+const url = threads !== undefined ? `${root_url}?threads=${threads}` : root_url;
 
 const size = (f) => fs.statSync(path.join(dist, f)).size;
 const gz = (f) => zlib.gzipSync(fs.readFileSync(path.join(dist, f)), { level: 9 }).length;
 const wasm = fs.readdirSync(dist).filter((f) => f.endsWith(".wasm"));
+if (fs.existsSync(path.join(dist, "threads/worker_threads_bg.wasm"))) wasm.push("threads/worker_threads_bg.wasm");
 
 // About 128 tokens of a real-looking product.
 const product = "Stainless Steel 12-Cup Programmable Coffee Maker with Thermal Carafe\n" +
@@ -33,6 +38,7 @@ const t0 = Date.now();
 await page.goto(url);
 await page.waitForSelector("#status[data-state=ready]", { timeout: 120000 });
 const loaded = Date.now() - t0;
+const worker = await page.evaluate(() => ({ ...document.documentElement.dataset }));
 await page.fill("#description", product);
 await page.click("#estimate");
 await page.waitForSelector("#price");
@@ -109,5 +115,5 @@ const rows = [
   [`back to back: click to shown p50 / p95 (Playwright's clock, with its polling)`, `${quantile(b2bWall, 0.5)} ms / ${quantile(b2bWall, 0.95)} ms`],
   ["returning visit: navigation to model ready (cached, 304)", `${reloaded} ms`],
 ];
-console.log(`Chromium ${version}, ${url}`);
+console.log(`Chromium ${version}, ${url}, ${worker.worker} on ${worker.estimateThreads} thread(s)`);
 for (const [k, v] of rows) console.log(`| ${k} | ${v} |`);

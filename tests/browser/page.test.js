@@ -433,6 +433,59 @@ test("the relaxed-SIMD worker runs where the browser has it, and the plain one g
   }
 });
 
+test("threads for one estimate: isolated from the second load, the same bits as one thread; not isolated, as before", async () => {
+  const { server, url } = await serve(dist);
+  const long = "Professional 18V cordless combi drill kit with two 4.0Ah lithium-ion batteries\n" +
+    Array.from({ length: 12 }, (_, i) => `Feature ${i + 1}: brushless motor, 60 Nm torque, 21 clutch settings, LED work light, metal chuck, belt clip, hard case.`).join(" ");
+  const texts = [
+    "Stainless Steel 12-Cup Programmable Coffee Maker\nThermal carafe, brew strength control, 24-hour timer",
+    long,
+    "USB-C cable",
+  ];
+  const { context, page } = await openPage(`${url}?threads=3`);
+  const state = () => page.evaluate(() => ({ isolated: crossOriginIsolated, ...document.documentElement.dataset }));
+  const prices = async () => { const p = []; for (const t of texts) p.push((await estimate(page, t)).price); return p; };
+  try {
+    // The first load: no service worker yet, so not isolated: the single-thread build, as before.
+    await ready(page);
+    let s = await state();
+    assert.equal(s.isolated, false);
+    assert.equal(s.worker, "worker_relaxed");
+    assert.equal(s.estimateThreads, "1");
+    const one = await prices();
+
+    // From the second load the service worker's headers isolate the page:
+    // the threaded build, its pool of 3 (more than this machine's cores, so the split itself is tested).
+    await page.waitForFunction(() => navigator.serviceWorker.controller !== null, null, { timeout: 20000 });
+    await page.reload();
+    await ready(page);
+    s = await state();
+    assert.equal(s.isolated, true, "the service worker's COOP/COEP headers");
+    assert.equal(s.worker, "worker_threads", s.threadsFailed);
+    assert.equal(s.estimateThreads, "3");
+    const three = await prices();
+    assert.deepEqual(three, one, "threads split the work, not the sums");
+    for (const [i, t] of texts.entries()) {
+      const cli = cliPredict(t).price;
+      assert.ok(close(three[i], cli), `${three[i]} vs CLI ${cli}`);
+    }
+    // The reasons still come (the explainer is a single-thread worker).
+    await page.waitForSelector("#why[data-complete=true]", { timeout: 30000 });
+
+    // ?threads=0 on an isolated page: the single-thread build again.
+    await page.goto(`${url}?threads=0`);
+    await ready(page);
+    s = await state();
+    assert.equal(s.isolated, true);
+    assert.equal(s.worker, "worker_relaxed");
+    assert.equal(s.estimateThreads, "1");
+    assert.deepEqual(await prices(), one);
+  } finally {
+    await context.close();
+    server.close();
+  }
+});
+
 // A tiny word model made by the CLI (tf-idf ridge on 60 products): another
 // model to publish, link or open, whose estimates differ from the default's.
 function tinyWordModel(name = "tiny-word") {

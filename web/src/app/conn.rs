@@ -23,25 +23,69 @@ pub(crate) fn worker_build() -> &'static str {
     if js_sys::WebAssembly::validate(&probe).unwrap_or(false) { "worker_relaxed" } else { "worker" }
 }
 
-/// Starts the worker from a blob that loads its script and wasm by absolute
-/// URL, so the app works from any sub-path. `<html data-worker>` names the
-/// build started.
-pub(crate) fn start_worker() -> Result<Worker, JsValue> {
-    let build = worker_build();
-    if let Some(root) = web_sys::window().and_then(|w| w.document()).and_then(|d| d.document_element()) {
-        let _ = root.set_attribute("data-worker", build);
+/// At most this many threads for one estimate, whatever the machine.
+const MAX_THREADS: usize = 8;
+
+/// Threads for one estimate in the first worker: `?threads=N` (0: the
+/// single-thread build), else one per core, at most [`MAX_THREADS`]. Only
+/// where the page is cross-origin isolated (memory shared between workers:
+/// the service worker's headers, from the page's second load) and the
+/// browser has relaxed SIMD (the threaded build uses it); else 0.
+pub(crate) fn estimate_threads() -> usize {
+    let Some(window) = web_sys::window() else { return 0 };
+    let isolated = js_sys::Reflect::get(&window, &"crossOriginIsolated".into()).ok().and_then(|v| v.as_bool());
+    if isolated != Some(true) || worker_build() != "worker_relaxed" {
+        return 0;
     }
+    let query = window.location().search().ok().and_then(|q| web_sys::UrlSearchParams::new_with_str(&q).ok());
+    let asked = query.and_then(|q| q.get("threads")).and_then(|v| v.parse::<usize>().ok());
+    asked.unwrap_or(window.navigator().hardware_concurrency() as usize).min(MAX_THREADS)
+}
+
+/// Starts a worker from a blob that loads its script and wasm by absolute
+/// URL, so the app works from any sub-path: with `threads` > 0 the threaded
+/// build (`threads/`, a module worker that starts rayon's pool before it
+/// listens), else the single-thread build this browser runs. `<html
+/// data-worker data-threads>` name what the first worker runs.
+pub(crate) fn start_worker(threads: usize) -> Result<Worker, JsValue> {
+    if threads > 0 {
+        mark_worker("worker_threads", threads);
+        // A failure becomes `Reply::ThreadsFailed`: the page then starts
+        // the single-thread build instead.
+        let script = format!(
+            "try {{ const m = await import({js:?}); await m.default({{ module_or_path: {wasm:?} }}); \
+             await m.initThreadPool({threads}); m.runWorker(); }} catch (e) {{ \
+             postMessage(JSON.stringify({{ type: 'threads_failed', message: String(e) }})); }}",
+            js = base_url("threads/worker_threads.js"),
+            wasm = base_url("threads/worker_threads_bg.wasm"),
+        );
+        let opts = web_sys::WorkerOptions::new();
+        opts.set_type(web_sys::WorkerType::Module);
+        return Worker::new_with_options(&blob_url(&script)?, &opts);
+    }
+    let build = worker_build();
     let script = format!(
         "importScripts({js:?}); wasm_bindgen({wasm:?});",
         js = base_url(&format!("{build}.js")),
         wasm = base_url(&format!("{build}_bg.wasm"))
     );
-    let parts = js_sys::Array::of1(&JsValue::from_str(&script));
+    Worker::new(&blob_url(&script)?)
+}
+
+/// `<html data-worker data-threads>`: the first worker's build and threads.
+fn mark_worker(build: &str, threads: usize) {
+    if let Some(root) = web_sys::window().and_then(|w| w.document()).and_then(|d| d.document_element()) {
+        let _ = root.set_attribute("data-worker", build);
+        let _ = root.set_attribute("data-threads", &threads.to_string());
+    }
+}
+
+fn blob_url(script: &str) -> Result<String, JsValue> {
+    let parts = js_sys::Array::of1(&JsValue::from_str(script));
     let opts = web_sys::BlobPropertyBag::new();
     opts.set_type("text/javascript");
     let blob = web_sys::Blob::new_with_str_sequence_and_options(&parts, &opts)?;
-    let url = web_sys::Url::create_object_url_with_blob(&blob)?;
-    Worker::new(&url)
+    web_sys::Url::create_object_url_with_blob(&blob)
 }
 
 pub(crate) fn post(worker: &Worker, req: &Request) {
@@ -71,8 +115,12 @@ pub(crate) struct Conn {
 
 impl Conn {
     pub(crate) fn new() -> Result<Conn, JsValue> {
-        let worker = start_worker()?;
-        let explainer = start_worker().ok();
+        let threads = estimate_threads();
+        if threads == 0 {
+            mark_worker(worker_build(), 0);
+        }
+        let worker = start_worker(threads)?;
+        let explainer = start_worker(0).ok();
         Ok(Conn {
             worker: StoredValue::new_local(Some(worker)),
             explainer: StoredValue::new_local(explainer),
@@ -94,6 +142,26 @@ impl Conn {
             loads: StoredValue::new(0),
             explainer_loads: StoredValue::new(0),
         }
+    }
+
+    /// The threaded worker could not start (`why`): the single-thread
+    /// build takes its place, with its handlers, and says `Started` in turn.
+    pub(crate) fn threads_failed(&self, why: &str) {
+        web_sys::console::warn_1(&format!("threads for one estimate failed, running on one: {why}").into());
+        mark_worker(worker_build(), 0);
+        if let Some(root) = web_sys::window().and_then(|w| w.document()).and_then(|d| d.document_element()) {
+            let _ = root.set_attribute("data-threads-failed", why);
+        }
+        self.worker.update_value(|slot| {
+            let Some(old) = slot.take() else { return };
+            let (on_message, on_error) = (old.onmessage(), old.onerror());
+            old.terminate();
+            if let Ok(plain) = start_worker(0) {
+                plain.set_onmessage(on_message.as_ref());
+                plain.set_onerror(on_error.as_ref());
+                *slot = Some(plain);
+            }
+        });
     }
 
     pub(crate) fn send(&self, req: Request) {

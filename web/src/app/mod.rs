@@ -135,10 +135,11 @@ pub(crate) fn App() -> impl IntoView {
         };
         match reply {
             Reply::Started => model.load_default(conn),
-            Reply::Ready { memory, .. } => {
+            Reply::ThreadsFailed { message } => conn.threads_failed(&message),
+            Reply::Ready { memory, threads, .. } => {
                 model.on_reply(&reply);
                 conn.worker_loaded();
-                pool.model_loaded(memory);
+                pool.model_loaded(memory, threads);
                 pool.reset(conn, "another model was loaded while the file was being priced: price it again");
                 // A new model: its adaptation, if any, is announced after this.
                 own.adapted.set(None);

@@ -39,12 +39,14 @@ impl Pool {
         Pool { extra: StoredValue::new_local(Vec::new()), memory: StoredValue::new(0), batch, own }
     }
 
-    /// The first worker loaded a model of `memory` bytes.
-    pub(crate) fn model_loaded(&self, memory: u64) {
+    /// The first worker loaded a model of `memory` bytes, and computes one
+    /// estimate on `threads` threads.
+    pub(crate) fn model_loaded(&self, memory: u64, threads: usize) {
         self.memory.set_value(memory);
-        // `<html data-worker-memory>`, for benchmarks.
+        // `<html data-worker-memory data-estimate-threads>`, for benchmarks and tests.
         if let Some(root) = web_sys::window().and_then(|w| w.document()).and_then(|d| d.document_element()) {
             let _ = root.set_attribute("data-worker-memory", &memory.to_string());
+            let _ = root.set_attribute("data-estimate-threads", &threads.to_string());
         }
     }
 
@@ -117,7 +119,7 @@ impl Pool {
 
     /// Starts one more extra worker; it loads the model the first worker holds.
     fn start(&self, conn: Conn) -> Result<(), JsValue> {
-        let worker = start_worker()?;
+        let worker = start_worker(0)?;
         let i = self.extra.with_value(|e| e.len()) + 1;
         let pool = *self;
         let (batch, own) = (self.batch, self.own);

@@ -97,6 +97,11 @@ impl Shard {
 pub enum Reply {
     /// The worker's code is running and listens.
     Started,
+    /// The threaded worker could not start (sent by its starting script,
+    /// not by Rust code): the page starts the single-thread build instead.
+    ThreadsFailed {
+        message: String,
+    },
     /// Model bytes received so far (total 0 when unknown).
     Progress {
         loaded: u64,
@@ -110,6 +115,8 @@ pub enum Reply {
         /// The worker's wasm memory with the model loaded, in bytes: what
         /// each worker of a pool costs.
         memory: u64,
+        /// Threads one estimate runs on (more than one in the threaded build).
+        threads: usize,
         cached: bool,
         notice: Option<String>,
     },

@@ -113,7 +113,13 @@ impl State {
                     }
                     Origin::Network | Origin::File => (false, None),
                 };
-                send(&Reply::Ready { card: c, memory: wasm_memory_bytes(), cached, notice });
+                send(&Reply::Ready {
+                    card: c,
+                    memory: wasm_memory_bytes(),
+                    threads: pricer::encoder::compute_threads(),
+                    cached,
+                    notice,
+                });
                 if self.explain_pending.borrow().is_some() {
                     let state = self.clone();
                     later(move || state.start_explaining());
