@@ -445,6 +445,7 @@ test("threads for one estimate: isolated from the second load, the same bits as 
   const { context, page } = await openPage(`${url}?threads=3`);
   const state = () => page.evaluate(() => ({ isolated: crossOriginIsolated, ...document.documentElement.dataset }));
   const prices = async () => { const p = []; for (const t of texts) p.push((await estimate(page, t)).price); return p; };
+  let one;
   try {
     // The first load: no service worker yet, so not isolated: the single-thread build, as before.
     await ready(page);
@@ -452,7 +453,7 @@ test("threads for one estimate: isolated from the second load, the same bits as 
     assert.equal(s.isolated, false);
     assert.equal(s.worker, "worker_relaxed");
     assert.equal(s.estimateThreads, "1");
-    const one = await prices();
+    one = await prices();
 
     // From the second load the service worker's headers isolate the page:
     // the threaded build, its pool of 3 (more than this machine's cores, so the split itself is tested).
@@ -483,6 +484,25 @@ test("threads for one estimate: isolated from the second load, the same bits as 
   } finally {
     await context.close();
     server.close();
+  }
+
+  // A threaded build that cannot start (its wasm damaged on the host): the single-thread build takes over.
+  const damaged = await serve(dist, { "threads/worker_threads_bg.wasm": Buffer.from("not wasm") });
+  const second = await openPage(damaged.url);
+  try {
+    await ready(second.page);
+    await second.page.waitForFunction(() => navigator.serviceWorker.controller !== null, null, { timeout: 20000 });
+    await second.page.reload();
+    await ready(second.page);
+    const d = await second.page.evaluate(() => ({ isolated: crossOriginIsolated, ...document.documentElement.dataset }));
+    assert.equal(d.isolated, true);
+    assert.equal(d.worker, "worker_relaxed");
+    assert.equal(d.estimateThreads, "1");
+    assert.ok(d.threadsFailed, "the reason is kept on the page");
+    assert.equal((await estimate(second.page, texts[0])).price, one[0]);
+  } finally {
+    await second.context.close();
+    damaged.server.close();
   }
 });
 
