@@ -43,7 +43,7 @@ flags=(
 )
 export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="${flags[*]}"
 /usr/bin/cargo build --release --locked --target wasm32-unknown-unknown --target-dir target/threads \
-  -Z build-std=panic_abort,std -p pricer-web --bin worker_threads --features threads,relaxed-simd
+  -Z build-std=panic_abort,std -p pricer-web --bin worker_threads --no-default-features --features threads,relaxed-simd
 
 out=$dist/threads
 rm -rf "$out"

@@ -44,7 +44,7 @@ cargo fetch --locked
 (cd web && trunk build "$index" --release --dist "$dist")
 if [ -n "$threads" ]; then
   # wasm-opt at the level the page's HTML asks for its workers.
-  opt=$(grep -o 'data-wasm-opt="[0-9sz]*"' "web/$index" | head -1 | tr -dc '0-9sz')
+  opt=$(sed -n 's/.*data-wasm-opt="\([0-9sz]*\)".*/\1/p' "web/$index" | head -1)
   scripts/build-threads.sh --dist "$dist" --opt "${opt:-3}" ||
     { echo "the threaded worker did not build (see above); --no-threads builds the page without it" >&2; exit 1; }
 fi

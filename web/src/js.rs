@@ -21,6 +21,7 @@ pub(crate) fn now_ms() -> f64 {
 }
 
 /// A file the visitor chose, read as text.
+#[cfg(feature = "page")]
 pub(crate) async fn file_text(file: &web_sys::File) -> Result<String, String> {
     let text = wasm_bindgen_futures::JsFuture::from(file.text())
         .await
