@@ -5,9 +5,12 @@
 # is cross-origin isolated (the service worker's headers, from its second
 # load) and the browser has relaxed SIMD; elsewhere it runs as before.
 #
-#   scripts/build-threads.sh [--dist DIR] [--opt N]
+#   scripts/build-threads.sh [--dist DIR] [--opt N] [--test]
 #
-# --opt: wasm-opt's level (default 3; the tests use 1).
+# --opt: wasm-opt's level (default 3). --test: the tests' build, compiled at
+# opt-level 1 (in target/threads-test) and wasm-opt -O1: less to compile on a
+# fresh machine, the same estimates (the tests compare them with the
+# single-thread worker's and the CLI's).
 #
 # Wasm threads need std built with atomics: Debian's rustc-web 1.96
 # (scripts/setup.sh --threads installs it) and `-Z build-std`, so every
@@ -17,11 +20,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 dist=$PWD/dist
 opt=3
+target=target/threads
 while [ $# -gt 0 ]; do
   case $1 in
     --dist) dist=${2:?--dist needs a folder}; shift 2 ;;
     --opt) opt=${2:?--opt needs a level}; shift 2 ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    --test) opt=1; target=target/threads-test; export CARGO_PROFILE_RELEASE_OPT_LEVEL=1; shift ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -42,14 +47,14 @@ flags=(
   -C link-arg=--export=__tls_align -C link-arg=--export=__tls_base
 )
 export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="${flags[*]}"
-/usr/bin/cargo build --release --locked --target wasm32-unknown-unknown --target-dir target/threads \
+/usr/bin/cargo build --release --locked --target wasm32-unknown-unknown --target-dir "$target" \
   -Z build-std=panic_abort,std -p pricer-web --bin worker_threads --no-default-features --features threads,relaxed-simd
 
 out=$dist/threads
 rm -rf "$out"
 mkdir -p "$out"
 wasm-bindgen --target web --no-typescript --out-dir "$out" \
-  target/threads/wasm32-unknown-unknown/release/worker_threads.wasm
+  "$target/wasm32-unknown-unknown/release/worker_threads.wasm"
 wasm-opt "-O$opt" --enable-threads --enable-bulk-memory --enable-mutable-globals --enable-simd \
   --enable-relaxed-simd --enable-sign-ext --enable-nontrapping-float-to-int --enable-reference-types \
   --enable-multivalue "$out/worker_threads_bg.wasm" -o "$out/worker_threads_bg.wasm"
