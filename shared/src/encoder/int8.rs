@@ -353,10 +353,11 @@ impl Int8Linear {
         self.forward_quantized(&self.quantize(x, rows))
     }
 
-    /// Quantized input rows times the weights, plus the bias. Natively,
-    /// parts of 16 rows go to rayon's pool of threads, one per core (each
-    /// value is computed the same way whatever the split); the browser's
-    /// worker has one thread.
+    /// Quantized input rows times the weights, plus the bias. Parts of 16
+    /// rows go to rayon's pool where there is one (natively one thread per
+    /// core; the browser's threaded worker), each value computed the same
+    /// way whatever the split; the single-thread browser builds take them
+    /// in turn.
     pub fn forward_quantized(&self, x: &QuantizedRows) -> Vec<f32> {
         #[cfg(any(not(target_arch = "wasm32"), target_feature = "atomics"))]
         if x.rows > 16 && self.out > 0 {

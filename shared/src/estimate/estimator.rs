@@ -664,9 +664,10 @@ impl Estimator {
             }
             Ok(MemberValues { values, head, pooled: enc.map(|(_, v)| v) })
         };
-        // Natively the products' members (the neighbours' scans above all)
-        // go to rayon's pool, one thread per core; each product's values
-        // are computed alike whichever thread computes them.
+        // The products' members (the neighbours' scans above all) go to
+        // rayon's pool where there is one (natively one thread per core;
+        // the browser's threaded worker); each product's values are
+        // computed alike whichever thread computes them.
         #[cfg(any(not(target_arch = "wasm32"), target_feature = "atomics"))]
         {
             use rayon::prelude::*;

@@ -152,14 +152,18 @@ impl Conn {
         if let Some(root) = web_sys::window().and_then(|w| w.document()).and_then(|d| d.document_element()) {
             let _ = root.set_attribute("data-threads-failed", why);
         }
+        // The single-thread worker starts before the threaded one stops; if
+        // it cannot start, the console says why (the status then stays at
+        // loading: no worker is left to load the model).
+        let plain = match start_worker(0) {
+            Ok(plain) => plain,
+            Err(e) => return web_sys::console::error_1(&e),
+        };
         self.worker.update_value(|slot| {
-            let Some(old) = slot.take() else { return };
-            let (on_message, on_error) = (old.onmessage(), old.onerror());
-            old.terminate();
-            if let Ok(plain) = start_worker(0) {
-                plain.set_onmessage(on_message.as_ref());
-                plain.set_onerror(on_error.as_ref());
-                *slot = Some(plain);
+            if let Some(old) = slot.replace(plain.clone()) {
+                plain.set_onmessage(old.onmessage().as_ref());
+                plain.set_onerror(old.onerror().as_ref());
+                old.terminate();
             }
         });
     }
