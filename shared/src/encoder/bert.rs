@@ -456,11 +456,13 @@ impl Encoder {
             let mut xs = x.flatten_all()?.to_vec1::<f32>()?;
             let mb = mask_bias.flatten_all()?.to_vec1::<f32>()?;
             for layer in &self.layers {
+                super::check_stop()?;
                 xs = layer.forward_8bit(&xs, (b, t), &mb)?;
             }
             return Tensor::from_vec(xs, shape, &device);
         }
         for layer in &self.layers {
+            super::check_stop()?;
             x = layer.forward(&x, &mask_bias, &mut dropout)?;
         }
         Ok(x)

@@ -37,6 +37,25 @@ pub mod int8;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod int8_native;
 
+static STOP_CHECK: std::sync::OnceLock<fn() -> bool> = std::sync::OnceLock::new();
+
+/// Lets a front end end encoder passes whose result is no longer wanted:
+/// `check` is asked between layers, and a pass it answers `true` for ends
+/// with an error at once (the page's reasons worker, whose passes for a
+/// replaced estimate would compete with the new estimate for the cores).
+/// Set once per process; returns false if a check was already set.
+pub fn stop_passes_when(check: fn() -> bool) -> bool {
+    STOP_CHECK.set(check).is_ok()
+}
+
+/// Ends the pass under way if the front end's check says so.
+fn check_stop() -> candle_core::Result<()> {
+    match STOP_CHECK.get() {
+        Some(check) if check() => candle_core::bail!("stopped between layers: the result is no longer wanted"),
+        _ => Ok(()),
+    }
+}
+
 /// How many threads the int8 layers' parts and attention heads run on:
 /// rayon's pool (natively one per core; in the browser's threaded worker,
 /// the pool the page started), 1 in the single-thread browser builds.

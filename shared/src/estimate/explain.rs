@@ -629,6 +629,39 @@ pub(crate) mod tests {
         assert!((plain.rest - (x.estimate.price.ln_1p() - x.typical.ln_1p())).abs() < 1e-6);
     }
 
+    thread_local! {
+        /// Stops this thread's encoder passes (the check is process-wide; the flag is not).
+        static STOP_HERE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
+    #[test]
+    fn a_pass_stopped_between_layers_fails_and_loses_nothing_done() {
+        crate::encoder::stop_passes_when(|| STOP_HERE.with(|s| s.get()));
+        let est = neural_stack(vec![Member::Encoder, Member::Neighbours], vec![0.6, 0.4, 0.2], vec![]);
+        let p = Product::from_free_text("steel blender usb cable");
+        let opts = ExplainOptions { comparables: 2, occlude: 3 };
+        let whole = est.explain(&p, opts).unwrap();
+        let mut x = est.start_explaining(&p, opts).unwrap();
+        x.occlude_next(&est, 1).unwrap();
+        let before = x.explanation();
+        STOP_HERE.with(|s| s.set(true));
+        let stopped = x.occlude_next(&est, 1);
+        STOP_HERE.with(|s| s.set(false));
+        let e = stopped.unwrap_err().to_string();
+        assert!(e.contains("stopped between layers"), "{e}");
+        assert_eq!(x.pending(), 2, "the stopped word is still to do");
+        assert_eq!(x.explanation().words, before.words);
+        while x.pending() > 0 {
+            x.occlude_next(&est, 1).unwrap();
+        }
+        let done = x.explanation();
+        assert_eq!(done.words.len(), whole.words.len());
+        for (a, b) in done.words.iter().zip(&whole.words) {
+            assert_eq!(a.label, b.label);
+            assert!((a.weight - b.weight).abs() < 1e-6, "{a:?} vs {b:?}");
+        }
+    }
+
     #[test]
     fn an_explanation_a_word_at_a_time_adds_up_at_every_step_and_ends_as_the_whole() {
         let est = neural_stack(vec![Member::Encoder, Member::Neighbours], vec![0.6, 0.4, 0.2], vec![]);

@@ -80,6 +80,22 @@ fn mark_worker(build: &str, threads: usize) {
     }
 }
 
+/// One i32 in shared memory, where the page is cross-origin isolated.
+fn shared_cell() -> Option<js_sys::Int32Array> {
+    let window = web_sys::window()?;
+    let isolated = js_sys::Reflect::get(&window, &"crossOriginIsolated".into()).ok()?.as_bool()?;
+    isolated.then(|| js_sys::Int32Array::new(&js_sys::SharedArrayBuffer::new(4)))
+}
+
+/// Counts the explainer's passes stopped for a newer estimate
+/// (`<html data-reasons-stopped>`; tests and benchmarks read it).
+pub(crate) fn count_stopped_reasons() {
+    if let Some(root) = web_sys::window().and_then(|w| w.document()).and_then(|d| d.document_element()) {
+        let n = root.get_attribute("data-reasons-stopped").and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+        let _ = root.set_attribute("data-reasons-stopped", &(n + 1).to_string());
+    }
+}
+
 fn blob_url(script: &str) -> Result<String, JsValue> {
     let parts = js_sys::Array::of1(&JsValue::from_str(script));
     let opts = web_sys::BlobPropertyBag::new();
@@ -111,6 +127,10 @@ pub(crate) struct Conn {
     pub(crate) loaded: StoredValue<Option<ModelSource>, LocalStorage>,
     pub(crate) loads: StoredValue<u64>,
     pub(crate) explainer_loads: StoredValue<u64>,
+    /// The newest estimate's id, in memory the explainer shares (only in a
+    /// cross-origin isolated page): it stops a pass for older reasons
+    /// between two layers, rather than finishing it beside the new estimate.
+    pub(crate) newest_estimate: StoredValue<Option<js_sys::Int32Array>, LocalStorage>,
 }
 
 impl Conn {
@@ -129,6 +149,7 @@ impl Conn {
             loaded: StoredValue::new_local(None),
             loads: StoredValue::new(0),
             explainer_loads: StoredValue::new(0),
+            newest_estimate: StoredValue::new_local(shared_cell()),
         })
     }
 
@@ -141,6 +162,7 @@ impl Conn {
             loaded: StoredValue::new_local(None),
             loads: StoredValue::new(0),
             explainer_loads: StoredValue::new(0),
+            newest_estimate: StoredValue::new_local(None),
         }
     }
 
@@ -204,6 +226,14 @@ impl Conn {
 
     pub(crate) fn explainer_started(&self) {
         self.explainer_started.set_value(true);
+        // It listens now: the shared cell of the newest estimate.
+        self.newest_estimate.with_value(|cell| {
+            self.explainer.with_value(|w| {
+                if let (Some(w), Some(cell)) = (w, cell) {
+                    let _ = w.post_message(&cell.buffer());
+                }
+            })
+        });
         self.sync_explainer();
     }
 
@@ -222,11 +252,17 @@ impl Conn {
         });
     }
 
-    /// Reasons for an estimate: from the explainer when it has the model's
-    /// load under way or done, else from the worker.
-    /// A new estimate was asked for: both workers drop the reasons they
-    /// are measuring (for the estimate it replaces), so it has the cores.
-    pub(crate) fn drop_reasons(&self) {
+    /// Estimate `newest` was asked for: both workers drop the reasons they
+    /// are measuring (for the estimate it replaces), so it has the cores;
+    /// in an isolated page the explainer sees it in the shared cell within
+    /// one layer, else when its pass ends.
+    pub(crate) fn drop_reasons(&self, newest: u64) {
+        self.newest_estimate.with_value(|cell| {
+            if let Some(cell) = cell {
+                // Ids wrap at 32 bits here; the explainer compares the low 32 bits.
+                let _ = js_sys::Atomics::store(cell, 0, newest as i32);
+            }
+        });
         for w in [self.worker, self.explainer] {
             w.with_value(|w| {
                 if let Some(w) = w {
@@ -236,6 +272,8 @@ impl Conn {
         }
     }
 
+    /// Reasons for an estimate: from the explainer when it has the model's
+    /// load under way or done, else from the worker.
     pub(crate) fn explain(&self, req: Request) {
         let use_explainer = self.explainer_started.get_value()
             && !self.explainer_failed.get_value()

@@ -98,7 +98,7 @@ impl EstimateState {
         self.last_sent.set_value(t.clone());
         self.sent_at.set_value((id, now_ms()));
         conn.send(Request::Estimate { id, text: t });
-        conn.drop_reasons();
+        conn.drop_reasons(id);
     }
 
     /// Takes a reply; returns the request to send for the reasons of a new

@@ -145,6 +145,8 @@ pub(crate) fn App() -> impl IntoView {
                 own.adapted.set(None);
             }
             Reply::Progress { .. } | Reply::LoadFailed { .. } => model.on_reply(&reply),
+            // Only the explainer has the shared cell that stops reasons.
+            Reply::ReasonsStopped { .. } => conn::count_stopped_reasons(),
             Reply::First { .. } | Reply::Estimate { .. } | Reply::Why { .. } => {
                 if let Some(req) = estimate.on_reply(reply) {
                     // After the frame that paints the price: the reasons' first
@@ -185,6 +187,7 @@ pub(crate) fn App() -> impl IntoView {
             Reply::Why { .. } => {
                 estimate.on_reply(reply);
             }
+            Reply::ReasonsStopped { .. } => conn::count_stopped_reasons(),
             Reply::Ready { .. } => conn.explainer_failed.set_value(false),
             Reply::LoadFailed { .. } => conn.explainer_failed.set_value(true),
             _ => {}

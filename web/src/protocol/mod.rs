@@ -18,7 +18,11 @@ pub enum ModelSource {
     File(web_sys::File),
 }
 
-/// Page to worker.
+/// Page to worker. Besides these JSON requests, a worker takes two objects
+/// as they are: a `File` (a model the visitor opened) and, in a
+/// cross-origin isolated page, a `SharedArrayBuffer` of one i32 where the
+/// page keeps its newest estimate's id (the reasons worker then stops a
+/// pass for an older estimate between two layers, rather than at its end).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Request {
@@ -141,6 +145,11 @@ pub enum Reply {
     Why {
         id: u64,
         result: Result<Why, String>,
+    },
+    /// The reasons of estimate `id` stopped between two layers of a pass:
+    /// a newer estimate was asked for (the page's shared cell said so).
+    ReasonsStopped {
+        id: u64,
     },
     /// Records of the file's part read so far, of how many.
     BatchProgress {

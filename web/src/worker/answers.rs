@@ -6,6 +6,7 @@ use crate::js::now_ms;
 use crate::protocol::*;
 use pricer::explain::ExplainOptions;
 use pricer::{Estimator, Product};
+use std::cell::{Cell, RefCell};
 
 /// The text the worker reads: at most [`MAX_INPUT_CHARS`] characters, and whether it was cut.
 pub(super) fn cut_input(text: &str) -> (&str, bool) {
@@ -37,6 +38,47 @@ pub(super) fn estimate(est: &Estimator, text: &str) -> Result<EstimateView, Stri
     })
 }
 
+thread_local! {
+    /// The page's cell holding its newest estimate's id (shared memory, in
+    /// an isolated page): reasons for an older estimate are not wanted.
+    static NEWEST_ESTIMATE: RefCell<Option<js_sys::Int32Array>> = const { RefCell::new(None) };
+    /// The estimate whose reasons this worker's encoder is measuring (0: none).
+    static MEASURING: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Takes the page's cell of its newest estimate: from now on, an encoder
+/// pass for a replaced estimate's reasons stops at the next layer, so it
+/// leaves the cores to the new estimate at once.
+pub(super) fn watch_newest_estimate(cell: &js_sys::SharedArrayBuffer) {
+    NEWEST_ESTIMATE.with(|n| *n.borrow_mut() = Some(js_sys::Int32Array::new(cell)));
+    pricer::encoder::stop_passes_when(reasons_replaced);
+}
+
+/// The reasons being measured belong to an estimate the page replaced.
+fn reasons_replaced() -> bool {
+    let measuring = MEASURING.with(Cell::get);
+    measuring != 0
+        && NEWEST_ESTIMATE.with(|n| {
+            // The page stores ids as i32 (wrapping): compare the low 32 bits.
+            let newest = n.borrow().as_ref().and_then(|cell| js_sys::Atomics::load(cell, 0).ok());
+            newest.is_some_and(|newest| newest as u32 != measuring as u32)
+        })
+}
+
+/// A pass for estimate `id`'s reasons failed because the page replaced it.
+fn reasons_replaced_for(id: u64) -> bool {
+    measuring(id, reasons_replaced)
+}
+
+/// Runs `f` (encoder passes for the reasons of estimate `id`), stoppable
+/// by the page's cell while it runs.
+fn measuring<R>(id: u64, f: impl FnOnce() -> R) -> R {
+    MEASURING.with(|m| m.set(id));
+    let r = f();
+    MEASURING.with(|m| m.set(0));
+    r
+}
+
 impl State {
     /// Answers the newest estimate request: the linear members' first
     /// answer, then the estimate from one encoder pass.
@@ -59,7 +101,8 @@ impl State {
         let Some(est) = model.as_ref() else { return };
         let Some((id, text)) = self.explain_pending.borrow_mut().take() else { return };
         let product = Product::from_free_text(cut_input(&text).0);
-        match est.start_explaining(&product, ExplainOptions { comparables: 0, ..Default::default() }) {
+        match measuring(id, || est.start_explaining(&product, ExplainOptions { comparables: 0, ..Default::default() }))
+        {
             Ok(x) if x.pending() == 0 => {
                 send(&Reply::Why { id, result: Ok(Why::from_explanation(&x.explanation(), true)) })
             }
@@ -68,6 +111,7 @@ impl State {
                 drop(model);
                 later(move || self.explain_step(id));
             }
+            Err(_) if reasons_replaced_for(id) => send(&Reply::ReasonsStopped { id }),
             Err(e) => send(&Reply::Why { id, result: Err(e.to_string()) }),
         }
     }
@@ -83,11 +127,17 @@ impl State {
             let model = self.model.borrow();
             let mut slot = self.explaining.borrow_mut();
             match (model.as_ref(), slot.as_mut()) {
-                (Some(est), Some((xid, x))) if *xid == id => x.occlude_next(est, 1).map(|()| x.pending()),
+                (Some(est), Some((xid, x))) if *xid == id => {
+                    measuring(id, || x.occlude_next(est, 1).map(|()| x.pending()))
+                }
                 _ => return,
             }
         };
         match step {
+            Err(_) if reasons_replaced_for(id) => {
+                self.explaining.borrow_mut().take();
+                send(&Reply::ReasonsStopped { id });
+            }
             Ok(0) | Err(_) => {
                 let Some((_, x)) = self.explaining.borrow_mut().take() else { return };
                 let result = step.map(|_| Why::from_explanation(&x.explanation(), true)).map_err(|e| e.to_string());

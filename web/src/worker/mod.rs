@@ -203,6 +203,9 @@ pub fn run() {
         if let Ok(file) = msg.data().dyn_into::<web_sys::File>() {
             return wasm_bindgen_futures::spawn_local(state.clone().load(ModelSource::File(file), false));
         }
+        if let Some(cell) = msg.data().dyn_ref::<js_sys::SharedArrayBuffer>() {
+            return answers::watch_newest_estimate(cell);
+        }
         let Some(text) = msg.data().as_string() else { return };
         match serde_json::from_str::<Request>(&text) {
             Ok(request) => state.handle(request),
