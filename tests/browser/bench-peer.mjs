@@ -5,6 +5,8 @@
 //
 // Needs: dist/ (scripts/build-web.sh), the peer (scripts/fetch-peer.sh).
 // Usage: node bench-peer.mjs [RUNS] [ROUNDS]   (PRICER_PLAIN=1: our plain simd128 worker)
+// PRICER_CONTROL=DIR: another build of the page (a change's control), its
+// threaded worker measured in the same rounds, right after ours.
 // Our page is served cross-origin isolated, as its service worker makes it
 // from the second load: `?threads=0` runs the single-thread worker, `?threads=2`
 // the threaded one (scripts/build-threads.sh) with a pool of 2.
@@ -84,11 +86,12 @@ const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || 
   args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
     "--disable-component-update", "--disable-sync"] });
 const ours = await serve(dist, true);
+const control = process.env.PRICER_CONTROL ? await serve(path.resolve(process.env.PRICER_CONTROL), true) : null;
 const peer = await serve(peerDir, true, { "/index.html": PEER_PAGE });
 
 // The worker build the page started (worker_relaxed: int8 products with relaxed SIMD).
 let build = "?";
-async function runOurs(threads) {
+async function runOurs(threads, site = ours) {
   const context = await browser.newContext();
   const page = await context.newPage();
   // PRICER_PLAIN=1: as in a browser without relaxed SIMD (the page's probe fails), the plain simd128 worker.
@@ -96,23 +99,36 @@ async function runOurs(threads) {
     const validate = WebAssembly.validate;
     WebAssembly.validate = (bytes) => (bytes.byteLength === 40 ? false : validate(bytes));
   });
-  await page.goto(`${ours.url}?threads=${threads}`);
+  await page.goto(`${site.url}?threads=${threads}`);
   await page.waitForSelector("#status[data-state=ready]", { timeout: 120000 });
   const d = await page.evaluate(() => ({ ...document.documentElement.dataset }));
   if (Number(d.estimateThreads) !== Math.max(threads, 1)) throw new Error(`asked ${threads} threads, the worker has ${d.estimateThreads} (${d.threadsFailed ?? d.worker})`);
   build = d.worker;
   const times = [];
+  const shown = [];
   for (let i = -3; i < runs; i++) {
     const before = await page.evaluate(() => document.querySelector("#result")?.dataset.id ?? null);
     await page.fill("#description", product + " " + i);
     await page.click("#estimate");
-    await page.waitForFunction((b) => document.querySelector("#result")?.dataset.id !== b, before);
+    // Until the frame that paints the price (`data-shown-ms`), waiting on DOM
+    // changes: polling at every frame, as Playwright does by default, would
+    // keep the page drawing frames and delay the price to the next one.
+    await page.evaluate((b) => new Promise((resolve) => {
+      const done = () => document.querySelector("#result")?.dataset.id !== b && document.querySelector("#took")?.dataset.shownMs;
+      if (done()) return resolve();
+      const seen = new MutationObserver(() => { if (done()) { seen.disconnect(); resolve(); } });
+      seen.observe(document.body, { subtree: true, childList: true, attributes: true });
+    }), before);
     // The reasons' occlusion runs after the estimate: let it finish, so it never overlaps the next timing.
     await page.waitForSelector("#why[data-complete=true]", { timeout: 60000 });
-    if (i >= 0) times.push(Number((await page.textContent("#took")).match(/([\d.]+) ms/)[1]));
+    if (i >= 0) {
+      const took = await page.evaluate(() => ({ ...document.querySelector("#took").dataset }));
+      times.push(Number(took.millis));
+      shown.push(Number(took.shownMs));
+    }
   }
   await context.close();
-  return times;
+  return { times, shown };
 }
 
 async function runPeer(model, threads) {
@@ -129,15 +145,21 @@ async function runPeer(model, threads) {
 const q = (xs, p) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(p * xs.length))];
 const rows = [];
 for (let round = 1; round <= rounds; round++) {
-  const o = await runOurs(0);
+  const { times: o, shown: os } = await runOurs(0);
   const ob = build;
   // The threaded build needs relaxed SIMD: none with PRICER_PLAIN.
-  const o2 = process.env.PRICER_PLAIN ? null : await runOurs(2);
+  const { times: o2, shown: os2 } = process.env.PRICER_PLAIN ? {} : await runOurs(2);
+  const ob2 = build;
+  const c2 = control && !process.env.PRICER_PLAIN ? (await runOurs(2, control)).times : null;
   const p1 = await runPeer("./minilm-fp32.onnx", 1);
   const p2 = await runPeer("./minilm-fp32.onnx", 2);
   const base = q(p1, 0.5);
   rows.push([round, `Pricer (${ob}), estimate in the worker`, 1, q(o, 0.5), q(o, 0.95), q(o, 0.5) / base]);
-  if (o2) rows.push([round, `Pricer (${build}), estimate in the worker`, 2, q(o2, 0.5), q(o2, 0.95), q(o2, 0.5) / base]);
+  if (o2) rows.push([round, `Pricer (${ob2}), estimate in the worker`, 2, q(o2, 0.5), q(o2, 0.95), q(o2, 0.5) / base]);
+  // The whole way: from the click's request to the frame that paints the price.
+  rows.push([round, `Pricer (${ob}), request to the price on screen (page)`, 1, q(os, 0.5), q(os, 0.95), q(os, 0.5) / base]);
+  if (os2) rows.push([round, `Pricer (${ob2}), request to the price on screen (page)`, 2, q(os2, 0.5), q(os2, 0.95), q(os2, 0.5) / base]);
+  if (c2) rows.push([round, `control ${path.basename(process.env.PRICER_CONTROL)} (${build}), estimate in the worker`, 2, q(c2, 0.5), q(c2, 0.95), q(c2, 0.5) / base]);
   rows.push([round, "onnxruntime-web 1.30 fp32", 1, base, q(p1, 0.95), 1]);
   rows.push([round, "onnxruntime-web 1.30 fp32", 2, q(p2, 0.5), q(p2, 0.95), q(p2, 0.5) / base]);
   // The true int8 peer (MatMulInteger, fetch-peer.sh), when made.
@@ -150,6 +172,7 @@ for (let round = 1; round <= rounds; round++) {
 }
 await browser.close();
 ours.server.close();
+control?.server.close();
 peer.server.close();
 
 console.log(`Chromium ${browser.version()}, ${TOKENS} tokens, batch 1, ${runs} warm runs each, ${rounds} rounds`);

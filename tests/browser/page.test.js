@@ -693,6 +693,45 @@ test("the newest request first: estimates clicked back to back never wait for th
   }
 });
 
+test("isolated, a new estimate stops the reasons being measured for the one it replaces, between two layers", async () => {
+  const { server, url } = await serve(dist);
+  const { context, page } = await openPage(url);
+  // About 20 words to measure, one encoder pass of ~130 tokens each: seconds of work for the explainer.
+  const long = "Professional 18V cordless combi drill kit with two 4.0Ah lithium-ion batteries\n" +
+    Array.from({ length: 12 }, (_, i) => `Feature ${i + 1}: brushless motor, 60 Nm torque, 21 clutch settings, LED work light, metal chuck, belt clip, hard case.`).join(" ");
+  const next = "Stapler Professional\nA small office stapler.";
+  const stopped = () => page.evaluate(() => Number(document.documentElement.dataset.reasonsStopped || 0));
+  try {
+    await ready(page);
+    await page.waitForFunction(() => navigator.serviceWorker.controller !== null, null, { timeout: 20000 });
+    await page.reload();
+    await ready(page);
+    assert.equal(await page.evaluate(() => crossOriginIsolated), true, "the service worker's COOP/COEP headers");
+    assert.equal(await stopped(), 0);
+    await estimate(page, long);
+    await page.waitForTimeout(300); // the explainer is inside the long product's passes
+    const e = await estimate(page, next);
+    assert.ok(close(e.price, cliPredict(next).price), `page ${e.price}`);
+    // The explainer said so (rather than finishing or failing), and went on
+    // with the new product's reasons, which equal the CLI's.
+    await page.waitForFunction(() => Number(document.documentElement.dataset.reasonsStopped) >= 1, null, { timeout: 10000 });
+    await page.waitForSelector("#why[data-complete=true]", { timeout: 30000 });
+    const words = await page.$$eval("#why li[data-word]", (lis) => lis.map((l) => [l.dataset.word, Number(l.dataset.weight)]));
+    const cli = Object.fromEntries(cliExplain(next).words.map((w) => [w.label, w.weight]));
+    assert.deepEqual(words.map(([w]) => w).sort(), Object.keys(cli).sort());
+    for (const [w, weight] of words) assert.ok(Math.abs(weight - cli[w]) < 2e-3, `${w}: ${weight} vs CLI ${cli[w]}`);
+    // An estimate not replaced keeps its reasons: the same product again, left alone.
+    const before = await stopped();
+    await estimate(page, long);
+    await page.waitForSelector("#why[data-complete=true]", { timeout: 60000 });
+    assert.equal(await stopped(), before);
+    assert.ok((await page.$$("#why li[data-word]")).length > 0);
+  } finally {
+    await context.close();
+    server.close();
+  }
+});
+
 test("scripts/build-web.sh --model puts a model file in the page at build time", async () => {
   const b = tinyWordModel("built-in");
   const out = fs.mkdtempSync(path.join(os.tmpdir(), "pricer-built-"));

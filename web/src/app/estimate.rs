@@ -49,6 +49,9 @@ pub(crate) struct EstimateState {
     pub(crate) last_sent: StoredValue<String>,
     pub(crate) sent_at: StoredValue<(u64, f64)>,
     pub(crate) shown_ms: RwSignal<Option<f64>>,
+    /// When the estimate's answer reached the page after the request; the
+    /// rest of `shown_ms` is rendering and the wait for the next frame.
+    pub(crate) answered_ms: RwSignal<Option<f64>>,
     /// The first estimate (words and details alone) of a request: id, price,
     /// and when it reached the screen after the request.
     pub(crate) first: RwSignal<Option<(u64, f64, Option<f64>)>>,
@@ -68,6 +71,7 @@ impl EstimateState {
             last_sent: StoredValue::new(String::new()),
             sent_at: StoredValue::new((0, 0.0)),
             shown_ms: RwSignal::new(None),
+            answered_ms: RwSignal::new(None),
             first: RwSignal::new(None),
         }
     }
@@ -113,6 +117,7 @@ impl EstimateState {
                 // On screen: the time at the next frame, which paints the price.
                 let (sent_id, at) = self.sent_at.get_value();
                 self.shown_ms.set(None);
+                self.answered_ms.set((sent_id == id).then(|| now_ms() - at));
                 let shown_ms = self.shown_ms;
                 if sent_id == id {
                     request_animation_frame(move || shown_ms.set(Some(now_ms() - at)));
@@ -193,7 +198,7 @@ pub(crate) fn EstimateForm(state: EstimateState, model: ModelState, conn: Conn) 
 /// The estimate, its range, a deal check, its reasons and comparables.
 #[component]
 pub(crate) fn EstimateResult(state: EstimateState) -> impl IntoView {
-    let EstimateState { result, result_id, first, shown_ms, listed, .. } = state;
+    let EstimateState { result, result_id, first, shown_ms, answered_ms, listed, .. } = state;
     view! {
         {move || first.get().filter(|(id, _, _)| *id != result_id.get()).map(|(_, price, _)| view! {
             <p class="first" id="first" aria-live="polite" data-price=format!("{price:.2}")>
@@ -217,7 +222,8 @@ pub(crate) fn EstimateResult(state: EstimateState) -> impl IntoView {
                             {format!("Likely between {} and {}", dollars(e.low), dollars(e.high))}
                         </p>
                         {deal.map(|d| view! { <p id="deal">{d}</p> })}
-                        <p class="meta" id="took" data-shown-ms=move || shown_ms.get().map(|m| format!("{m:.0}")) data-millis=format!("{:.1}", e.millis)>
+                        <p class="meta" id="took" data-shown-ms=move || shown_ms.get().map(|m| format!("{m:.0}"))
+                            data-answered-ms=move || answered_ms.get().map(|m| format!("{m:.1}")) data-millis=format!("{:.1}", e.millis)>
                             {move || match shown_ms.get() {
                                 Some(m) => format!("Estimated in {:.0} ms (on screen {:.0} ms after the request)", e.millis, m),
                                 None => format!("Estimated in {:.0} ms", e.millis),
