@@ -675,6 +675,9 @@ test("the newest request first: estimates clicked back to back never wait for th
       await page.waitForSelector("#took[data-shown-ms]"); // set at the frame that paints the price
       shown.push(Number(await page.getAttribute("#took", "data-shown-ms")));
       own.push(Number(await page.getAttribute("#took", "data-millis")));
+      // The answer reached the page after the worker's own time, and before the frame.
+      const answered = Number(await page.getAttribute("#took", "data-answered-ms"));
+      assert.ok(answered >= own.at(-1) && answered <= shown.at(-1) + 1, `answered ${answered}, own ${own.at(-1)}, shown ${shown.at(-1)}`);
     }
     // The last product's reasons still complete, and match the CLI's.
     await page.waitForSelector("#why[data-complete=true]", { timeout: 30000 });
