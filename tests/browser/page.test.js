@@ -506,6 +506,42 @@ test("threads for one estimate: isolated from the second load, the same bits as 
   }
 });
 
+test("threads failed and no single-thread worker could start either: the page says so instead of loading forever", async () => {
+  const damaged = await serve(dist, { "threads/worker_threads_bg.wasm": Buffer.from("not wasm") });
+  const context = await browser.newContext();
+  // Once a threaded (module) worker was asked for, the second classic worker
+  // (the first is the reasons worker; the second, the single-thread build
+  // that would take the threaded one's place) cannot be made.
+  await context.addInitScript(() => {
+    const Real = window.Worker;
+    let threaded = false;
+    let classic = 0;
+    window.Worker = class extends Real {
+      constructor(url, opts) {
+        if (opts?.type === "module") threaded = true;
+        else if (threaded && ++classic === 2) throw new DOMException("no worker for this test", "SecurityError");
+        super(url, opts);
+      }
+    };
+  });
+  const page = await context.newPage();
+  try {
+    await page.goto(damaged.url);
+    await ready(page); // not isolated on the first load: no threaded worker, nothing refused
+    await page.waitForFunction(() => navigator.serviceWorker.controller !== null, null, { timeout: 20000 });
+    await page.reload();
+    await page.waitForSelector("#status[data-state=error]", { timeout: 60000 });
+    assert.equal(await page.evaluate(() => crossOriginIsolated), true);
+    const text = await page.textContent("#status");
+    assert.match(text, /could not start a worker/);
+    assert.match(text, /no worker for this test/);
+    assert.ok(await page.evaluate(() => document.documentElement.dataset.threadsFailed), "the threads' reason is kept");
+  } finally {
+    await context.close();
+    damaged.server.close();
+  }
+});
+
 // A tiny word model made by the CLI (tf-idf ridge on 60 products): another
 // model to publish, link or open, whose estimates differ from the default's.
 function tinyWordModel(name = "tiny-word") {

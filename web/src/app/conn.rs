@@ -168,19 +168,18 @@ impl Conn {
 
     /// The threaded worker could not start (`why`): the single-thread
     /// build takes its place, with its handlers, and says `Started` in turn.
-    pub(crate) fn threads_failed(&self, why: &str) {
+    /// Fails (the browser's reason) when that one cannot start either.
+    pub(crate) fn threads_failed(&self, why: &str) -> Result<(), String> {
         web_sys::console::warn_1(&format!("threads for one estimate failed, running on one: {why}").into());
         mark_worker(worker_build(), 0);
         if let Some(root) = web_sys::window().and_then(|w| w.document()).and_then(|d| d.document_element()) {
             let _ = root.set_attribute("data-threads-failed", why);
         }
-        // The single-thread worker starts before the threaded one stops; if
-        // it cannot start, the console says why (the status then stays at
-        // loading: no worker is left to load the model).
-        let plain = match start_worker(0) {
-            Ok(plain) => plain,
-            Err(e) => return web_sys::console::error_1(&e),
-        };
+        // The single-thread worker starts before the threaded one stops.
+        let plain = start_worker(0).map_err(|e| {
+            web_sys::console::error_1(&e);
+            format!("{e:?}")
+        })?;
         self.worker.update_value(|slot| {
             if let Some(old) = slot.replace(plain.clone()) {
                 plain.set_onmessage(old.onmessage().as_ref());
@@ -188,6 +187,7 @@ impl Conn {
                 old.terminate();
             }
         });
+        Ok(())
     }
 
     pub(crate) fn send(&self, req: Request) {

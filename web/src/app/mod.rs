@@ -135,7 +135,13 @@ pub(crate) fn App() -> impl IntoView {
         };
         match reply {
             Reply::Started => model.load_default(conn),
-            Reply::ThreadsFailed { message } => conn.threads_failed(&message),
+            Reply::ThreadsFailed { message } => {
+                if let Err(e) = conn.threads_failed(&message) {
+                    worker_trouble(format!(
+                        "the browser could not start a worker ({e}) after the one with threads failed ({message})"
+                    ))
+                }
+            }
             Reply::Ready { memory, threads, .. } => {
                 model.on_reply(&reply);
                 conn.worker_loaded();
