@@ -35,6 +35,8 @@ cargo fmt --all -- --check
 cargo clippy --release --all-targets --locked -- -D warnings
 cargo clippy --release --target wasm32-unknown-unknown -p pricer-web --locked -- -D warnings
 cargo clippy --release --target wasm32-unknown-unknown -p pricer-web --features relaxed-simd --locked -- -D warnings
+# The threaded worker's code (what wasm atomics compile), with rustup's clippy.
+scripts/build-threads.sh --clippy
 
 # One build serves both: with --all-targets the binaries get the features
 # the tests unify (dev-dependencies included), so `cargo test` rebuilds nothing.
