@@ -14,6 +14,7 @@ import http from "node:http";
 import fs from "node:fs";
 import path from "node:path";
 import { chromium } from "playwright-core";
+import { shownAfter } from "./shown.mjs";
 
 const root = path.resolve(import.meta.dirname, "../..");
 const dist = process.env.PRICER_DIST || path.join(root, "dist");
@@ -110,15 +111,7 @@ async function runOurs(threads, site = ours) {
     const before = await page.evaluate(() => document.querySelector("#result")?.dataset.id ?? null);
     await page.fill("#description", product + " " + i);
     await page.click("#estimate");
-    // Until the frame that paints the price (`data-shown-ms`), waiting on DOM
-    // changes: polling at every frame, as Playwright does by default, would
-    // keep the page drawing frames and delay the price to the next one.
-    await page.evaluate((b) => new Promise((resolve) => {
-      const done = () => document.querySelector("#result")?.dataset.id !== b && document.querySelector("#took")?.dataset.shownMs;
-      if (done()) return resolve();
-      const seen = new MutationObserver(() => { if (done()) { seen.disconnect(); resolve(); } });
-      seen.observe(document.body, { subtree: true, childList: true, attributes: true });
-    }), before);
+    await shownAfter(page, before); // the frame that paints the price, no frames asked
     // The reasons' occlusion runs after the estimate: let it finish, so it never overlaps the next timing.
     await page.waitForSelector("#why[data-complete=true]", { timeout: 60000 });
     if (i >= 0) {

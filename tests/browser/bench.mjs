@@ -11,6 +11,7 @@ import path from "node:path";
 import zlib from "node:zlib";
 import { chromium } from "playwright-core";
 import { serveDist } from "./serve-dist.mjs";
+import { shownAfter } from "./shown.mjs";
 
 const root = path.resolve(import.meta.dirname, "../..");
 const dist = process.env.PRICER_DIST || path.join(root, "dist");
@@ -78,12 +79,6 @@ const titles = ["Electric kettle 1.7 litre, stainless steel", "Gaming mouse, wir
   "Cast iron skillet, 12 inch", "Bluetooth speaker, waterproof", "LEGO City fire station, 540 pieces",
   "Acoustic guitar, full size", "Robot vacuum cleaner, Wi-Fi", "Stapler Professional", "Cordless drill 20V"];
 const body = product.slice(product.indexOf("\n"));
-const shownAfter = (b) => page.evaluate((b) => new Promise((resolve) => {
-  const done = () => document.querySelector("#result")?.dataset.id !== b && document.querySelector("#took")?.dataset.shownMs;
-  if (done()) return resolve();
-  const seen = new MutationObserver(() => { if (done()) { seen.disconnect(); resolve(); } });
-  seen.observe(document.body, { subtree: true, childList: true, attributes: true });
-}), b);
 async function backToBack(polled, round, r) {
   for (const t of titles) {
     const before = await page.getAttribute("#result", "data-id");
@@ -95,7 +90,7 @@ async function backToBack(polled, round, r) {
       r.wall.push(Date.now() - start);
       await page.waitForSelector("#took[data-shown-ms]");
     } else {
-      await shownAfter(before);
+      await shownAfter(page, before);
       r.wall.push(Date.now() - start);
     }
     const took = await page.evaluate(() => ({ ...document.querySelector("#took").dataset }));
