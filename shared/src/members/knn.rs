@@ -191,6 +191,19 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     lanes.iter().sum::<f32>() + tail
 }
 
+/// Rows per part of a scan shared by threads ([`Knn::nearest`]).
+const SCAN_PART: usize = 1024;
+
+/// Puts `n` into `best` (most similar first, at most `k`) if it beats the
+/// last; among equal similarities the one offered first stays ahead.
+fn keep_if_among_best(best: &mut Vec<Neighbour>, n: Neighbour, k: usize) {
+    if best.len() < k || n.similarity > best[best.len() - 1].similarity {
+        let at = best.partition_point(|b| b.similarity >= n.similarity);
+        best.insert(at, n);
+        best.truncate(k);
+    }
+}
+
 impl Knn {
     /// An index of `vectors` (`log_prices.len()` rows of `dim`), normalised here.
     pub fn new(vectors: &[f32], log_prices: Vec<f32>, dim: usize, k: usize, temperature: f32) -> Result<Self, Error> {
@@ -294,15 +307,35 @@ impl Knn {
     /// most similar first.
     pub fn nearest(&self, query: &[f32], k: usize) -> Vec<Neighbour> {
         let q = normalized(query);
+        let rows = self.len();
+        if k == 0 {
+            return Vec::new();
+        }
+        if rows <= SCAN_PART || crate::encoder::compute_threads() < 2 {
+            return self.nearest_among(&q, 0..rows, k);
+        }
+        // A scan of a large index is bound by memory reads (13.5k items of
+        // 384 values: 20 MB per query), so its parts go to the pool's
+        // threads. Each part keeps its own k best; offered again in index
+        // order to the same rule, they leave what one scan leaves (every
+        // similarity is computed alike in any part).
+        let parts: Vec<std::ops::Range<usize>> =
+            (0..rows).step_by(SCAN_PART).map(|s| s..(s + SCAN_PART).min(rows)).collect();
+        let mut found: Vec<Neighbour> =
+            crate::encoder::on_threads(parts, |r| self.nearest_among(&q, r, k)).into_iter().flatten().collect();
+        found.sort_unstable_by_key(|n| n.index);
+        let mut best = Vec::with_capacity(k.min(found.len()) + 1);
+        found.into_iter().for_each(|n| keep_if_among_best(&mut best, n, k));
+        best
+    }
+
+    /// The `k` best of the rows `among` for a normalised query, most similar first.
+    fn nearest_among(&self, q: &[f32], among: std::ops::Range<usize>, k: usize) -> Vec<Neighbour> {
         // `k` may come from a file: never reserve more than the index holds.
-        let mut best: Vec<Neighbour> = Vec::with_capacity(k.min(self.len()) + 1);
-        for (index, row) in self.vectors.chunks_exact(self.dim).enumerate() {
-            let similarity = dot(row, &q);
-            if best.len() < k || similarity > best[best.len() - 1].similarity {
-                let at = best.partition_point(|n| n.similarity >= similarity);
-                best.insert(at, Neighbour { index, similarity });
-                best.truncate(k);
-            }
+        let mut best: Vec<Neighbour> = Vec::with_capacity(k.min(among.len()) + 1);
+        let rows = self.vectors[among.start * self.dim..among.end * self.dim].chunks_exact(self.dim);
+        for (index, row) in among.zip(rows) {
+            keep_if_among_best(&mut best, Neighbour { index, similarity: dot(row, q) }, k);
         }
         best
     }
@@ -414,6 +447,33 @@ mod tests {
         assert_eq!(knn.nearest(&[1.0, 0.0], 10).len(), 4);
         // A k read from a damaged file reserves no more than the index (found by tests/fuzz.rs).
         assert_eq!(knn.nearest(&[1.0, 0.0], usize::MAX).len(), 4);
+    }
+
+    #[test]
+    fn a_scan_shared_by_threads_keeps_what_one_scan_keeps() {
+        // Rows drawn from five directions, so that many similarities tie.
+        let dirs = [[1.0, 0.0, 0.5], [0.0, 1.0, 0.0], [0.3, 0.3, 0.3], [-1.0, 0.2, 0.0], [0.0, 0.0, -2.0]];
+        let n = 5 * SCAN_PART + 37;
+        let mut seed = 7u32;
+        let v: Vec<f32> = (0..n)
+            .flat_map(|_| {
+                seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                dirs[(seed >> 16) as usize % dirs.len()]
+            })
+            .collect();
+        let knn = Knn::new(&v, vec![0.0; n], 3, 5, 0.1).unwrap();
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+        for query in [[1.0, 0.1, 0.4], [0.0, 0.0, 0.0], [f32::NAN, 1.0, 0.0], [-0.5, 0.1, -0.2]] {
+            for k in [1, 5, 300, SCAN_PART + 1, n, usize::MAX] {
+                let bits = |near: Vec<Neighbour>| -> Vec<(usize, u32)> {
+                    near.iter().map(|n| (n.index, n.similarity.to_bits())).collect()
+                };
+                let one_scan = bits(knn.nearest_among(&normalized(&query), 0..n, k));
+                let shared = bits(pool.install(|| knn.nearest(&query, k)));
+                assert_eq!(shared, one_scan, "query {query:?}, k {k}");
+            }
+        }
+        assert!(knn.nearest(&[1.0, 0.0, 0.0], 0).is_empty());
     }
 
     #[test]
