@@ -94,9 +94,17 @@ fn quantize_input(row: &[f32], dst: &mut [Input]) -> (f32, i32) {
     (range / Q_INPUT, zero as i32)
 }
 
-wide_or_not! {
 /// The smallest and largest values of `row` and 0 (NaN is passed over).
-#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
+fn min_max(row: &[f32]) -> (f32, f32) {
+    native::min_max(row)
+}
+
+/// The smallest and largest values of `row` and 0 (NaN is passed over).
+#[cfg(not(any(
+    all(target_arch = "wasm32", target_feature = "simd128"),
+    all(target_arch = "x86_64", target_feature = "avx2")
+)))]
 fn min_max(row: &[f32]) -> (f32, f32) {
     // 16 lanes of compare-and-selects the compiler vectorises, folded in
     // halves at the end; min and max are exact, so any number of lanes
@@ -121,7 +129,6 @@ fn min_max(row: &[f32]) -> (f32, f32) {
     let (lo4, hi4) = ([lo[0], lo[1], lo[2], lo[3]], [hi[0], hi[1], hi[2], hi[3]]);
     min_max_of(lo4, hi4, chunks.remainder())
 }
-}
 
 /// The smallest and largest values of `row` and 0 (NaN is passed over),
 /// four lanes at a time.
@@ -144,6 +151,7 @@ fn min_max(row: &[f32]) -> (f32, f32) {
 }
 
 /// Lanes' minima and maxima, and a remainder, to one pair.
+#[cfg(not(all(target_arch = "x86_64", target_feature = "avx2")))]
 fn min_max_of(lo: [f32; 4], hi: [f32; 4], rest: &[f32]) -> (f32, f32) {
     let pick = |(l, h): (f32, f32), &v: &f32| (if v < l { v } else { l }, if v > h { v } else { h });
     let lh = lo.iter().zip(&hi).fold((0f32, 0f32), |acc, (l, h)| pick(pick(acc, l), h));
@@ -1024,6 +1032,38 @@ mod tests {
         {
             assert_eq!(a, b, "{name}: AVX-512 and narrow passes differ");
         }
+    }
+
+    #[test]
+    fn min_max_gives_the_bits_of_one_running_pair() {
+        use crate::encoder::int8_native::NARROW;
+        use std::sync::atomic::Ordering::Relaxed;
+        let one_pair = |row: &[f32]| {
+            row.iter().fold((0f32, 0f32), |(l, h), &v| (if v < l { v } else { l }, if v > h { v } else { h }))
+        };
+        let odd = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -0.0, 0.0, 1e-40, -1e-40, f32::MAX, f32::MIN, -3.0];
+        let mut rows: Vec<Vec<f32>> = Vec::new();
+        for len in (0..70).chain([130, 384, 1536]) {
+            let row = data(len, len as u32);
+            rows.push(row.iter().map(|v| v.abs()).collect());
+            rows.push(row.iter().map(|v| -v.abs()).collect());
+            rows.push(vec![-0.0; len]);
+            for (i, v) in odd.iter().enumerate().filter(|(i, _)| *i < len) {
+                let mut r = row.clone();
+                r[(i * 7919) % len] = *v;
+                r[len - 1 - i] = odd[(i + 3) % odd.len()];
+                rows.push(r);
+            }
+            rows.push(row);
+        }
+        let bits = |(l, h): (f32, f32)| (l.to_bits(), h.to_bits());
+        for narrow in [false, true] {
+            NARROW.store(narrow, Relaxed);
+            for row in &rows {
+                assert_eq!(bits(min_max(row)), bits(one_pair(row)), "{row:?}, narrow {narrow}");
+            }
+        }
+        NARROW.store(false, Relaxed);
     }
 
     #[test]

@@ -209,10 +209,73 @@ fn scalar(job: &Job, sums: &mut [i32]) {
     }
 }
 
+/// The smallest and largest values of `row` and 0, NaN passed over, as the
+/// quantizers need them: in 512-bit lanes where [`wide`] says so, else 256.
+/// `minps(v, lo)` is exactly `v < lo ? v : lo` (NaN never taken) and the
+/// lanes never hold -0 (they start at +0 and only strictly smaller or larger
+/// values replace them), so any lanes and any reduction order give the
+/// bits of one running pair.
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
+pub fn min_max(row: &[f32]) -> (f32, f32) {
+    if wide() {
+        // SAFETY: `wide()` is true only where AVX512F was detected at run time.
+        unsafe { x86::min_max_512(row) }
+    } else {
+        // SAFETY: the build's target has AVX2 (this function's cfg), so AVX.
+        unsafe { x86::min_max_256(row) }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::{GROUP, Job, PANEL, ROWS};
     use std::arch::x86_64::*;
+
+    /// [`super::min_max`] in 16 lanes.
+    ///
+    /// # Safety
+    /// The CPU must have AVX512F.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn min_max_512(row: &[f32]) -> (f32, f32) {
+        let (mut lo, mut hi) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+        let mut chunks = row.chunks_exact(16);
+        for c in &mut chunks {
+            // SAFETY: `c` holds 16 f32s; unaligned loads are allowed.
+            let v = unsafe { _mm512_loadu_ps(c.as_ptr()) };
+            (lo, hi) = (_mm512_min_ps(v, lo), _mm512_max_ps(v, hi));
+        }
+        let rest = chunks.remainder();
+        // SAFETY: the mask selects the remainder's `rest.len()` (< 16) values;
+        // masked-out lanes are not read (and read as 0, which changes neither).
+        let v = unsafe { _mm512_maskz_loadu_ps((1u16 << rest.len()) - 1, rest.as_ptr()) };
+        (lo, hi) = (_mm512_min_ps(v, lo), _mm512_max_ps(v, hi));
+        (_mm512_reduce_min_ps(lo), _mm512_reduce_max_ps(hi))
+    }
+
+    /// [`super::min_max`] in 8 lanes.
+    ///
+    /// # Safety
+    /// The CPU must have AVX.
+    #[target_feature(enable = "avx")]
+    pub unsafe fn min_max_256(row: &[f32]) -> (f32, f32) {
+        let (mut lo, mut hi) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut chunks = row.chunks_exact(8);
+        for c in &mut chunks {
+            // SAFETY: `c` holds 8 f32s; unaligned loads are allowed.
+            let v = unsafe { _mm256_loadu_ps(c.as_ptr()) };
+            (lo, hi) = (_mm256_min_ps(v, lo), _mm256_max_ps(v, hi));
+        }
+        let half = |v: __m256, f: fn(__m128, __m128) -> __m128| {
+            let mut lanes = [0f32; 4];
+            // SAFETY: `lanes` holds 4 f32s; unaligned stores are allowed.
+            unsafe { _mm_storeu_ps(lanes.as_mut_ptr(), f(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v))) };
+            lanes
+        };
+        let pick = |(l, h): (f32, f32), &v: &f32| (if v < l { v } else { l }, if v > h { v } else { h });
+        let (lo4, hi4) = (half(lo, |a, b| _mm_min_ps(a, b)), half(hi, |a, b| _mm_max_ps(a, b)));
+        let lh = lo4.iter().zip(&hi4).fold((0f32, 0f32), |acc, (l, h)| pick(pick(acc, l), h));
+        chunks.remainder().iter().fold(lh, pick)
+    }
 
     /// Group `g` (4 bytes) of a row at `row`, as one i32 for a broadcast.
     ///
