@@ -5,7 +5,7 @@
 
 use crate::baselines::LinearModel;
 use crate::bert::{Config, HEAD_OUTPUTS, PriceModel, batch_tensors};
-use crate::knn::Knn;
+use crate::knn::{Knn, Neighbour};
 use crate::model_file::{ModelFile, ModelWriter};
 use crate::text::{self, Budget, PreparedText};
 use crate::tokenizer::Tokens;
@@ -461,6 +461,10 @@ pub struct MemberValues {
     pub head: Option<LogOutputs>,
     /// The encoder's pooled vector (what the neighbour index holds).
     pub pooled: Option<Vec<f32>>,
+    /// The training index's items nearest to `pooled`, most similar first,
+    /// as the neighbours member read them (empty when it did not): the
+    /// comparables are their first, without a second scan.
+    pub nearest: Vec<Neighbour>,
 }
 
 /// A loaded model of any kind.
@@ -624,7 +628,13 @@ impl Estimator {
             let input = input?;
             let head = enc.as_ref().map(|(o, _)| *o);
             let Predictor::Stack(s) = &self.predictor else {
-                return Ok(MemberValues { values: vec![], head, pooled: enc.map(|(_, v)| v) });
+                return Ok(MemberValues { values: vec![], head, pooled: enc.map(|(_, v)| v), nearest: vec![] });
+            };
+            let nearest = match (&s.knn, &enc) {
+                (Some(knn), Some((_, pooled))) if s.members.iter().any(|m| *m.base() == Member::Neighbours) => {
+                    knn.nearest(pooled, knn.reads())
+                }
+                _ => vec![],
             };
             let has_details = p.details.as_ref().is_some_and(|d| !d.is_empty()) as u8 as f64;
             let value = |m: &Member| -> Result<f64, Error> {
@@ -633,7 +643,9 @@ impl Estimator {
                     Member::Encoder => need_encoder()?.0[0],
                     Member::Neighbours => {
                         let knn = s.knn.as_ref().ok_or_else(|| Error::Model("no neighbour index".into()))?;
-                        knn.log_estimate(&need_encoder()?.1)
+                        need_encoder()?;
+                        // What `knn.log_estimate` gives, from the scan above.
+                        knn.log_estimate_among(&nearest, |_| true).unwrap_or(0.0)
                     }
                     Member::OwnNeighbours => {
                         let own = s.own.as_ref().ok_or_else(|| Error::Model("no index of own items".into()))?;
@@ -662,7 +674,7 @@ impl Estimator {
                 };
                 values.push(if matches!(m, Member::WithDetails(_)) { v * has_details } else { v });
             }
-            Ok(MemberValues { values, head, pooled: enc.map(|(_, v)| v) })
+            Ok(MemberValues { values, head, pooled: enc.map(|(_, v)| v), nearest })
         };
         // The products' members (the neighbours' scans above all) go to
         // rayon's pool where there is one (natively one thread per core;

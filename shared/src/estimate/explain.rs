@@ -15,7 +15,7 @@
 
 use crate::baselines::{FeatureLabel, LinearModel, without_word, words};
 use crate::estimator::{Member, MemberValues, Predictor};
-use crate::knn::Knn;
+use crate::knn::{Knn, Neighbour};
 use crate::text;
 use crate::{Error, Estimate, Estimator, Product};
 use serde::{Deserialize, Serialize};
@@ -346,8 +346,9 @@ impl Estimator {
         }
         let comparables = match (self.indexes(), &values.pooled) {
             ((knn, own), Some(pooled)) if opts.comparables > 0 => {
-                let mut near: Vec<Comparable> =
-                    knn.map(|k| comparables(k, pooled, opts.comparables)).unwrap_or_default();
+                let mut near: Vec<Comparable> = knn
+                    .map(|k| comparables_among(k, known_nearest(k, pooled, &values.nearest, opts.comparables)))
+                    .unwrap_or_default();
                 // The shop's own items compete with the training items on similarity.
                 if let Some(own) = own {
                     near.extend(
@@ -414,11 +415,27 @@ fn add(list: &mut Vec<(String, f64)>, label: &str, v: f64) {
     }
 }
 
+/// The `k` items of `knn` nearest to `pooled`: the first `k` of `known`
+/// (the index's nearest to `pooled` already found, most similar first)
+/// when it holds as many and no NaN similarity, which is then what a scan
+/// for `k` would give; else a scan.
+fn known_nearest(knn: &Knn, pooled: &[f32], known: &[Neighbour], k: usize) -> Vec<Neighbour> {
+    if known.len() >= k && known.iter().all(|n| !n.similarity.is_nan()) {
+        known[..k].to_vec()
+    } else {
+        knn.nearest(pooled, k)
+    }
+}
+
 /// The `k` indexed items nearest to `pooled`, with titles when the index has them.
 pub fn comparables(knn: &Knn, pooled: &[f32], k: usize) -> Vec<Comparable> {
+    comparables_among(knn, knn.nearest(pooled, k))
+}
+
+/// Items of `knn` (nearest first) as comparables, with titles when the index has them.
+fn comparables_among(knn: &Knn, near: Vec<Neighbour>) -> Vec<Comparable> {
     let Some(labels) = &knn.labels else { return vec![] };
-    knn.nearest(pooled, k)
-        .into_iter()
+    near.into_iter()
         .map(|n| Comparable {
             title: labels.titles[n.index].clone(),
             category: labels.category(n.index).map(str::to_string),
@@ -594,6 +611,21 @@ pub(crate) mod tests {
             .set_f64(keys::TARGET_STD, 1.0);
         Prep { max_tokens: 20, tokenizer: Some(tok) }.write(&mut w);
         Estimator::from_bytes(&w.to_bytes().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn comparables_taken_from_the_members_scan_are_what_a_scan_gives() {
+        // Rows in three directions: many similarities tie.
+        let dirs = [[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]];
+        let v: Vec<f32> = (0..40).flat_map(|i| dirs[(i * 7) % 3]).collect();
+        let knn = Knn::new(&v, (0..40).map(|i| i as f32).collect(), 2, 20, 0.1).unwrap();
+        let bits = |near: Vec<Neighbour>| near.iter().map(|n| (n.index, n.similarity.to_bits())).collect::<Vec<_>>();
+        for q in [[1.0, 0.2], [0.0, 0.0], [0.3, 0.4], [f32::NAN, 1.0]] {
+            let known = knn.nearest(&q, knn.reads());
+            for k in [1, 5, 21, 22, 40] {
+                assert_eq!(bits(known_nearest(&knn, &q, &known, k)), bits(knn.nearest(&q, k)), "{q:?}, k {k}");
+            }
+        }
     }
 
     #[test]

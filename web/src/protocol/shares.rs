@@ -47,6 +47,8 @@ impl SentValues {
             values: v.values.into_iter().map(f64::from_bits).collect(),
             head,
             pooled: v.pooled.map(|p| p.into_iter().map(f32::from_bits).collect()),
+            // Not sent: the receiver scans again for comparables if it wants them.
+            nearest: vec![],
         })
     }
 }
@@ -62,6 +64,7 @@ mod tests {
             values: vec![0.1 + 0.2, -0.0, f64::NAN, 1e-310, f64::INFINITY],
             head: Some(head),
             pooled: Some(vec![1.0 / 3.0, -0.0, f32::NAN, 1e-40, f32::MAX]),
+            nearest: vec![],
         };
         let sent = vec![SentValues::send(&Ok(v.clone())), SentValues::send(&Err(pricer::Error::EmptyProduct))];
         let text = serde_json::to_string(&sent).unwrap();
