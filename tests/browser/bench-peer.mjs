@@ -6,7 +6,8 @@
 // Needs: dist/ (scripts/build-web.sh), the peer (scripts/fetch-peer.sh).
 // Usage: node bench-peer.mjs [RUNS] [ROUNDS]   (PRICER_PLAIN=1: our plain simd128 worker)
 // PRICER_CONTROL=DIR: another build of the page (a change's control), its
-// threaded worker measured in the same rounds, right after ours.
+// workers (single-thread and threaded) measured in the same rounds, right
+// after ours.
 // Our page is served cross-origin isolated, as its service worker makes it
 // from the second load: `?threads=0` runs the single-thread worker, `?threads=2`
 // the threaded one (scripts/build-threads.sh) with a pool of 2.
@@ -143,6 +144,7 @@ for (let round = 1; round <= rounds; round++) {
   // The threaded build needs relaxed SIMD: none with PRICER_PLAIN.
   const { times: o2, shown: os2 } = process.env.PRICER_PLAIN ? {} : await runOurs(2);
   const ob2 = build;
+  const c1 = control ? (await runOurs(0, control)).times : null;
   const c2 = control && !process.env.PRICER_PLAIN ? (await runOurs(2, control)).times : null;
   const p1 = await runPeer("./minilm-fp32.onnx", 1);
   const p2 = await runPeer("./minilm-fp32.onnx", 2);
@@ -152,7 +154,10 @@ for (let round = 1; round <= rounds; round++) {
   // The whole way: from the click's request to the frame that paints the price.
   rows.push([round, `Pricer (${ob}), request to the price on screen (page)`, 1, q(os, 0.5), q(os, 0.95), q(os, 0.5) / base]);
   if (os2) rows.push([round, `Pricer (${ob2}), request to the price on screen (page)`, 2, q(os2, 0.5), q(os2, 0.95), q(os2, 0.5) / base]);
-  if (c2) rows.push([round, `control ${path.basename(process.env.PRICER_CONTROL)} (${build}), estimate in the worker`, 2, q(c2, 0.5), q(c2, 0.95), q(c2, 0.5) / base]);
+  const controlRow = (times, threads) =>
+    rows.push([round, `control ${path.basename(process.env.PRICER_CONTROL)}, estimate in the worker`, threads, q(times, 0.5), q(times, 0.95), q(times, 0.5) / base]);
+  if (c1) controlRow(c1, 1);
+  if (c2) controlRow(c2, 2);
   rows.push([round, "onnxruntime-web 1.30 fp32", 1, base, q(p1, 0.95), 1]);
   rows.push([round, "onnxruntime-web 1.30 fp32", 2, q(p2, 0.5), q(p2, 0.95), q(p2, 0.5) / base]);
   // The true int8 peer (MatMulInteger, fetch-peer.sh), when made.
