@@ -151,8 +151,7 @@ fn min_max(row: &[f32]) -> (f32, f32) {
 }
 
 /// Lanes' minima and maxima, and a remainder, to one pair.
-#[cfg(not(all(target_arch = "x86_64", target_feature = "avx2")))]
-fn min_max_of(lo: [f32; 4], hi: [f32; 4], rest: &[f32]) -> (f32, f32) {
+pub(crate) fn min_max_of(lo: [f32; 4], hi: [f32; 4], rest: &[f32]) -> (f32, f32) {
     let pick = |(l, h): (f32, f32), &v: &f32| (if v < l { v } else { l }, if v > h { v } else { h });
     let lh = lo.iter().zip(&hi).fold((0f32, 0f32), |acc, (l, h)| pick(pick(acc, l), h));
     rest.iter().fold(lh, pick)

@@ -271,10 +271,8 @@ mod x86 {
             unsafe { _mm_storeu_ps(lanes.as_mut_ptr(), f(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v))) };
             lanes
         };
-        let pick = |(l, h): (f32, f32), &v: &f32| (if v < l { v } else { l }, if v > h { v } else { h });
         let (lo4, hi4) = (half(lo, |a, b| _mm_min_ps(a, b)), half(hi, |a, b| _mm_max_ps(a, b)));
-        let lh = lo4.iter().zip(&hi4).fold((0f32, 0f32), |acc, (l, h)| pick(pick(acc, l), h));
-        chunks.remainder().iter().fold(lh, pick)
+        crate::encoder::int8::min_max_of(lo4, hi4, chunks.remainder())
     }
 
     /// Group `g` (4 bytes) of a row at `row`, as one i32 for a broadcast.

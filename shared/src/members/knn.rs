@@ -306,11 +306,11 @@ impl Knn {
     /// The `k` items most similar to `query` (any length; it is normalised),
     /// most similar first.
     pub fn nearest(&self, query: &[f32], k: usize) -> Vec<Neighbour> {
-        let q = normalized(query);
-        let rows = self.len();
         if k == 0 {
             return Vec::new();
         }
+        let q = normalized(query);
+        let rows = self.len();
         if rows <= SCAN_PART || crate::encoder::compute_threads() < 2 {
             return self.nearest_among(&q, 0..rows, k);
         }
