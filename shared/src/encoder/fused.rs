@@ -125,6 +125,15 @@ pub(crate) fn gelu_into(x: &[f32], y: &mut [f32]) {
 }
 }
 
+wide_or_not! {
+/// [`gelu_into`] in place: the same arithmetic, no second buffer.
+pub(crate) fn gelu_in_place(x: &mut [f32]) {
+    for v in x.iter_mut() {
+        *v = 0.5 * *v * (1.0 + erf_f32(*v * std::f32::consts::FRAC_1_SQRT_2));
+    }
+}
+}
+
 /// Layer normalisation of each row of `x` (rows of `w.len()` values) into
 /// `y` (the fused op's arithmetic, also the int8 layers').
 pub(crate) fn layer_norm_into(x: &[f32], w: &[f32], b: &[f32], eps: f64, y: &mut [f32]) {

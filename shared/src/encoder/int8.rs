@@ -290,6 +290,12 @@ impl QuantizedRows {
     }
 }
 
+#[cfg(not(target_arch = "wasm32"))]
+thread_local! {
+    /// [`Int8Linear`]'s integer sums of 16 rows, reused by each call on a thread.
+    static SUMS: std::cell::RefCell<Vec<i32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 impl Int8Linear {
     /// From an f32 weight matrix (`out x inp`, row-major) and bias.
     pub fn new(weight: &[f32], bias: Vec<f32>, out: usize, inp: usize) -> Int8Linear {
@@ -405,15 +411,22 @@ impl Int8Linear {
         let (out, width) = (self.out, self.width);
         let (panels, kernel) = (out.div_ceil(PANEL), native::Kernel::best());
         let stride = panels * PANEL;
-        let mut sums = vec![0i32; CHUNK * stride];
-        for (c, yc) in y.chunks_mut(CHUNK * out).enumerate() {
-            let (from, rows) = (first + c * CHUNK, yc.len() / out);
-            let sums = &mut sums[..rows * stride];
-            kernel.sums(&x.q[from * width..(from + rows) * width], rows, width, &self.weight, panels, sums);
-            for (r, (yr, sr)) in yc.chunks_exact_mut(out).zip(sums.chunks_exact(stride)).enumerate() {
-                self.finish(&sr[..out], x.zero[from + r], x.scale[from + r], yr);
+        SUMS.with_borrow_mut(|sums| {
+            // The kernels write every sum they are given, so the buffer
+            // is only zeroed where it grows (one per thread, kept between
+            // calls: zeroing a fresh one cost 3.5% of a product's time).
+            if sums.len() < CHUNK * stride {
+                sums.resize(CHUNK * stride, 0);
             }
-        }
+            for (c, yc) in y.chunks_mut(CHUNK * out).enumerate() {
+                let (from, rows) = (first + c * CHUNK, yc.len() / out);
+                let sums = &mut sums[..rows * stride];
+                kernel.sums(&x.q[from * width..(from + rows) * width], rows, width, &self.weight, panels, sums);
+                for (r, (yr, sr)) in yc.chunks_exact_mut(out).zip(sums.chunks_exact(stride)).enumerate() {
+                    self.finish(&sr[..out], x.zero[from + r], x.scale[from + r], yr);
+                }
+            }
+        })
     }
 
     /// One input row's outputs from their integer sums, as
@@ -502,27 +515,50 @@ const PADDING: f32 = -1000.0;
 /// (inputs) and the values (weights, 8 bits per dimension). Integer sums
 /// and a softmax in fixed lanes: the same bits natively and in the browser.
 pub fn attention(q: &[f32], k: &[f32], v: &[f32], bias: &[f32], b: usize, t: usize, heads: usize) -> Vec<f32> {
+    attention_heads(q, k, v, bias, b, t, heads).rows(0, b * t)
+}
+
+/// [`attention`]'s output as each text's heads computed it, for callers
+/// that take its rows in parts ([`HeadRows::rows`]) on their own threads.
+pub fn attention_heads(q: &[f32], k: &[f32], v: &[f32], bias: &[f32], b: usize, t: usize, heads: usize) -> HeadRows {
     let width = q.len() / (b * t).max(1);
     let hd = width / heads.max(1);
+    assert_eq!(hd * heads, width, "a row of {width} values does not split into {heads} heads");
     assert!(q.len() == b * t * width && k.len() == q.len() && v.len() == q.len() && bias.len() == b * t);
-    let mut out = vec![0f32; q.len()];
-    if out.is_empty() {
-        return out;
+    if q.is_empty() {
+        return HeadRows { heads, t, hd, blocks: Vec::new() };
     }
     #[cfg(target_arch = "wasm32")]
     let head_attention = head_attention_plain;
     let one = |bi: usize, h: usize| head_attention(q, k, v, &bias[bi * t..(bi + 1) * t], bi, h, t, width, hd);
     // Heads go to the pool's threads (natively one per core; in the browser, the threaded worker's).
     let jobs: Vec<(usize, usize)> = (0..b).flat_map(|bi| (0..heads).map(move |h| (bi, h))).collect();
-    let heads_out: Vec<Vec<f32>> = super::on_threads(jobs, |(bi, h)| one(bi, h));
-    for (n, o) in heads_out.iter().enumerate() {
-        let (bi, h) = (n / heads, n % heads);
-        for (i, row) in o.chunks_exact(hd).enumerate() {
-            let at = (bi * t + i) * width + h * hd;
-            out[at..at + hd].copy_from_slice(row);
+    HeadRows { heads, t, hd, blocks: super::on_threads(jobs, |(bi, h)| one(bi, h)) }
+}
+
+/// The attention's output by text and head: block `text * heads + head`
+/// holds that head's `t x hd` values.
+pub struct HeadRows {
+    heads: usize,
+    t: usize,
+    hd: usize,
+    blocks: Vec<Vec<f32>>,
+}
+
+impl HeadRows {
+    /// Output rows `from..from + n` (of `b * t`), each row its heads' values
+    /// in turn, as [`attention`] lays them out.
+    pub fn rows(&self, from: usize, n: usize) -> Vec<f32> {
+        let hd = self.hd;
+        let mut out = Vec::with_capacity(n * self.heads * hd);
+        for r in from..from + n {
+            let (text, i) = (r / self.t.max(1), r % self.t.max(1));
+            for block in &self.blocks[text * self.heads..(text + 1) * self.heads] {
+                out.extend_from_slice(&block[i * hd..(i + 1) * hd]);
+            }
         }
+        out
     }
-    out
 }
 
 /// One text's one head: `t x hd`, row-major. The browser's version (and
@@ -643,9 +679,9 @@ fn head_attention(
             pscale[r] = quantize_i16(&probs, &mut pq[r * pw..r * pw + n], Q_PROB);
         }
         values.sums(kernel, &pq[..rows * pw], rows, &mut sums[..rows * ostride]);
-        for r in 0..rows {
-            for d in 0..hd {
-                out[(c + r) * hd + d] = sums[r * ostride + d] as f32 * pscale[r] * vscale[d];
+        for (r, o) in out[c * hd..(c + rows) * hd].chunks_exact_mut(hd).enumerate() {
+            for ((o, &s), &vs) in o.iter_mut().zip(&sums[r * ostride..r * ostride + hd]).zip(&vscale) {
+                *o = s as f32 * pscale[r] * vs;
             }
         }
     }
@@ -1017,6 +1053,10 @@ mod tests {
         let passes = || {
             let (mut gelu, mut norm, mut soft) = (vec![0f32; x.len()], vec![0f32; x.len()], x.clone());
             crate::fused::gelu_into(&x, &mut gelu);
+            let mut in_place = x.clone();
+            crate::fused::gelu_in_place(&mut in_place);
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&in_place), bits(&gelu), "GELU in place gives gelu_into's bits");
             crate::fused::layer_norm_into(&x, &w, &b, 1e-12, &mut norm);
             soft.chunks_exact_mut(inp).for_each(crate::fused::softmax_lanes_in_place);
             let att = attention(&x[..rows * 96], &data(rows * 96, 46), &data(rows * 96, 47), &bias, 1, rows, heads / 4);
@@ -1108,6 +1148,10 @@ mod tests {
         let mut bias = vec![0f32; b * t];
         bias[2 * t - 2..].iter_mut().for_each(|x| *x = -1e4);
         let got = attention(&q, &k, &v, &bias, b, t, heads);
+        // Rows taken in parts across the texts' boundary are the same rows.
+        let by_heads = attention_heads(&q, &k, &v, &bias, b, t, heads);
+        let parts: Vec<f32> = [(0, 3), (3, 4), (7, 3)].iter().flat_map(|&(from, n)| by_heads.rows(from, n)).collect();
+        assert_eq!(parts, got);
         let mut worst = 0f64;
         for bi in 0..b {
             for h in 0..heads {
