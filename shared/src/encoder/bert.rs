@@ -371,7 +371,7 @@ impl Layer {
     /// from its input rows to its output rows while they are in cache;
     /// natively the parts go to rayon's pool, so a layer waits for its
     /// threads three times (the attention's heads between the passes).
-    /// The output rows go to `rows.out`.
+    /// The output rows go to `rows8.out`.
     fn forward_8bit(&self, xs: &[f32], (b, t): (usize, usize), mask_bias: &[f32], rows8: &mut Rows8) -> Result<()> {
         let Some([q, k, v]) = self.int8_qkv() else {
             candle_core::bail!("forward_8bit needs int8 query, key and value projections")
