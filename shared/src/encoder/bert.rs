@@ -463,13 +463,13 @@ impl Encoder {
     /// Hidden states `[b, t, hidden]` for ids and mask `[b, t]` (u32).
     pub fn hidden(&self, ids: &Tensor, mask: &Tensor, mut dropout: Option<&mut Dropout>) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
-        if t > self.config.max_position_embeddings {
-            candle_core::bail!("{t} tokens exceed the model's {} positions", self.config.max_position_embeddings);
-        }
         if dropout.is_none()
             && let Some(xs) = self.hidden_8bit(ids, mask)?
         {
             return Tensor::from_vec(xs, (b, t, self.config.hidden_size), ids.device());
+        }
+        if t > self.config.max_position_embeddings {
+            candle_core::bail!("{t} tokens exceed the model's {} positions", self.config.max_position_embeddings);
         }
         let mask_bias = mask_bias(mask)?;
         let mut x = drop(self.embeddings.forward(ids)?, &mut dropout)?;

@@ -115,21 +115,27 @@ pub fn gelu(x: &Tensor) -> Result<Tensor> {
     x.contiguous()?.apply_op1(Gelu)
 }
 
+/// GELU of one value with the exact erf (the fused ops' and the int8
+/// layers' arithmetic: one definition, so one set of bits).
+#[inline(always)]
+pub(crate) fn gelu_f32(v: f32) -> f32 {
+    0.5 * v * (1.0 + erf_f32(v * std::f32::consts::FRAC_1_SQRT_2))
+}
+
 wide_or_not! {
-/// GELU of each value of `x` into `y` (the fused op's arithmetic, also
-/// the int8 layers').
+/// [`gelu_f32`] of each value of `x` into `y`.
 pub(crate) fn gelu_into(x: &[f32], y: &mut [f32]) {
     for (o, &v) in y.iter_mut().zip(x) {
-        *o = 0.5 * v * (1.0 + erf_f32(v * std::f32::consts::FRAC_1_SQRT_2));
+        *o = gelu_f32(v);
     }
 }
 }
 
 wide_or_not! {
-/// [`gelu_into`] in place: the same arithmetic, no second buffer.
+/// [`gelu_into`] in place: no second buffer.
 pub(crate) fn gelu_in_place(x: &mut [f32]) {
     for v in x.iter_mut() {
-        *v = 0.5 * *v * (1.0 + erf_f32(*v * std::f32::consts::FRAC_1_SQRT_2));
+        *v = gelu_f32(*v);
     }
 }
 }

@@ -185,11 +185,7 @@ impl FusedLayer {
         let y1 = norm_forward(&r1, p[8], p[9], self.eps);
         let u = linear(&y1, p[10], p[11], n, h);
         let mut g = vec![0f32; u.len()];
-        for_parts(&mut g, 1, |at, part| {
-            for (o, &v) in part.iter_mut().zip(&u[at..]) {
-                *o = 0.5 * v * (1.0 + erf_f32(v * std::f32::consts::FRAC_1_SQRT_2));
-            }
-        });
+        for_parts(&mut g, 1, |at, part| crate::fused::gelu_into(&u[at..at + part.len()], part));
         let mut r2 = linear(&g, p[12], p[13], n, f);
         dropout_add(&mut r2, self.dropout[1].as_ref(), &y1);
         let y2 = norm_forward(&r2, p[14], p[15], self.eps);
