@@ -2,6 +2,7 @@
 //! encoder's embedding space, and the price they suggest (the course's week 8
 //! idea, as a member of the stack).
 
+use super::screen::{Screen, survivors};
 use crate::Error;
 use crate::model_file::{ModelFile, ModelWriter};
 use candle_core::quantized::{GgmlDType, QTensor};
@@ -162,6 +163,9 @@ pub struct Knn {
     /// Titles and categories of the items (files written before comparables
     /// were shown have none).
     pub labels: Option<Box<ItemLabels>>,
+    /// The rows in 8-bit codes, for a scan's first pass (`None` where a
+    /// value is not finite: every row is then compared exactly).
+    screen: Option<Box<Screen>>,
 }
 
 /// One neighbour: its row in the index and its cosine similarity.
@@ -219,8 +223,9 @@ impl Knn {
                 "a neighbour index needs items, k >= 1 and a positive temperature (k {k}, temperature {temperature})"
             )));
         }
-        let vectors = vectors.chunks(dim).flat_map(normalized).collect();
-        Ok(Self { vectors, log_prices, dim, k, temperature, vote: Vote::Softmax, labels: None })
+        let vectors: Vec<f32> = vectors.chunks(dim).flat_map(normalized).collect();
+        let screen = Screen::new(&vectors, dim).map(Box::new);
+        Ok(Self { vectors, log_prices, dim, k, temperature, vote: Vote::Softmax, labels: None, screen })
     }
 
     /// The index with each item's title and category (in the vectors' order).
@@ -311,26 +316,60 @@ impl Knn {
         }
         let q = normalized(query);
         let rows = self.len();
-        if rows <= SCAN_PART || crate::encoder::compute_threads() < 2 {
-            return self.nearest_among(&q, 0..rows, k);
+        let threads = crate::encoder::compute_threads() >= 2 && rows > SCAN_PART;
+        let parts = || -> Vec<std::ops::Range<usize>> {
+            (0..rows).step_by(SCAN_PART).map(|s| s..(s + SCAN_PART).min(rows)).collect()
+        };
+        if let Some((screen, coded)) = self.screen.as_ref().and_then(|s| Some((s, s.query(&q)?))) {
+            // The coarse pass over every row (on the pool's threads), then
+            // the exact product for the rows that may be among the k best
+            // of the whole index.
+            let ends: Vec<(f64, f64)> = if threads {
+                crate::encoder::on_threads(parts(), |r| screen.ends(&coded, r)).concat()
+            } else {
+                screen.ends(&coded, 0..rows)
+            };
+            return self.nearest_of(&q, survivors(&ends, k), k);
         }
-        // A scan of a large index is bound by memory reads (13.5k items of
-        // 384 values: 20 MB per query), so its parts go to the pool's
-        // threads. Each part keeps its own k best; offered again in index
-        // order to the same rule, they leave what one scan leaves (every
-        // similarity is computed alike in any part).
-        let parts: Vec<std::ops::Range<usize>> =
-            (0..rows).step_by(SCAN_PART).map(|s| s..(s + SCAN_PART).min(rows)).collect();
+        if !threads {
+            return self.scan_all(&q, 0..rows, k);
+        }
+        // Without a screen, every row's exact product: bound by memory reads
+        // (13.5k items of 384 values: 20 MB per query), so its parts go to
+        // the pool's threads. Each part keeps its own k best; offered again
+        // in index order to the same rule, they leave what one scan leaves
+        // (every similarity is computed alike in any part).
         let mut found: Vec<Neighbour> =
-            crate::encoder::on_threads(parts, |r| self.nearest_among(&q, r, k)).into_iter().flatten().collect();
+            crate::encoder::on_threads(parts(), |r| self.scan_all(&q, r, k)).into_iter().flatten().collect();
         found.sort_unstable_by_key(|n| n.index);
         let mut best = Vec::with_capacity(k.min(found.len()) + 1);
         found.into_iter().for_each(|n| keep_if_among_best(&mut best, n, k));
         best
     }
 
-    /// The `k` best of the rows `among` for a normalised query, most similar first.
+    /// The `k` best of the rows `among` for a normalised query, most similar
+    /// first, screened as [`Knn::nearest`] screens the whole index: tests
+    /// compare it with [`Knn::scan_all`] on parts of an index.
+    #[cfg(test)]
     fn nearest_among(&self, q: &[f32], among: std::ops::Range<usize>, k: usize) -> Vec<Neighbour> {
+        match self.screen.as_ref().and_then(|s| s.candidates(q, among.clone(), k)) {
+            Some(rows) => self.nearest_of(q, rows, k),
+            None => self.scan_all(q, among, k),
+        }
+    }
+
+    /// The `k` best of `rows` (in index order), each compared exactly.
+    fn nearest_of(&self, q: &[f32], rows: Vec<usize>, k: usize) -> Vec<Neighbour> {
+        let mut best: Vec<Neighbour> = Vec::with_capacity(k.min(rows.len()) + 1);
+        for index in rows {
+            let row = &self.vectors[index * self.dim..(index + 1) * self.dim];
+            keep_if_among_best(&mut best, Neighbour { index, similarity: dot(row, q) }, k);
+        }
+        best
+    }
+
+    /// The `k` best of the rows `among`, each compared exactly.
+    fn scan_all(&self, q: &[f32], among: std::ops::Range<usize>, k: usize) -> Vec<Neighbour> {
         // `k` may come from a file: never reserve more than the index holds.
         let mut best: Vec<Neighbour> = Vec::with_capacity(k.min(among.len()) + 1);
         let rows = self.vectors[among.start * self.dim..among.end * self.dim].chunks_exact(self.dim);
@@ -450,6 +489,61 @@ mod tests {
     }
 
     #[test]
+    fn the_screened_scan_finds_what_the_full_scan_finds_bit_for_bit() {
+        // Rows as an encoder's: 384 wide, in clusters (many near ties), some
+        // differing from another only in the last bits, a zero row, a row
+        // that puts its length in one value (the coarsest codes).
+        let (n, dim) = (3000, 384);
+        let mut seed = 11u64;
+        let mut uniform = move || {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        };
+        let centres: Vec<Vec<f32>> = (0..20).map(|_| (0..dim).map(|_| uniform()).collect()).collect();
+        let mut v: Vec<f32> = Vec::with_capacity(n * dim);
+        for i in 0..n {
+            let row: Vec<f32> = match i % 50 {
+                7 => vec![0.0; dim],
+                13 => (0..dim).map(|j| if j == 5 { 3.0 } else { 1e-3 * uniform() }).collect(),
+                // The previous row, its values a few bits apart.
+                21 | 22 => v[(i - 1) * dim..i * dim].iter().map(|x| f32::from_bits(x.to_bits() ^ 1)).collect(),
+                _ => centres[i % 20].iter().map(|c| c + 0.05 * uniform()).collect(),
+            };
+            v.extend(row);
+        }
+        let knn = Knn::new(&v, vec![0.0; n], dim, 5, 0.1).unwrap();
+        let bits = |near: Vec<Neighbour>| -> Vec<(usize, u32)> {
+            near.iter().map(|n| (n.index, n.similarity.to_bits())).collect()
+        };
+        let mut queries: Vec<Vec<f32>> =
+            (0..20).map(|c| centres[c].iter().map(|x| x + 0.02 * uniform()).collect()).collect();
+        queries.push(v[21 * dim..22 * dim].to_vec()); // a row's own values: exact ties at the top
+        queries.push((0..dim).map(|_| uniform()).collect());
+        queries.push(vec![0.0; dim]);
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        let mut kept = 0;
+        for query in &queries {
+            let q = normalized(query);
+            for k in [1, 6, 40, n] {
+                assert_eq!(bits(knn.nearest_among(&q, 0..n, k)), bits(knn.scan_all(&q, 0..n, k)), "k {k}");
+                assert_eq!(bits(knn.nearest_among(&q, 1000..2000, k)), bits(knn.scan_all(&q, 1000..2000, k)));
+                // The whole index screened at once, its coarse pass in parts on threads.
+                assert_eq!(bits(pool.install(|| knn.nearest(query, k))), bits(knn.scan_all(&q, 0..n, k)), "k {k}");
+            }
+            kept += knn.screen.as_ref().unwrap().candidates(&q, 0..n, 6).unwrap().len();
+        }
+        // The point of it: most rows never get the exact product.
+        assert!(kept < queries.len() * n / 4, "{kept} rows compared exactly for {} queries", queries.len());
+        // A query that is not finite, or an index that is not, is scanned in full.
+        let nan = [vec![f32::NAN], vec![0.5; dim - 1]].concat();
+        assert_eq!(bits(knn.nearest_among(&nan, 0..n, 6)), bits(knn.scan_all(&nan, 0..n, 6)));
+        assert!(knn.screen.as_ref().unwrap().candidates(&nan, 0..n, 6).is_none());
+        let mut bad = v.clone();
+        bad[3] = f32::INFINITY;
+        assert!(Knn::new(&bad, vec![0.0; n], dim, 5, 0.1).unwrap().screen.is_none());
+    }
+
+    #[test]
     fn a_scan_shared_by_threads_keeps_what_one_scan_keeps() {
         // Rows drawn from five directions, so that many similarities tie.
         let dirs = [[1.0, 0.0, 0.5], [0.0, 1.0, 0.0], [0.3, 0.3, 0.3], [-1.0, 0.2, 0.0], [0.0, 0.0, -2.0]];
@@ -468,7 +562,7 @@ mod tests {
                 let bits = |near: Vec<Neighbour>| -> Vec<(usize, u32)> {
                     near.iter().map(|n| (n.index, n.similarity.to_bits())).collect()
                 };
-                let one_scan = bits(knn.nearest_among(&normalized(&query), 0..n, k));
+                let one_scan = bits(knn.scan_all(&normalized(&query), 0..n, k));
                 let shared = bits(pool.install(|| knn.nearest(&query, k)));
                 assert_eq!(shared, one_scan, "query {query:?}, k {k}");
             }

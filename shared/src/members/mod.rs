@@ -4,3 +4,4 @@
 
 pub mod baselines;
 pub mod knn;
+mod screen;
