@@ -724,8 +724,12 @@ test("the newest request first: estimates clicked back to back never wait for th
     // Before the reasons moved to a second worker, a click waited for the
     // previous product's six occlusion passes: 926 ms on screen for a 120 ms
     // estimate. The bench (tests/browser/bench.mjs) records the exact ratio.
-    const ratio = median(shown) / median(own);
-    assert.ok(ratio < 3, `click to shown p50 ${median(shown)} ms vs the worker's ${median(own)} ms`);
+    // Waiting for them would add six or more passes of about an estimate's
+    // time each; the page adds a frame (16.7 ms) and its messages, which for
+    // these short products (9 ms estimates on a fast machine) can be 3x the
+    // worker's time: so the bound is on what is added.
+    const added = median(shown) - median(own);
+    assert.ok(added < Math.max(2 * median(own), 40), `click to shown p50 ${median(shown)} ms vs the worker's ${median(own)} ms`);
   } finally {
     await context.close();
     server.close();
@@ -753,14 +757,24 @@ test("isolated, a new estimate stops the reasons being measured for the one it r
     await estimate(page, "Acoustic guitar, full size\nSpruce top, with gig bag");
     await page.waitForSelector("#why[data-complete=true]", { timeout: 30000 });
     assert.equal(await stopped(), 0);
-    await estimate(page, long);
-    await page.waitForTimeout(300); // the explainer is inside the long product's passes
-    const e = await estimate(page, next);
+    // The explainer is inside an encoder pass most of the time it measures
+    // the long product's reasons, not all of it (between passes it reads the
+    // other members, and a request that comes then drops the reasons without
+    // a pass to stop): measured here, a click 0-300 ms after the price
+    // stopped a pass in 11 tries of 13, and none at 325 ms or later. So a few
+    // tries, each soon after the price; one stop shows the mechanism.
+    let e;
+    for (let tries = 0; tries < 6 && (await stopped()) === 0; tries++) {
+      await estimate(page, long);
+      await page.waitForTimeout(40);
+      e = await estimate(page, next);
+      // The stop, if any, is answered before the new product's reasons.
+      await page.waitForSelector("#why[data-complete=true]", { timeout: 30000 });
+    }
     assert.ok(close(e.price, cliPredict(next).price), `page ${e.price}`);
     // The explainer said so (rather than finishing or failing), and went on
     // with the new product's reasons, which equal the CLI's.
-    await page.waitForFunction(() => Number(document.documentElement.dataset.reasonsStopped) >= 1, null, { timeout: 10000 });
-    await page.waitForSelector("#why[data-complete=true]", { timeout: 30000 });
+    assert.ok((await stopped()) >= 1, "no pass was stopped in 6 tries");
     const words = await page.$$eval("#why li[data-word]", (lis) => lis.map((l) => [l.dataset.word, Number(l.dataset.weight)]));
     const cli = Object.fromEntries(cliExplain(next).words.map((w) => [w.label, w.weight]));
     assert.deepEqual(words.map(([w]) => w).sort(), Object.keys(cli).sort());
