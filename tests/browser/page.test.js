@@ -757,12 +757,13 @@ test("isolated, a new estimate stops the reasons being measured for the one it r
     await estimate(page, "Acoustic guitar, full size\nSpruce top, with gig bag");
     await page.waitForSelector("#why[data-complete=true]", { timeout: 30000 });
     assert.equal(await stopped(), 0);
-    // The explainer is inside an encoder pass most of the time it measures
-    // the long product's reasons, not all of it (between passes it reads the
-    // other members, and a request that comes then drops the reasons without
-    // a pass to stop): measured here, a click 0-300 ms after the price
-    // stopped a pass in 11 tries of 13, and none at 325 ms or later. So a few
-    // tries, each soon after the price; one stop shows the mechanism.
+    // The explainer measures the long product's reasons in about half a
+    // second (seven passes), inside an encoder pass most of that time;
+    // between passes a request drops the reasons without a pass to stop.
+    // Measured here: a click 0-300 ms after the price stopped a pass in 11
+    // tries of 13; from 325 ms on (with Playwright's own time to fill and
+    // click) the reasons were done. So a few tries, each soon after the
+    // price; one stop shows the mechanism.
     let e;
     for (let tries = 0; tries < 6 && (await stopped()) === 0; tries++) {
       await estimate(page, long);
