@@ -329,7 +329,10 @@ impl Knn {
             } else {
                 screen.ends(&coded, 0..rows)
             };
-            return self.nearest_of(&q, survivors(&ends, k), k);
+            // One end pair per row, in row order (a part lost would shift them: then the full scan).
+            if ends.len() == rows {
+                return self.nearest_of(&q, survivors(&ends, k), k);
+            }
         }
         if !threads {
             return self.scan_all(&q, 0..rows, k);
