@@ -4,7 +4,8 @@
 //! product, so a scan reads a quarter of the bytes and finds exactly what a
 //! full scan finds (the same rows, the same similarities to the bit).
 
-/// Unit rows (`n x dim`) in 8-bit codes, one scale per row.
+/// An index's rows (`n x dim`) in 8-bit codes, one scale per row, with what
+/// the codes miss of each.
 #[derive(Debug, Clone)]
 pub(crate) struct Screen {
     dim: usize,
