@@ -483,6 +483,11 @@ impl Int8Linear {
         let dot = i32x4_sub(sums, i32x4_mul(i32x4_splat(zero), four(ws)));
         let y =
             f32x4_add(f32x4_mul(f32x4_mul(f32x4_convert_i32x4(dot), f32x4_splat(input_scale)), fourf(sc)), fourf(bi));
+        if dst.len() == 4 {
+            // SAFETY: `dst` holds 4 f32 (16 bytes); wasm stores need no alignment.
+            unsafe { v128_store(dst.as_mut_ptr() as *mut v128, y) };
+            return;
+        }
         let mut lanes = [0f32; 4];
         // SAFETY: `lanes` is 16 bytes; wasm stores need no alignment.
         unsafe { v128_store(lanes.as_mut_ptr() as *mut v128, y) };
@@ -714,6 +719,11 @@ fn quantize_i16(row: &[f32], dst: &mut [i16], top: f32) -> f32 {
         return 0.0;
     }
     let inv = top / max;
+    // The loop below in explicit lanes (the compiler leaves it scalar in
+    // wasm): `+ 0.0` changes no integer, -0 and NaN still become 0.
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    quantize_with(row, dst, inv, 0.0, -top, top);
+    #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
     for (d, v) in dst.iter_mut().zip(row) {
         let q = (v * inv).round_ties_even();
         let q = if q.is_nan() { 0.0 } else { q.clamp(-top, top) };
