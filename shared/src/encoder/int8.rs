@@ -335,14 +335,17 @@ impl Int8Linear {
         let mut scale: Vec<f32> = scale;
         let mut weight_sum: Vec<i32> = q.chunks_exact(width).map(|r| r.iter().map(|&w| w as i32).sum()).collect();
         let mut bias = bias;
-        // Four outputs are finished at a time: pad the per-output values to a multiple of 4.
-        let padded = out.next_multiple_of(4);
+        // Four outputs are finished at a time, from panels of eight in the
+        // browser: pad the per-output values to a multiple of 8.
+        let padded = out.next_multiple_of(8);
         scale.resize(padded, 0.0);
         weight_sum.resize(padded, 0);
         bias.resize(padded, 0.0);
         let input_mul = smooth.map(|s| s.iter().map(|v| 1.0 / v).collect());
         #[cfg(not(target_arch = "wasm32"))]
         let q = native::pack(&q, out, width);
+        #[cfg(all(target_arch = "wasm32", feature = "relaxed-simd"))]
+        let q = pack_relaxed(&q, out, width);
         Int8Linear { weight: q, weight_sum, scale, bias, input_mul, inp, width, out }
     }
 
@@ -437,9 +440,39 @@ impl Int8Linear {
         finish(sums, zero, input_scale, (&self.weight_sum, &self.scale, &self.bias), dst);
     }
 
+    /// Output rows `first..` (as many as `y` holds) from quantized inputs,
+    /// in relaxed SIMD's dot product on the packed weights: blocks of 8
+    /// outputs x 4 rows whose accumulators hold one output per lane, so the
+    /// sums need no adding across lanes (out of range rows repeat the last
+    /// row and are not stored).
+    #[cfg(all(target_arch = "wasm32", feature = "relaxed-simd"))]
+    #[target_feature(enable = "relaxed-simd")]
+    fn block(&self, x: &QuantizedRows, first: usize, y: &mut [f32]) {
+        let (out, width, rows) = (self.out, self.width, y.len() / self.out);
+        let last = first + rows - 1;
+        let xrow = |r: usize| &x.q[r.min(last) * width..(r.min(last) + 1) * width];
+        for (p, panel) in self.weight.chunks_exact(RELAXED_PANEL * width).enumerate() {
+            let o = p * RELAXED_PANEL;
+            // The panel's per-output values, loaded once for all its rows.
+            let per_output = [o, o + 4].map(|o| PerOutput::of(self, o));
+            for r in (0..rows).step_by(4) {
+                let rows4 = [xrow(first + r), xrow(first + r + 1), xrow(first + r + 2), xrow(first + r + 3)];
+                let sums = dot4x8(rows4, panel);
+                for (i, halves) in sums.into_iter().enumerate().take(rows - r) {
+                    let (row, at) = (first + r + i, (r + i) * out);
+                    for (h, (sums, po)) in halves.into_iter().zip(&per_output).enumerate() {
+                        let o = o + 4 * h;
+                        if o < out {
+                            po.finish(sums, x.zero[row], x.scale[row], &mut y[at + o..at + (o + 4).min(out)]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// Output rows `first..` (as many as `y` holds) from quantized inputs.
-    #[cfg(target_arch = "wasm32")]
-    #[cfg_attr(feature = "relaxed-simd", target_feature(enable = "relaxed-simd"))]
+    #[cfg(all(target_arch = "wasm32", not(feature = "relaxed-simd")))]
     fn block(&self, x: &QuantizedRows, first: usize, y: &mut [f32]) {
         let (out, width, rows) = (self.out, self.width, y.len() / self.out);
         let last = first + rows - 1;
@@ -474,24 +507,9 @@ impl Int8Linear {
     /// Outputs `o..o + dst.len()` of one input row from their integer sums,
     /// four lanes at once: the scalar version's operations in its order, so
     /// the same bits.
-    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128", not(feature = "relaxed-simd")))]
     fn finish4(&self, sums: core::arch::wasm32::v128, o: usize, zero: i32, input_scale: f32, dst: &mut [f32]) {
-        use core::arch::wasm32::*;
-        let four = |v: &[i32]| i32x4(v[0], v[1], v[2], v[3]);
-        let fourf = |v: &[f32]| f32x4(v[0], v[1], v[2], v[3]);
-        let (ws, sc, bi) = (&self.weight_sum[o..o + 4], &self.scale[o..o + 4], &self.bias[o..o + 4]);
-        let dot = i32x4_sub(sums, i32x4_mul(i32x4_splat(zero), four(ws)));
-        let y =
-            f32x4_add(f32x4_mul(f32x4_mul(f32x4_convert_i32x4(dot), f32x4_splat(input_scale)), fourf(sc)), fourf(bi));
-        if dst.len() == 4 {
-            // SAFETY: `dst` holds 4 f32 (16 bytes); wasm stores need no alignment.
-            unsafe { v128_store(dst.as_mut_ptr() as *mut v128, y) };
-            return;
-        }
-        let mut lanes = [0f32; 4];
-        // SAFETY: `lanes` is 16 bytes; wasm stores need no alignment.
-        unsafe { v128_store(lanes.as_mut_ptr() as *mut v128, y) };
-        dst.copy_from_slice(&lanes[..dst.len()]);
+        PerOutput::of(self, o).finish(sums, zero, input_scale, dst);
     }
 }
 
@@ -839,36 +857,115 @@ fn lane_sums(acc: [[core::arch::wasm32::v128; 4]; 2]) -> [core::arch::wasm32::v1
     })
 }
 
-/// Exact dot products of two input rows `x` (0..=127) with four weight rows
-/// `w` (-127..=127), all of one length, a multiple of 16: 8 accumulators
-/// and 6 loads per step fit the 16 SIMD registers engines map wasm to.
-/// The weights go first, as the signed 8-bit operand, and the inputs second,
-/// as the 7-bit one: no pair of products can saturate (2 * 127 * 127 <
-/// 32767), so every engine gives the exact sums.
-#[cfg(all(target_arch = "wasm32", feature = "relaxed-simd"))]
-#[target_feature(enable = "relaxed-simd")]
-fn dot2x4(x: [&[u8]; 2], w: [&[i8]; 4]) -> [core::arch::wasm32::v128; 2] {
-    use core::arch::wasm32::*;
-    let n = x[0].len();
-    assert!(n.is_multiple_of(16) && w.iter().all(|r| r.len() == n) && x[1].len() == n, "rows of one length");
-    let mut acc = [[i32x4_splat(0); 4]; 2];
-    let mut k = 0;
-    while k < n {
-        // SAFETY: every row has n values (asserted above) and k + 16 <= n,
-        // so each v128_load reads 16 bytes inside its row; wasm loads need
-        // no alignment.
+/// Four outputs' weight sums, scales and biases in vectors, to finish
+/// their integer sums four lanes at once: the scalar `finish4`'s
+/// operations in its order, so the same bits.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+struct PerOutput {
+    weight_sum: core::arch::wasm32::v128,
+    scale: core::arch::wasm32::v128,
+    bias: core::arch::wasm32::v128,
+}
+
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+impl PerOutput {
+    /// Outputs `o..o + 4` of `lin` (its per-output values are padded to a multiple of 8).
+    fn of(lin: &Int8Linear, o: usize) -> PerOutput {
+        use core::arch::wasm32::*;
+        let (ws, sc, bi) = (&lin.weight_sum[o..o + 4], &lin.scale[o..o + 4], &lin.bias[o..o + 4]);
+        // SAFETY: each slice holds 4 values, 16 bytes; wasm loads need no alignment.
         unsafe {
-            let x0 = v128_load(x[0].as_ptr().add(k) as *const v128);
-            let x1 = v128_load(x[1].as_ptr().add(k) as *const v128);
-            for (j, row) in w.iter().enumerate() {
-                let wv = v128_load(row.as_ptr().add(k) as *const v128);
-                acc[0][j] = i32x4_relaxed_dot_i8x16_i7x16_add(wv, x0, acc[0][j]);
-                acc[1][j] = i32x4_relaxed_dot_i8x16_i7x16_add(wv, x1, acc[1][j]);
+            PerOutput {
+                weight_sum: v128_load(ws.as_ptr() as *const v128),
+                scale: v128_load(sc.as_ptr() as *const v128),
+                bias: v128_load(bi.as_ptr() as *const v128),
             }
         }
-        k += 16;
     }
-    lane_sums(acc)
+
+    /// `(sum - zero * weight_sum) * input_scale * scale + bias` into `dst` (at most 4 outputs).
+    #[inline(always)]
+    fn finish(&self, sums: core::arch::wasm32::v128, zero: i32, input_scale: f32, dst: &mut [f32]) {
+        use core::arch::wasm32::*;
+        let dot = i32x4_sub(sums, i32x4_mul(i32x4_splat(zero), self.weight_sum));
+        let y =
+            f32x4_add(f32x4_mul(f32x4_mul(f32x4_convert_i32x4(dot), f32x4_splat(input_scale)), self.scale), self.bias);
+        if dst.len() == 4 {
+            // SAFETY: `dst` holds 4 f32 (16 bytes); wasm stores need no alignment.
+            unsafe { v128_store(dst.as_mut_ptr() as *mut v128, y) };
+        } else {
+            let lanes = [
+                f32x4_extract_lane::<0>(y),
+                f32x4_extract_lane::<1>(y),
+                f32x4_extract_lane::<2>(y),
+                f32x4_extract_lane::<3>(y),
+            ];
+            let n = dst.len();
+            dst.copy_from_slice(&lanes[..n]);
+        }
+    }
+}
+
+/// Outputs per panel of the browser's relaxed-SIMD weights.
+#[cfg(all(target_arch = "wasm32", feature = "relaxed-simd"))]
+const RELAXED_PANEL: usize = 8;
+
+/// Row-major weights (`out x width`, `width` a multiple of 16) in panels of
+/// [`RELAXED_PANEL`] outputs: output `o`'s inputs `4g..4g + 4` at
+/// `((o / 8 * groups + g) * 8 + o % 8) * 4`, so one 16-byte load holds four
+/// outputs' four weights for one group of four inputs. Outputs past `out`
+/// are 0.
+#[cfg(all(target_arch = "wasm32", feature = "relaxed-simd"))]
+fn pack_relaxed(weight: &[i8], out: usize, width: usize) -> Vec<i8> {
+    const GROUP: usize = 4;
+    assert!(width.is_multiple_of(STEP) && weight.len() == out * width, "weights are not out x width");
+    let groups = width / GROUP;
+    let mut packed = vec![0i8; out.div_ceil(RELAXED_PANEL) * RELAXED_PANEL * width];
+    for (o, row) in weight.chunks_exact(width.max(1)).enumerate().take(out) {
+        for (g, four) in row.chunks_exact(GROUP).enumerate() {
+            let at = ((o / RELAXED_PANEL * groups + g) * RELAXED_PANEL + o % RELAXED_PANEL) * GROUP;
+            packed[at..at + GROUP].copy_from_slice(four);
+        }
+    }
+    packed
+}
+
+/// Exact dot products of four input rows `x` (0..=127, all of one length
+/// `width`, a multiple of 4) with one panel of eight weight rows (-127..=127,
+/// [`pack_relaxed`]'s layout, `8 * width` values): row `i`'s outputs 0-3 in
+/// the lanes of `[i][0]`, 4-7 in `[i][1]`. Each step splats four inputs of a
+/// row to every lane and multiplies them with four outputs' four weights:
+/// 8 accumulators, 2 weight loads and 4 input loads per 8 dot products. The
+/// weights go first, as the signed 8-bit operand, and the inputs second, as
+/// the 7-bit one: no pair of products can saturate (2 * 127 * 127 < 32767),
+/// so every engine gives the exact sums.
+#[cfg(all(target_arch = "wasm32", feature = "relaxed-simd"))]
+#[target_feature(enable = "relaxed-simd")]
+fn dot4x8(x: [&[u8]; 4], panel: &[i8]) -> [[core::arch::wasm32::v128; 2]; 4] {
+    use core::arch::wasm32::*;
+    let width = x[0].len();
+    assert!(
+        width.is_multiple_of(4) && x.iter().all(|r| r.len() == width) && panel.len() == RELAXED_PANEL * width,
+        "rows of one length and a panel of eight"
+    );
+    let mut acc = [[i32x4_splat(0); 2]; 4];
+    let mut k = 0;
+    while k < width {
+        // SAFETY: k + 4 <= width, so each 4-byte splat load lies inside its
+        // row, and the two 16-byte weight loads at 8k and 8k + 16 end at
+        // 8(k + 4) <= panel.len() (asserted above); wasm loads need no alignment.
+        unsafe {
+            let w0 = v128_load(panel.as_ptr().add(8 * k) as *const v128);
+            let w1 = v128_load(panel.as_ptr().add(8 * k + 16) as *const v128);
+            for i in 0..4 {
+                let xs = v128_load32_splat(x[i].as_ptr().add(k) as *const u32);
+                acc[i][0] = i32x4_relaxed_dot_i8x16_i7x16_add(w0, xs, acc[i][0]);
+                acc[i][1] = i32x4_relaxed_dot_i8x16_i7x16_add(w1, xs, acc[i][1]);
+            }
+        }
+        k += 4;
+    }
+    acc
 }
 
 /// Exact dot products of two rows `x` with four rows `w` (all of one
