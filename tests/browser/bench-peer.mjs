@@ -6,11 +6,14 @@
 // Needs: dist/ (scripts/build-web.sh), the peer (scripts/fetch-peer.sh).
 // Usage: node bench-peer.mjs [RUNS] [ROUNDS]   (PRICER_PLAIN=1: our plain simd128 worker)
 // PRICER_CONTROL=DIR: another build of the page (a change's control), its
-// workers (single-thread and threaded) measured in the same rounds, right
-// after ours.
+// workers (single-thread and threaded) measured in the same runs as ours.
 // Our page is served cross-origin isolated, as its service worker makes it
 // from the second load: `?threads=0` runs the single-thread worker, `?threads=2`
 // the threaded one (scripts/build-threads.sh) with a pool of 2.
+// Each round opens every engine in its own page, then takes their runs in
+// turn (one estimate of each, in an order rotated run by run), so a slow
+// minute of a shared machine falls on all of them alike; the rows "paired"
+// give the median of the per-run ratios of two engines.
 import http from "node:http";
 import fs from "node:fs";
 import path from "node:path";
@@ -54,7 +57,7 @@ function serve(dir, isolated, extra = {}) {
 // The peer: one session of the ONNX model, batch 1, TOKENS tokens.
 const PEER_PAGE = `<!DOCTYPE html><meta charset="utf-8"><script type="module">
 import * as ort from "./node_modules/onnxruntime-web/dist/ort.wasm.min.mjs";
-window.runPeer = async (model, threads, tokens, runs) => {
+window.openPeer = async (model, threads, tokens) => {
   ort.env.wasm.numThreads = threads;
   ort.env.wasm.wasmPaths = new URL("./node_modules/onnxruntime-web/dist/", location.href).href;
   const session = await ort.InferenceSession.create(model, { executionProviders: ["wasm"] });
@@ -65,14 +68,12 @@ window.runPeer = async (model, threads, tokens, runs) => {
     feeds[name] = new ort.Tensor("int64", data, [1, tokens]);
   }
   for (let i = 0; i < 3; i++) await session.run(feeds);
-  const times = [];
-  for (let i = 0; i < runs; i++) {
+  window.stepPeer = async () => {
     const t = performance.now();
     await session.run(feeds);
-    times.push(performance.now() - t);
-  }
-  await session.release();
-  return { times, isolated: self.crossOriginIsolated, inputs: session.inputNames };
+    return performance.now() - t;
+  };
+  return { isolated: self.crossOriginIsolated, inputs: session.inputNames };
 };
 window.peerReady = true;
 </script>`;
@@ -91,9 +92,9 @@ const ours = await serve(dist, true);
 const control = process.env.PRICER_CONTROL ? await serve(path.resolve(process.env.PRICER_CONTROL), true) : null;
 const peer = await serve(peerDir, true, { "/index.html": PEER_PAGE });
 
-// The worker build the page started (worker_relaxed: int8 products with relaxed SIMD).
-let build = "?";
-async function runOurs(threads, site = ours) {
+// Our page (or the control's) on `threads`, warmed up; `step` is one
+// estimate: the worker's own time and the request to the frame that paints it.
+async function openOurs(threads, site = ours) {
   const context = await browser.newContext();
   const page = await context.newPage();
   // PRICER_PLAIN=1: as in a browser without relaxed SIMD (the page's probe fails), the plain simd128 worker.
@@ -105,67 +106,77 @@ async function runOurs(threads, site = ours) {
   await page.waitForSelector("#status[data-state=ready]", { timeout: 120000 });
   const d = await page.evaluate(() => ({ ...document.documentElement.dataset }));
   if (Number(d.estimateThreads) !== Math.max(threads, 1)) throw new Error(`asked ${threads} threads, the worker has ${d.estimateThreads} (${d.threadsFailed ?? d.worker})`);
-  build = d.worker;
-  const times = [];
-  const shown = [];
-  for (let i = -3; i < runs; i++) {
+  let i = 0;
+  const step = async () => {
     const before = await page.evaluate(() => document.querySelector("#result")?.dataset.id ?? null);
-    await page.fill("#description", product + " " + i);
+    await page.fill("#description", product + " " + i++);
     await page.click("#estimate");
     await shownAfter(page, before); // the frame that paints the price, no frames asked
     // The reasons' occlusion runs after the estimate: let it finish, so it never overlaps the next timing.
     await page.waitForSelector("#why[data-complete=true]", { timeout: 60000 });
-    if (i >= 0) {
-      const took = await page.evaluate(() => ({ ...document.querySelector("#took").dataset }));
-      times.push(Number(took.millis));
-      shown.push(Number(took.shownMs));
-    }
-  }
-  await context.close();
-  return { times, shown };
+    const took = await page.evaluate(() => ({ ...document.querySelector("#took").dataset }));
+    return { ms: Number(took.millis), shown: Number(took.shownMs) };
+  };
+  for (let w = 0; w < 3; w++) await step();
+  // The worker build the page started (worker_relaxed: int8 products with relaxed SIMD).
+  return { step, close: () => context.close(), build: d.worker };
 }
 
-async function runPeer(model, threads) {
+async function openPeer(model, threads) {
   const context = await browser.newContext();
   const page = await context.newPage();
   await page.goto(peer.url);
   await page.waitForFunction(() => window.peerReady === true);
-  const r = await page.evaluate(([m, t, n, k]) => window.runPeer(m, t, n, k), [model, threads, TOKENS, runs]);
-  await context.close();
+  const r = await page.evaluate(([m, t, n]) => window.openPeer(m, t, n), [model, threads, TOKENS]);
   if (threads > 1 && !r.isolated) throw new Error("the peer page is not cross-origin isolated: no threads");
-  return r.times;
+  return { step: async () => ({ ms: await page.evaluate(() => window.stepPeer()) }), close: () => context.close() };
 }
 
 const q = (xs, p) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(p * xs.length))];
+const int8Peer = fs.existsSync(path.join(peerDir, "minilm-int8.onnx"));
 const rows = [];
+const paired = [];
 for (let round = 1; round <= rounds; round++) {
-  const { times: o, shown: os } = await runOurs(0);
-  const ob = build;
+  // Every engine of the round, opened once: [name, threads, opener].
+  const engines = [["ours", 1, () => openOurs(0)]];
   // The threaded build needs relaxed SIMD: none with PRICER_PLAIN.
-  const { times: o2, shown: os2 } = process.env.PRICER_PLAIN ? {} : await runOurs(2);
-  const ob2 = build;
-  const c1 = control ? (await runOurs(0, control)).times : null;
-  const c2 = control && !process.env.PRICER_PLAIN ? (await runOurs(2, control)).times : null;
-  const p1 = await runPeer("./minilm-fp32.onnx", 1);
-  const p2 = await runPeer("./minilm-fp32.onnx", 2);
-  const base = q(p1, 0.5);
-  rows.push([round, `Pricer (${ob}), estimate in the worker`, 1, q(o, 0.5), q(o, 0.95), q(o, 0.5) / base]);
-  if (o2) rows.push([round, `Pricer (${ob2}), estimate in the worker`, 2, q(o2, 0.5), q(o2, 0.95), q(o2, 0.5) / base]);
-  // The whole way: from the click's request to the frame that paints the price.
-  rows.push([round, `Pricer (${ob}), request to the price on screen (page)`, 1, q(os, 0.5), q(os, 0.95), q(os, 0.5) / base]);
-  if (os2) rows.push([round, `Pricer (${ob2}), request to the price on screen (page)`, 2, q(os2, 0.5), q(os2, 0.95), q(os2, 0.5) / base]);
-  const controlRow = (times, threads) =>
-    rows.push([round, `control ${path.basename(process.env.PRICER_CONTROL)}, estimate in the worker`, threads, q(times, 0.5), q(times, 0.95), q(times, 0.5) / base]);
-  if (c1) controlRow(c1, 1);
-  if (c2) controlRow(c2, 2);
-  rows.push([round, "onnxruntime-web 1.30 fp32", 1, base, q(p1, 0.95), 1]);
-  rows.push([round, "onnxruntime-web 1.30 fp32", 2, q(p2, 0.5), q(p2, 0.95), q(p2, 0.5) / base]);
+  if (!process.env.PRICER_PLAIN) engines.push(["ours", 2, () => openOurs(2)]);
+  if (control) {
+    engines.push(["control", 1, () => openOurs(0, control)]);
+    if (!process.env.PRICER_PLAIN) engines.push(["control", 2, () => openOurs(2, control)]);
+  }
+  engines.push(["fp32", 1, () => openPeer("./minilm-fp32.onnx", 1)], ["fp32", 2, () => openPeer("./minilm-fp32.onnx", 2)]);
   // The true int8 peer (MatMulInteger, fetch-peer.sh), when made.
-  if (fs.existsSync(path.join(peerDir, "minilm-int8.onnx"))) {
-    for (const threads of [1, 2]) {
-      const p = await runPeer("./minilm-int8.onnx", threads);
-      rows.push([round, "onnxruntime-web 1.30 int8", threads, q(p, 0.5), q(p, 0.95), q(p, 0.5) / base]);
+  if (int8Peer) engines.push(["int8", 1, () => openPeer("./minilm-int8.onnx", 1)], ["int8", 2, () => openPeer("./minilm-int8.onnx", 2)]);
+  const open = [];
+  for (const [name, threads, opener] of engines) open.push({ name, threads, ...(await opener()), ms: [], shown: [] });
+  for (let run = 0; run < runs; run++) {
+    for (let k = 0; k < open.length; k++) {
+      const e = open[(run + k) % open.length];
+      const r = await e.step();
+      e.ms.push(r.ms);
+      if (r.shown !== undefined) e.shown.push(r.shown);
     }
+  }
+  for (const e of open) await e.close();
+  const get = (name, threads) => open.find((e) => e.name === name && e.threads === threads);
+  const base = q(get("fp32", 1).ms, 0.5);
+  const label = (e) => ({
+    ours: `Pricer (${e.build}), estimate in the worker`,
+    control: `control ${path.basename(process.env.PRICER_CONTROL || "")}, estimate in the worker`,
+    fp32: "onnxruntime-web 1.30 fp32",
+    int8: "onnxruntime-web 1.30 int8",
+  })[e.name];
+  for (const e of open) {
+    rows.push([round, label(e), e.threads, q(e.ms, 0.5), q(e.ms, 0.95), q(e.ms, 0.5) / base]);
+    // The whole way: from the click's request to the frame that paints the price.
+    if (e.name === "ours") rows.push([round, `Pricer (${e.build}), request to the price on screen (page)`, e.threads, q(e.shown, 0.5), q(e.shown, 0.95), q(e.shown, 0.5) / base]);
+  }
+  // Paired: the median over runs of one engine's time over another's in the same run.
+  const pairs = [[["ours", 2], ["int8", 2]], [["ours", 1], ["int8", 1]], [["ours", 1], ["control", 1]], [["ours", 2], ["control", 2]]];
+  for (const [[a, ta], [b, tb]] of pairs) {
+    const ea = get(a, ta), eb = get(b, tb);
+    if (ea && eb) paired.push([round, `${label(ea)} / ${label(eb)}`, `${ta} / ${tb}`, q(ea.ms.map((x, i) => x / eb.ms[i]), 0.5)]);
   }
 }
 await browser.close();
@@ -173,9 +184,15 @@ ours.server.close();
 control?.server.close();
 peer.server.close();
 
-console.log(`Chromium ${browser.version()}, ${TOKENS} tokens, batch 1, ${runs} warm runs each, ${rounds} rounds`);
+console.log(`Chromium ${browser.version()}, ${TOKENS} tokens, batch 1, ${runs} warm runs each, engines taken in turn run by run, ${rounds} rounds`);
 console.log("| round | engine | threads | p50 | p95 | p50 / peer fp32 1 thread |");
 console.log("| ---: | --- | ---: | ---: | ---: | ---: |");
 for (const [r, e, t, p50, p95, ratio] of rows) {
   console.log(`| ${r} | ${e} | ${t} | ${p50.toFixed(0)} ms | ${p95.toFixed(0)} ms | ${ratio.toFixed(2)} |`);
+}
+if (paired.length) {
+  console.log("\nPaired, run by run (median of the per-run ratios; below 1: the first is faster):");
+  console.log("| round | engines | threads | median ratio |");
+  console.log("| ---: | --- | ---: | ---: |");
+  for (const [r, e, t, ratio] of paired) console.log(`| ${r} | ${e} | ${t} | ${ratio.toFixed(2)} |`);
 }
