@@ -11,9 +11,9 @@
 // from the second load: `?threads=0` runs the single-thread worker, `?threads=2`
 // the threaded one (scripts/build-threads.sh) with a pool of 2.
 // Each round opens every engine in its own page, then takes their runs in
-// turn (one estimate of each, in an order rotated run by run), so a slow
-// minute of a shared machine falls on all of them alike; the rows "paired"
-// give the median of the per-run ratios of two engines.
+// turn (one estimate of each, in a new random order each run, after 100 ms
+// of quiet), so a slow minute of a shared machine falls on all of them
+// alike; the rows "paired" give the median of the per-run ratios of two engines.
 import http from "node:http";
 import fs from "node:fs";
 import path from "node:path";
@@ -133,6 +133,8 @@ async function openPeer(model, threads) {
 }
 
 const q = (xs, p) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(p * xs.length))];
+// Between two engines' runs, nothing runs for this long.
+const SETTLE_MS = 100;
 const int8Peer = fs.existsSync(path.join(peerDir, "minilm-int8.onnx"));
 const rows = [];
 const paired = [];
@@ -150,9 +152,14 @@ for (let round = 1; round <= rounds; round++) {
   if (int8Peer) engines.push(["int8", 1, () => openPeer("./minilm-int8.onnx", 1)], ["int8", 2, () => openPeer("./minilm-int8.onnx", 2)]);
   const open = [];
   for (const [name, threads, opener] of engines) open.push({ name, threads, ...(await opener()), ms: [], shown: [] });
+  let seed = round;
+  const random = () => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648);
   for (let run = 0; run < runs; run++) {
-    for (let k = 0; k < open.length; k++) {
-      const e = open[(run + k) % open.length];
+    // A new order each run, so no engine always follows the same one.
+    const order = open.map((e) => [random(), e]).sort((a, b) => a[0] - b[0]).map(([, e]) => e);
+    for (const e of order) {
+      // Idle first: a peer's threads may spin a while after its run.
+      await new Promise((r) => setTimeout(r, SETTLE_MS));
       const r = await e.step();
       e.ms.push(r.ms);
       if (r.shown !== undefined) e.shown.push(r.shown);
@@ -184,7 +191,7 @@ ours.server.close();
 control?.server.close();
 peer.server.close();
 
-console.log(`Chromium ${browser.version()}, ${TOKENS} tokens, batch 1, ${runs} warm runs each, engines taken in turn run by run, ${rounds} rounds`);
+console.log(`Chromium ${browser.version()}, ${TOKENS} tokens, batch 1, ${runs} warm runs each, engines taken in turn run by run, in a random order, ${rounds} rounds`);
 console.log("| round | engine | threads | p50 | p95 | p50 / peer fp32 1 thread |");
 console.log("| ---: | --- | ---: | ---: | ---: | ---: |");
 for (const [r, e, t, p50, p95, ratio] of rows) {
