@@ -481,6 +481,16 @@ test("threads for one estimate: isolated from the second load, the same bits as 
     assert.equal(s.worker, "worker_relaxed");
     assert.equal(s.estimateThreads, "1");
     assert.deepEqual(await prices(), one);
+
+    // One core and no ?threads: the single-thread build (the threaded one on a pool of one is slower).
+    await page.addInitScript(() => Object.defineProperty(Navigator.prototype, "hardwareConcurrency", { get: () => 1 }));
+    await page.goto(url);
+    await ready(page);
+    s = await state();
+    assert.equal(s.isolated, true);
+    assert.equal(s.worker, "worker_relaxed");
+    assert.equal(s.estimateThreads, "1");
+    assert.equal((await estimate(page, texts[0])).price, one[0]);
   } finally {
     await context.close();
     server.close();

@@ -27,7 +27,9 @@ pub(crate) fn worker_build() -> &'static str {
 const MAX_THREADS: usize = 8;
 
 /// Threads for one estimate in the first worker: `?threads=N` (0: the
-/// single-thread build), else one per core, at most [`MAX_THREADS`]. Only
+/// single-thread build), else one per core, at most [`MAX_THREADS`], and
+/// the single-thread build on one core (the threaded build on a pool of
+/// one was 11-17% slower than it, docs/benchmarks.md). Only
 /// where the page is cross-origin isolated (memory shared between workers:
 /// the service worker's headers, from the page's second load) and the
 /// browser has relaxed SIMD (the threaded build uses it); else 0.
@@ -39,7 +41,13 @@ pub(crate) fn estimate_threads() -> usize {
     }
     let query = window.location().search().ok().and_then(|q| web_sys::UrlSearchParams::new_with_str(&q).ok());
     let asked = query.and_then(|q| q.get("threads")).and_then(|v| v.parse::<usize>().ok());
-    asked.unwrap_or(window.navigator().hardware_concurrency() as usize).min(MAX_THREADS)
+    match asked {
+        Some(n) => n.min(MAX_THREADS),
+        None => match window.navigator().hardware_concurrency() as usize {
+            cores if cores < 2 => 0,
+            cores => cores.min(MAX_THREADS),
+        },
+    }
 }
 
 /// Starts a worker from a blob that loads its script and wasm by absolute
