@@ -152,8 +152,14 @@ for (let round = 1; round <= rounds; round++) {
   if (int8Peer) engines.push(["int8", 1, () => openPeer("./minilm-int8.onnx", 1)], ["int8", 2, () => openPeer("./minilm-int8.onnx", 2)]);
   const open = [];
   for (const [name, threads, opener] of engines) open.push({ name, threads, ...(await opener()), ms: [], shown: [] });
+  // xorshift32, seeded by the round: the same orders on every machine.
   let seed = round;
-  const random = () => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648);
+  const random = () => {
+    seed ^= seed << 13;
+    seed ^= seed >>> 17;
+    seed ^= seed << 5;
+    return (seed >>> 0) / 4294967296;
+  };
   for (let run = 0; run < runs; run++) {
     // A new order each run, so no engine always follows the same one.
     const order = open.map((e) => [random(), e]).sort((a, b) => a[0] - b[0]).map(([, e]) => e);
