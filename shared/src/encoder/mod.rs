@@ -71,8 +71,9 @@ pub fn compute_threads() -> usize {
 /// the pool woken at once ([`rayon::broadcast`]) and taking the next item
 /// until none is left, since there a sleeping thread wakes slowly and a
 /// split job would wake them one after the other (a layer has three such
-/// passes); in the single-thread builds, one after the other. Each result
-/// is computed alike whichever thread computes it.
+/// passes); on a pool of one, on the calling thread (a broadcast would
+/// only add a wake each way); in the single-thread builds, one after the
+/// other. Each result is computed alike whichever thread computes it.
 pub(crate) fn on_threads<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync + Send) -> Vec<R> {
     #[cfg(not(target_arch = "wasm32"))]
     {
@@ -83,7 +84,7 @@ pub(crate) fn on_threads<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + S
     {
         use std::sync::Mutex;
         use std::sync::atomic::{AtomicUsize, Ordering};
-        if items.len() < 2 {
+        if items.len() < 2 || rayon::current_num_threads() < 2 {
             return items.into_iter().map(f).collect();
         }
         let slots: Vec<Mutex<(Option<T>, Option<R>)>> =
