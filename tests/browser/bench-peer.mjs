@@ -18,7 +18,7 @@ import http from "node:http";
 import fs from "node:fs";
 import path from "node:path";
 import { chromium } from "playwright-core";
-import { shownAfter } from "./shown.mjs";
+import { clickEstimate, shownAfter } from "./shown.mjs";
 
 const root = path.resolve(import.meta.dirname, "../..");
 const dist = process.env.PRICER_DIST || path.join(root, "dist");
@@ -110,7 +110,7 @@ async function openOurs(threads, site = ours) {
   const step = async () => {
     const before = await page.evaluate(() => document.querySelector("#result")?.dataset.id ?? null);
     await page.fill("#description", product + " " + i++);
-    await page.click("#estimate");
+    await clickEstimate(page);
     await shownAfter(page, before); // the frame that paints the price, no frames asked
     // The reasons' occlusion runs after the estimate: let it finish, so it never overlaps the next timing.
     await page.waitForSelector("#why[data-complete=true]", { timeout: 60000 });
