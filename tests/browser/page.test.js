@@ -473,6 +473,14 @@ test("threads for one estimate: isolated from the second load, the same bits as 
     // The reasons still come (the explainer is a single-thread worker).
     await page.waitForSelector("#why[data-complete=true]", { timeout: 30000 });
 
+    // ?threads=1: the threaded build on a pool of one, its parts on the worker's own thread.
+    await page.goto(`${url}?threads=1`);
+    await ready(page);
+    s = await state();
+    assert.equal(s.worker, "worker_threads", s.threadsFailed);
+    assert.equal(s.estimateThreads, "1");
+    assert.deepEqual(await prices(), one);
+
     // ?threads=0 on an isolated page: the single-thread build again.
     await page.goto(`${url}?threads=0`);
     await ready(page);
