@@ -29,7 +29,8 @@ const MAX_THREADS: usize = 8;
 /// Threads for one estimate in the first worker: `?threads=N` (0: the
 /// single-thread build), else one per core, at most [`MAX_THREADS`], and
 /// the single-thread build on one core (the threaded build on a pool of
-/// one was 11-17% slower than it, docs/benchmarks.md). Only
+/// one was 11-17% slower than it, and 4-9% once its parts ran on the
+/// calling thread; docs/benchmarks.md). Only
 /// where the page is cross-origin isolated (memory shared between workers:
 /// the service worker's headers, from the page's second load) and the
 /// browser has relaxed SIMD (the threaded build uses it); else 0.
