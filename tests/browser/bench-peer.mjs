@@ -27,6 +27,10 @@ const runs = Number(process.argv[2] || 30);
 const rounds = Number(process.argv[3] || 2);
 // The page's model reads 128 tokens of text plus [CLS] and [SEP].
 const TOKENS = 130;
+// Runs of every engine before its timed ones: the browser optimises a wasm
+// function only after it has run a while, and it went on compiling ours
+// for about 20 estimates (2026-12-07), so fewer would time the compiler too.
+const WARM_RUNS = 20;
 if (!fs.existsSync(path.join(peerDir, "minilm-fp32.onnx"))) {
   console.error(`no peer in ${peerDir}: run scripts/fetch-peer.sh first`);
   process.exit(2);
@@ -57,7 +61,7 @@ function serve(dir, isolated, extra = {}) {
 // The peer: one session of the ONNX model, batch 1, TOKENS tokens.
 const PEER_PAGE = `<!DOCTYPE html><meta charset="utf-8"><script type="module">
 import * as ort from "./node_modules/onnxruntime-web/dist/ort.wasm.min.mjs";
-window.openPeer = async (model, threads, tokens) => {
+window.openPeer = async (model, threads, tokens, warm) => {
   ort.env.wasm.numThreads = threads;
   ort.env.wasm.wasmPaths = new URL("./node_modules/onnxruntime-web/dist/", location.href).href;
   const session = await ort.InferenceSession.create(model, { executionProviders: ["wasm"] });
@@ -67,7 +71,7 @@ window.openPeer = async (model, threads, tokens) => {
     const data = name.includes("mask") ? ids.map(() => 1n) : name.includes("type") ? ids.map(() => 0n) : ids;
     feeds[name] = new ort.Tensor("int64", data, [1, tokens]);
   }
-  for (let i = 0; i < 3; i++) await session.run(feeds);
+  for (let i = 0; i < warm; i++) await session.run(feeds);
   window.stepPeer = async () => {
     const t = performance.now();
     await session.run(feeds);
@@ -117,7 +121,7 @@ async function openOurs(threads, site = ours) {
     const took = await page.evaluate(() => ({ ...document.querySelector("#took").dataset }));
     return { ms: Number(took.millis), shown: Number(took.shownMs) };
   };
-  for (let w = 0; w < 3; w++) await step();
+  for (let w = 0; w < WARM_RUNS; w++) await step();
   // The worker build the page started (worker_relaxed: int8 products with relaxed SIMD).
   return { step, close: () => context.close(), build: d.worker };
 }
@@ -127,7 +131,7 @@ async function openPeer(model, threads) {
   const page = await context.newPage();
   await page.goto(peer.url);
   await page.waitForFunction(() => window.peerReady === true);
-  const r = await page.evaluate(([m, t, n]) => window.openPeer(m, t, n), [model, threads, TOKENS]);
+  const r = await page.evaluate(([m, t, n, w]) => window.openPeer(m, t, n, w), [model, threads, TOKENS, WARM_RUNS]);
   if (threads > 1 && !r.isolated) throw new Error("the peer page is not cross-origin isolated: no threads");
   return { step: async () => ({ ms: await page.evaluate(() => window.stepPeer()) }), close: () => context.close() };
 }
@@ -197,7 +201,7 @@ ours.server.close();
 control?.server.close();
 peer.server.close();
 
-console.log(`Chromium ${browser.version()}, ${TOKENS} tokens, batch 1, ${runs} warm runs each, engines taken in turn run by run, in a random order, ${rounds} rounds`);
+console.log(`Chromium ${browser.version()}, ${TOKENS} tokens, batch 1, ${runs} timed runs each after ${WARM_RUNS} untimed, engines taken in turn run by run, in a random order, ${rounds} rounds`);
 console.log("| round | engine | threads | p50 | p95 | p50 / peer fp32 1 thread |");
 console.log("| ---: | --- | ---: | ---: | ---: | ---: |");
 for (const [r, e, t, p50, p95, ratio] of rows) {

@@ -754,6 +754,50 @@ test("the newest request first: estimates clicked back to back never wait for th
   }
 });
 
+test("the worker warms up once the model is ready, and a click at that moment goes first", async () => {
+  const { server, url } = await serve(dist);
+  const text = "Cordless drill 20V\nTwo batteries, a charger and a case";
+  // Clicked the moment the page says ready: the warm-up stops for it.
+  let { context, page } = await openPage(url);
+  try {
+    const took = await page.evaluate((t) => new Promise((resolve) => {
+      const go = () => {
+        const d = document.querySelector("#description");
+        d.value = t;
+        d.dispatchEvent(new Event("input", { bubbles: true }));
+        document.querySelector("#estimate").click();
+        const seen = new MutationObserver(() => {
+          const p = document.querySelector("#price");
+          if (p) { seen.disconnect(); resolve(Number(p.dataset.price)); }
+        });
+        seen.observe(document.body, { subtree: true, childList: true, attributes: true });
+      };
+      const isReady = () => document.querySelector("#status")?.dataset.state === "ready";
+      if (isReady()) return go();
+      const m = new MutationObserver(() => { if (isReady()) { m.disconnect(); go(); } });
+      m.observe(document.body, { subtree: true, childList: true, attributes: true });
+    }), text);
+    assert.ok(close(took, cliPredict(text).price), `page ${took} vs CLI`);
+    await page.waitForFunction(() => document.documentElement.dataset.warmUpRuns !== undefined, null, { timeout: 30000 });
+    const runs = Number(await page.getAttribute("html", "data-warm-up-runs"));
+    assert.ok(runs >= 1 && runs < 4, `the warm-up stopped for the click: ${runs} of 4 runs`);
+  } finally {
+    await context.close();
+  }
+  // Left alone: all four runs, and the estimates after them are the model's own.
+  ({ context, page } = await openPage(url));
+  try {
+    await ready(page);
+    await page.waitForSelector("html[data-warm-up-runs='4']", { timeout: 30000 });
+    assert.ok(Number(await page.getAttribute("html", "data-warm-up-ms")) > 0);
+    const e = await estimate(page, text);
+    assert.ok(close(e.price, cliPredict(text).price), `page ${e.price} vs CLI`);
+  } finally {
+    await context.close();
+    server.close();
+  }
+});
+
 test("isolated, a new estimate stops the reasons being measured for the one it replaces, between two layers", async () => {
   const { server, url } = await serve(dist);
   const { context, page } = await openPage(url);

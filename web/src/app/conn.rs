@@ -105,6 +105,16 @@ pub(crate) fn count_stopped_reasons() {
     }
 }
 
+/// `<html data-warm-up-runs data-warm-up-ms data-warm-up-last-ms>`: the
+/// first worker's warm-up ([`Reply::WarmedUp`]; benchmarks read it).
+pub(crate) fn mark_warm_up(runs: u32, millis: f64, last_millis: f64) {
+    if let Some(root) = web_sys::window().and_then(|w| w.document()).and_then(|d| d.document_element()) {
+        let _ = root.set_attribute("data-warm-up-runs", &runs.to_string());
+        let _ = root.set_attribute("data-warm-up-ms", &format!("{millis:.0}"));
+        let _ = root.set_attribute("data-warm-up-last-ms", &format!("{last_millis:.0}"));
+    }
+}
+
 fn blob_url(script: &str) -> Result<String, JsValue> {
     let parts = js_sys::Array::of1(&JsValue::from_str(script));
     let opts = web_sys::BlobPropertyBag::new();

@@ -149,7 +149,9 @@ pub(crate) fn App() -> impl IntoView {
                 pool.reset(conn, "another model was loaded while the file was being priced: price it again");
                 // A new model: its adaptation, if any, is announced after this.
                 own.adapted.set(None);
+                conn.send(Request::WarmUp);
             }
+            Reply::WarmedUp { runs, millis, last_millis } => conn::mark_warm_up(runs, millis, last_millis),
             Reply::Progress { .. } | Reply::LoadFailed { .. } => model.on_reply(&reply),
             // Only the explainer has the shared cell that stops reasons.
             Reply::ReasonsStopped { .. } => conn::count_stopped_reasons(),
@@ -194,7 +196,10 @@ pub(crate) fn App() -> impl IntoView {
                 estimate.on_reply(reply);
             }
             Reply::ReasonsStopped { .. } => conn::count_stopped_reasons(),
-            Reply::Ready { .. } => conn.explainer_failed.set_value(false),
+            Reply::Ready { .. } => {
+                conn.explainer_failed.set_value(false);
+                conn.explainer_send(Request::WarmUp);
+            }
             Reply::LoadFailed { .. } => conn.explainer_failed.set_value(true),
             _ => {}
         }

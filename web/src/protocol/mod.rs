@@ -70,6 +70,13 @@ pub enum Request {
     ReloadOwn,
     /// Drop the adaptation, here and from IndexedDB.
     ForgetOwn,
+    /// Estimate a built-in product a few times on the model just loaded,
+    /// once per worker: the browser compiles the wasm lazily and optimises
+    /// a function only after it has run a while, so the visitor's first
+    /// estimates would run on slow code, beside the optimising compiler.
+    /// Sent to the two workers that answer the visitor (not to a file's
+    /// pool); any request that comes meanwhile goes first and ends it.
+    WarmUp,
 }
 
 /// Which records of a file a worker prices when several share it: record
@@ -195,6 +202,14 @@ pub enum Reply {
     },
     /// The adaptation is gone: estimates come from the model as published.
     Forgotten,
+    /// The warm-up ([`Request::WarmUp`]) ran `runs` estimates in `millis`
+    /// (the worker's own time), the last one in `last_millis`; fewer runs
+    /// than asked when a request came first.
+    WarmedUp {
+        runs: u32,
+        millis: f64,
+        last_millis: f64,
+    },
 }
 
 /// The longest text the page sends for one estimate; beyond this only the

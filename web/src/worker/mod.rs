@@ -67,6 +67,8 @@ struct State {
     /// The adaptation kept in IndexedDB is being laid over the model: a
     /// file's rows wait for it, so that every row sees the same model.
     restoring: Rc<Cell<bool>>,
+    /// The warm-up ([`Request::WarmUp`]) began; it runs once.
+    warmed: Rc<Cell<bool>>,
 }
 
 impl State {
@@ -184,6 +186,7 @@ impl State {
             Request::Batch { name, content, shard } => self.start_batch(name, content, shard),
             Request::BatchNext => self.next_batch(),
             Request::CancelBatch => self.cancel_batch(),
+            Request::WarmUp => self.clone().warm_up(),
         }
     }
 }
